@@ -1,0 +1,1004 @@
+//! The authenticated datagram format (DESIGN section 3, "Frames").
+//!
+//! Every datagram is a fixed-width big-endian header, a body, and a tag:
+//!
+//! ```text
+//! magic "RC" (2) | version (1) | cluster (4) | config_version (4) | sender (4)
+//! | incarnation (8) | key_id (1) | counter (8) | part (2) | parts (2)
+//! | body ... | tag (16)
+//! ```
+//!
+//! The tag is HMAC-SHA256 under the cluster key over header and body,
+//! truncated to 16 bytes. Bodies longer than one datagram are split into parts
+//! with consecutive counters, so a message is named by `counter - part`.
+//! [`Sealer`] builds frames, [`Opener`] checks them (length, magic, version,
+//! cluster, sender, key, tag, part numbers, replay) and reassembles parts.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use thiserror::Error;
+
+use crate::fragment::Reassembly;
+use crate::ids::{ClusterId, Incarnation, KeyId, NodeId};
+use crate::replay::{ReplayError, ReplayWindow};
+
+/// The first two bytes of every frame.
+pub const MAGIC: [u8; 2] = *b"RC";
+/// The frame format version this code speaks.
+pub const VERSION: u8 = 1;
+/// Bytes of the fixed header.
+pub const HEADER_LEN: usize = 36;
+/// Bytes of the authentication tag that ends every frame.
+pub const TAG_LEN: usize = 16;
+/// Bytes every frame spends besides its body: header and tag.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Most parts one message may be split into.
+pub const MAX_PARTS: u16 = 64;
+/// The largest UDP payload over IPv4, and so the largest frame.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Bytes every frame spends besides its body: header and tag.
+pub fn overhead() -> usize {
+    OVERHEAD
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a datagram was refused, or a message could not be sealed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The datagram cannot even hold a header and a tag.
+    #[error("datagram of {len} bytes is shorter than a frame header and tag ({OVERHEAD} bytes)")]
+    TooShort {
+        /// The datagram's length.
+        len: usize,
+    },
+    /// The datagram is longer than any UDP datagram.
+    #[error("datagram of {len} bytes is longer than the largest frame ({MAX_DATAGRAM} bytes)")]
+    TooLong {
+        /// The datagram's length.
+        len: usize,
+    },
+    /// The datagram does not start with [`MAGIC`]: it is not a ringcast frame.
+    #[error("datagram does not start with the ringcast magic bytes")]
+    BadMagic,
+    /// The frame uses a format version this node does not speak.
+    #[error("frame version {0} is not supported (this node speaks version {VERSION})")]
+    UnknownVersion(u8),
+    /// The frame belongs to another cluster.
+    #[error("frame belongs to cluster {got}, not to this node's cluster {expected}")]
+    WrongCluster {
+        /// This node's cluster.
+        expected: ClusterId,
+        /// The cluster the frame names.
+        got: ClusterId,
+    },
+    /// The frame was sent by this node (multicast loops a node's frames back).
+    #[error("frame was sent by this node itself")]
+    FromSelf,
+    /// The frame's sender is not a node this node knows of.
+    #[error("frame sender {0} is not a known node of this cluster")]
+    UnknownSender(NodeId),
+    /// The frame was sealed with a key this node does not accept.
+    #[error("frame is sealed with key {0}, which this node does not accept")]
+    UnknownKey(KeyId),
+    /// The frame's tag does not authenticate its header and body.
+    #[error("frame authentication tag does not match its contents")]
+    BadTag,
+    /// The frame's part number or part count is impossible, or disagrees with
+    /// the message's other parts.
+    #[error("frame part {part} of {parts} does not fit its message")]
+    BadPart {
+        /// The frame's part number.
+        part: u16,
+        /// The frame's part count.
+        parts: u16,
+    },
+    /// The frame's counter was already accepted from its sender.
+    #[error("frame counter was already seen or is older than the replay window")]
+    Replayed,
+    /// The frame comes from an older life of its sender than one already seen.
+    #[error("frame comes from an older incarnation of its sender than one already seen")]
+    StaleIncarnation,
+    /// The body needs more than [`MAX_PARTS`] frames at the sealer's MTU.
+    #[error("message body of {len} bytes needs more than {MAX_PARTS} frames at this MTU")]
+    MessageTooLong {
+        /// The body's length.
+        len: usize,
+    },
+    /// The sealer has used every counter of its incarnation; a new incarnation is needed.
+    #[error(
+        "every frame counter of this incarnation is used; the node must start a new incarnation"
+    )]
+    CounterExhausted,
+}
+
+impl FrameError {
+    /// A short snake_case label, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::TooShort { .. } => "too_short",
+            FrameError::TooLong { .. } => "too_long",
+            FrameError::BadMagic => "bad_magic",
+            FrameError::UnknownVersion(_) => "unknown_version",
+            FrameError::WrongCluster { .. } => "wrong_cluster",
+            FrameError::FromSelf => "from_self",
+            FrameError::UnknownSender(_) => "unknown_sender",
+            FrameError::UnknownKey(_) => "unknown_key",
+            FrameError::BadTag => "bad_tag",
+            FrameError::BadPart { .. } => "bad_part",
+            FrameError::Replayed => "replayed",
+            FrameError::StaleIncarnation => "stale_incarnation",
+            FrameError::MessageTooLong { .. } => "message_too_long",
+            FrameError::CounterExhausted => "counter_exhausted",
+        }
+    }
+}
+
+impl From<ReplayError> for FrameError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Replayed => FrameError::Replayed,
+            ReplayError::StaleIncarnation => FrameError::StaleIncarnation,
+        }
+    }
+}
+
+/// One cluster key, ready to tag frames.
+#[derive(Clone)]
+struct ClusterKey {
+    id: KeyId,
+    mac: HmacSha256,
+}
+
+impl ClusterKey {
+    fn new(id: KeyId, key: [u8; 32]) -> Self {
+        let mac = HmacSha256::new_from_slice(&key).expect("HMAC accepts keys of any length");
+        ClusterKey { id, mac }
+    }
+}
+
+/// The cluster keys a node accepts (at most two, during a rotation) and the
+/// one it seals with.
+#[derive(Clone)]
+pub struct Keyring {
+    sending: ClusterKey,
+    other: Option<ClusterKey>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("sending", &self.sending.id)
+            .field("other", &self.other.as_ref().map(|k| k.id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// A keyring that accepts and seals with one key.
+    pub fn new(id: KeyId, key: [u8; 32]) -> Self {
+        Keyring {
+            sending: ClusterKey::new(id, key),
+            other: None,
+        }
+    }
+
+    /// Accepts a second key besides the sending one, replacing any previous
+    /// second key. A key with the sending key's id replaces the sending key.
+    pub fn accept(&mut self, id: KeyId, key: [u8; 32]) {
+        let key = ClusterKey::new(id, key);
+        if id == self.sending.id {
+            self.sending = key;
+        } else {
+            self.other = Some(key);
+        }
+    }
+
+    /// Seals with key `id` from now on; the previous sending key stays accepted.
+    pub fn send_with(&mut self, id: KeyId) -> Result<(), FrameError> {
+        if id == self.sending.id {
+            return Ok(());
+        }
+        match self.other.take() {
+            Some(other) if other.id == id => {
+                let previous = core::mem::replace(&mut self.sending, other);
+                self.other = Some(previous);
+                Ok(())
+            }
+            kept => {
+                self.other = kept;
+                Err(FrameError::UnknownKey(id))
+            }
+        }
+    }
+
+    /// Stops accepting key `id`. The sending key cannot be retired; returns
+    /// whether a key was dropped.
+    pub fn retire(&mut self, id: KeyId) -> bool {
+        if self.other.as_ref().is_some_and(|k| k.id == id) {
+            self.other = None;
+            return true;
+        }
+        false
+    }
+
+    /// The key new frames are sealed with.
+    pub fn sending_key_id(&self) -> KeyId {
+        self.sending.id
+    }
+
+    /// Whether frames sealed with key `id` are accepted.
+    pub fn accepts(&self, id: KeyId) -> bool {
+        self.key(id).is_some()
+    }
+
+    fn key(&self, id: KeyId) -> Option<&ClusterKey> {
+        core::iter::once(&self.sending)
+            .chain(self.other.as_ref())
+            .find(|k| k.id == id)
+    }
+}
+
+/// The fixed header every frame starts with (after magic and version).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The cluster the frame belongs to.
+    pub cluster: ClusterId,
+    /// The sender's configuration version; a newer one than the receiver's
+    /// tells it to refetch its configuration.
+    pub config_version: u32,
+    /// The node that sealed the frame.
+    pub sender: NodeId,
+    /// The sender's life.
+    pub incarnation: Incarnation,
+    /// The key that sealed the frame.
+    pub key_id: KeyId,
+    /// The sender's frame counter, unique within its incarnation.
+    pub counter: u64,
+    /// Which part of its message this frame carries, from 0.
+    pub part: u16,
+    /// How many parts the message has.
+    pub parts: u16,
+}
+
+impl Header {
+    /// Appends the wire form, magic and version included.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.cluster.0.to_be_bytes());
+        out.extend_from_slice(&self.config_version.to_be_bytes());
+        out.extend_from_slice(&self.sender.0.to_be_bytes());
+        out.extend_from_slice(&self.incarnation.0.to_be_bytes());
+        out.push(self.key_id.0);
+        out.extend_from_slice(&self.counter.to_be_bytes());
+        out.extend_from_slice(&self.part.to_be_bytes());
+        out.extend_from_slice(&self.parts.to_be_bytes());
+    }
+
+    /// Reads the header at the front of `datagram`, checking magic and version.
+    fn read(datagram: &[u8]) -> Result<Header, FrameError> {
+        let too_short = FrameError::TooShort {
+            len: datagram.len(),
+        };
+        let mut r = Reader(datagram);
+        if r.take::<2>().ok_or(too_short.clone())? != MAGIC {
+            return Err(FrameError::BadMagic);
+        }
+        let [version] = r.take::<1>().ok_or(too_short.clone())?;
+        if version != VERSION {
+            return Err(FrameError::UnknownVersion(version));
+        }
+        r.fields().ok_or(too_short)
+    }
+}
+
+/// Reads big-endian fields off the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (first, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*first)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_be_bytes)
+    }
+
+    /// The header fields after magic and version.
+    fn fields(&mut self) -> Option<Header> {
+        Some(Header {
+            cluster: ClusterId(self.u32()?),
+            config_version: self.u32()?,
+            sender: NodeId(self.u32()?),
+            incarnation: Incarnation(self.u64()?),
+            key_id: KeyId(self.take::<1>()?[0]),
+            counter: self.u64()?,
+            part: self.u16()?,
+            parts: self.u16()?,
+        })
+    }
+}
+
+/// Tags `header || body` with `key` and returns the whole frame.
+fn seal_frame(key: &ClusterKey, header: &Header, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(OVERHEAD + body.len());
+    header.write_to(&mut frame);
+    frame.extend_from_slice(body);
+    let mut mac = key.mac.clone();
+    mac.update(&frame);
+    let tag = mac.finalize().into_bytes();
+    frame.extend_from_slice(&tag[..TAG_LEN]);
+    frame
+}
+
+/// Builds the frames of one node: numbers them, splits long bodies into parts
+/// and tags them with the keyring's sending key.
+#[derive(Clone, Debug)]
+pub struct Sealer {
+    cluster: ClusterId,
+    config_version: u32,
+    sender: NodeId,
+    incarnation: Incarnation,
+    next_counter: u64,
+    mtu: usize,
+}
+
+impl Sealer {
+    /// The sealer of node `sender` in its life `incarnation`. `mtu` is the
+    /// largest datagram to build, clamped to `OVERHEAD + 1..=MAX_DATAGRAM`.
+    pub fn new(
+        cluster: ClusterId,
+        config_version: u32,
+        sender: NodeId,
+        incarnation: Incarnation,
+        mtu: usize,
+    ) -> Self {
+        Sealer {
+            cluster,
+            config_version,
+            sender,
+            incarnation,
+            next_counter: 0,
+            mtu: mtu.clamp(OVERHEAD + 1, MAX_DATAGRAM),
+        }
+    }
+
+    /// Starts a new life of the node; counters start again from 0, which
+    /// receivers accept because the incarnation grew. It must not go backwards.
+    pub fn set_incarnation(&mut self, incarnation: Incarnation) {
+        if incarnation != self.incarnation {
+            self.incarnation = incarnation;
+            self.next_counter = 0;
+        }
+    }
+
+    /// Announces a new configuration version in the frames sealed from now on.
+    pub fn set_config_version(&mut self, config_version: u32) {
+        self.config_version = config_version;
+    }
+
+    /// The largest datagram this sealer builds.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// Seals `body` into one frame, or into up to [`MAX_PARTS`] frames of at
+    /// most the MTU each when it does not fit one.
+    pub fn seal(&mut self, keyring: &Keyring, body: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+        let chunks = self.split(body)?;
+        let parts = u16::try_from(chunks.len())
+            .map_err(|_| FrameError::MessageTooLong { len: body.len() })?;
+        let first = self.take_counters(u64::from(parts))?;
+        let frames = (0..parts)
+            .zip(chunks)
+            .map(|(part, chunk)| {
+                let header = self.header(
+                    keyring.sending_key_id(),
+                    first + u64::from(part),
+                    part,
+                    parts,
+                );
+                seal_frame(&keyring.sending, &header, chunk)
+            })
+            .collect();
+        Ok(frames)
+    }
+
+    /// The body's parts, each fitting one frame.
+    fn split<'b>(&self, body: &'b [u8]) -> Result<Vec<&'b [u8]>, FrameError> {
+        let room = self.mtu - OVERHEAD;
+        if body.len().div_ceil(room) > usize::from(MAX_PARTS) {
+            return Err(FrameError::MessageTooLong { len: body.len() });
+        }
+        if body.is_empty() {
+            return Ok(vec![body]);
+        }
+        Ok(body.chunks(room).collect())
+    }
+
+    /// Reserves `n` consecutive counters and returns the first.
+    fn take_counters(&mut self, n: u64) -> Result<u64, FrameError> {
+        let first = self.next_counter;
+        self.next_counter = first.checked_add(n).ok_or(FrameError::CounterExhausted)?;
+        Ok(first)
+    }
+
+    fn header(&self, key_id: KeyId, counter: u64, part: u16, parts: u16) -> Header {
+        Header {
+            cluster: self.cluster,
+            config_version: self.config_version,
+            sender: self.sender,
+            incarnation: self.incarnation,
+            key_id,
+            counter,
+            part,
+            parts,
+        }
+    }
+}
+
+/// A whole message taken out of one or more frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The header of the message's part 0 (for a multi-part message: the
+    /// completing frame's header with `part` 0 and `counter` of part 0).
+    pub header: Header,
+    /// The message body.
+    pub body: Vec<u8>,
+}
+
+/// A datagram cut into its body and tag (the header is read by [`Header::read`]).
+struct RawFrame<'a> {
+    body: &'a [u8],
+    /// Header and body: what the tag covers.
+    tagged: &'a [u8],
+    tag: &'a [u8],
+}
+
+impl<'a> RawFrame<'a> {
+    fn cut(datagram: &'a [u8]) -> Result<Self, FrameError> {
+        let len = datagram.len();
+        if len > MAX_DATAGRAM {
+            return Err(FrameError::TooLong { len });
+        }
+        let too_short = FrameError::TooShort { len };
+        let tag_at = len.checked_sub(TAG_LEN).ok_or(too_short.clone())?;
+        let (tagged, tag) = datagram.split_at_checked(tag_at).ok_or(too_short.clone())?;
+        let body = tagged.get(HEADER_LEN..).ok_or(too_short)?;
+        Ok(RawFrame { body, tagged, tag })
+    }
+}
+
+/// Checks the frames a node receives and puts multi-part messages together.
+#[derive(Debug)]
+pub struct Opener {
+    cluster: ClusterId,
+    me: NodeId,
+    windows: BTreeMap<NodeId, ReplayWindow>,
+    reassembly: Reassembly,
+}
+
+impl Opener {
+    /// The opener of node `me` in cluster `cluster`.
+    pub fn new(cluster: ClusterId, me: NodeId) -> Self {
+        Opener {
+            cluster,
+            me,
+            windows: BTreeMap::new(),
+            reassembly: Reassembly::new(),
+        }
+    }
+
+    /// Checks one datagram and returns the message it completes, if any.
+    /// `Ok(None)` means a part of a message that still misses parts.
+    /// `is_known_sender` tells whether a node id belongs to the cluster.
+    pub fn open(
+        &mut self,
+        keyring: &Keyring,
+        datagram: &[u8],
+        is_known_sender: impl Fn(NodeId) -> bool,
+    ) -> Result<Option<Opened>, FrameError> {
+        let raw = RawFrame::cut(datagram)?;
+        let header = Header::read(datagram)?;
+        self.check_origin(&header, is_known_sender)?;
+        verify_tag(keyring, &header, &raw)?;
+        check_parts(&header)?;
+        self.check_replay(&header)?;
+        if header.parts == 1 {
+            return Ok(Some(Opened {
+                header,
+                body: raw.body.to_vec(),
+            }));
+        }
+        let body = self.reassembly.insert(&header, raw.body)?;
+        Ok(body.map(|body| Opened {
+            header: Header {
+                counter: header.counter - u64::from(header.part),
+                part: 0,
+                ..header
+            },
+            body,
+        }))
+    }
+
+    /// The incomplete multi-part messages this opener holds.
+    pub fn reassembly(&self) -> &Reassembly {
+        &self.reassembly
+    }
+
+    fn check_origin(
+        &self,
+        header: &Header,
+        is_known_sender: impl Fn(NodeId) -> bool,
+    ) -> Result<(), FrameError> {
+        if header.cluster != self.cluster {
+            return Err(FrameError::WrongCluster {
+                expected: self.cluster,
+                got: header.cluster,
+            });
+        }
+        if header.sender == self.me {
+            return Err(FrameError::FromSelf);
+        }
+        if !is_known_sender(header.sender) {
+            return Err(FrameError::UnknownSender(header.sender));
+        }
+        Ok(())
+    }
+
+    fn check_replay(&mut self, header: &Header) -> Result<(), FrameError> {
+        match self.windows.entry(header.sender) {
+            Entry::Vacant(slot) => {
+                slot.insert(ReplayWindow::new(header.incarnation, header.counter));
+                Ok(())
+            }
+            Entry::Occupied(mut slot) => Ok(slot
+                .get_mut()
+                .check_and_record(header.incarnation, header.counter)?),
+        }
+    }
+}
+
+/// Checks the frame's tag in constant time with the key its header names.
+fn verify_tag(keyring: &Keyring, header: &Header, raw: &RawFrame<'_>) -> Result<(), FrameError> {
+    let key = keyring
+        .key(header.key_id)
+        .ok_or(FrameError::UnknownKey(header.key_id))?;
+    let mut mac = key.mac.clone();
+    mac.update(raw.tagged);
+    mac.verify_truncated_left(raw.tag)
+        .map_err(|_| FrameError::BadTag)
+}
+
+/// Checks that the part number and count describe a possible message.
+fn check_parts(header: &Header) -> Result<(), FrameError> {
+    let possible = header.parts != 0
+        && header.parts <= MAX_PARTS
+        && header.part < header.parts
+        && header.counter >= u64::from(header.part);
+    if possible {
+        Ok(())
+    } else {
+        Err(FrameError::BadPart {
+            part: header.part,
+            parts: header.parts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: ClusterId = ClusterId(7);
+    const ALICE: NodeId = NodeId(1);
+    const BOB: NodeId = NodeId(2);
+    const KEY_1: [u8; 32] = [1; 32];
+    const KEY_2: [u8; 32] = [2; 32];
+
+    fn keyring() -> Keyring {
+        Keyring::new(KeyId(1), KEY_1)
+    }
+
+    fn sealer(mtu: usize) -> Sealer {
+        Sealer::new(CLUSTER, 3, ALICE, Incarnation(1), mtu)
+    }
+
+    fn bob() -> Opener {
+        Opener::new(CLUSTER, BOB)
+    }
+
+    fn anyone(_: NodeId) -> bool {
+        true
+    }
+
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Seals one body that fits a single frame.
+    fn one_frame(sealer: &mut Sealer, keyring: &Keyring, body: &[u8]) -> Vec<u8> {
+        let mut frames = sealer.seal(keyring, body).expect("the body fits");
+        assert_eq!(frames.len(), 1);
+        frames.remove(0)
+    }
+
+    #[test]
+    fn a_single_frame_round_trips() {
+        let keys = keyring();
+        let frame = one_frame(&mut sealer(1500), &keys, b"hello");
+        assert_eq!(frame.len(), OVERHEAD + 5);
+        let opened = bob().open(&keys, &frame, anyone).expect("valid frame");
+        let opened = opened.expect("single-part messages complete at once");
+        assert_eq!(opened.body, b"hello");
+        assert_eq!(
+            opened.header,
+            Header {
+                cluster: CLUSTER,
+                config_version: 3,
+                sender: ALICE,
+                incarnation: Incarnation(1),
+                key_id: KeyId(1),
+                counter: 0,
+                part: 0,
+                parts: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_body_round_trips() {
+        let keys = keyring();
+        let frame = one_frame(&mut sealer(1500), &keys, b"");
+        let opened = bob().open(&keys, &frame, anyone);
+        assert_eq!(opened.map(|o| o.map(|o| o.body)), Ok(Some(Vec::new())));
+    }
+
+    #[test]
+    fn a_long_body_is_split_into_frames_that_fit_the_mtu_and_reassembles() {
+        let keys = keyring();
+        let long = body(5_000);
+        let frames = sealer(256).seal(&keys, &long).expect("5 KB fits 64 parts");
+        assert_eq!(frames.len(), 5_000usize.div_ceil(256 - OVERHEAD));
+        assert!(frames.iter().all(|f| f.len() <= 256));
+        let mut opener = bob();
+        let (last, firsts) = frames.split_last().expect("several frames");
+        for frame in firsts {
+            assert_eq!(opener.open(&keys, frame, anyone), Ok(None));
+        }
+        let opened = opener
+            .open(&keys, last, anyone)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(opened.body, long);
+        assert_eq!((opened.header.part, opened.header.counter), (0, 0));
+        assert_eq!(usize::from(opened.header.parts), frames.len());
+        assert_eq!(opener.reassembly().pending_messages(), 0);
+    }
+
+    #[test]
+    fn parts_delivered_out_of_order_and_duplicated_reassemble() {
+        let keys = keyring();
+        let long = body(1_000);
+        let frames = sealer(256).seal(&keys, &long).expect("fits");
+        assert_eq!(frames.len(), 5);
+        let mut opener = bob();
+        for i in [3, 0, 4] {
+            assert_eq!(opener.open(&keys, &frames[i], anyone), Ok(None));
+        }
+        assert_eq!(
+            opener.open(&keys, &frames[0], anyone),
+            Err(FrameError::Replayed)
+        );
+        assert_eq!(opener.open(&keys, &frames[2], anyone), Ok(None));
+        assert_eq!(
+            opener.open(&keys, &frames[4], anyone),
+            Err(FrameError::Replayed)
+        );
+        let opened = opener.open(&keys, &frames[1], anyone).expect("valid");
+        assert_eq!(opened.map(|o| o.body), Some(long));
+    }
+
+    #[test]
+    fn consecutive_messages_get_consecutive_counters() {
+        let keys = keyring();
+        let mut sealer = sealer(256);
+        let first = sealer.seal(&keys, &body(500)).expect("fits");
+        let second = one_frame(&mut sealer, &keys, b"x");
+        let opened = bob()
+            .open(&keys, &second, anyone)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(opened.header.counter, first.len() as u64);
+    }
+
+    #[test]
+    fn a_body_needing_too_many_parts_is_refused_without_using_counters() {
+        let keys = keyring();
+        let mut sealer = sealer(256);
+        let room = 256 - OVERHEAD;
+        let too_long = room * usize::from(MAX_PARTS) + 1;
+        assert_eq!(
+            sealer.seal(&keys, &body(too_long)),
+            Err(FrameError::MessageTooLong { len: too_long })
+        );
+        let fits = sealer
+            .seal(&keys, &body(too_long - 1))
+            .expect("exactly 64 parts");
+        assert_eq!(fits.len(), usize::from(MAX_PARTS));
+        let opened = bob().open(&keys, &fits[0], anyone);
+        assert_eq!(opened, Ok(None));
+    }
+
+    #[test]
+    fn a_frame_sealed_with_another_key_is_refused() {
+        let frame = one_frame(&mut sealer(1500), &Keyring::new(KeyId(1), KEY_2), b"hi");
+        assert_eq!(
+            bob().open(&keyring(), &frame, anyone),
+            Err(FrameError::BadTag)
+        );
+    }
+
+    #[test]
+    fn a_frame_naming_a_key_not_accepted_is_refused() {
+        let frame = one_frame(&mut sealer(1500), &Keyring::new(KeyId(9), KEY_1), b"hi");
+        assert_eq!(
+            bob().open(&keyring(), &frame, anyone),
+            Err(FrameError::UnknownKey(KeyId(9)))
+        );
+    }
+
+    #[test]
+    fn a_frame_of_another_cluster_is_refused() {
+        let keys = keyring();
+        let frame = one_frame(&mut sealer(1500), &keys, b"hi");
+        let mut other = Opener::new(ClusterId(8), BOB);
+        assert_eq!(
+            other.open(&keys, &frame, anyone),
+            Err(FrameError::WrongCluster {
+                expected: ClusterId(8),
+                got: CLUSTER
+            })
+        );
+    }
+
+    #[test]
+    fn a_replayed_datagram_is_refused() {
+        let keys = keyring();
+        let frame = one_frame(&mut sealer(1500), &keys, b"hi");
+        let mut opener = bob();
+        assert!(opener.open(&keys, &frame, anyone).is_ok());
+        assert_eq!(
+            opener.open(&keys, &frame, anyone),
+            Err(FrameError::Replayed)
+        );
+    }
+
+    #[test]
+    fn a_frame_of_an_older_incarnation_after_a_newer_one_is_stale() {
+        let keys = keyring();
+        let mut old = sealer(1500);
+        let stale = one_frame(&mut old, &keys, b"old");
+        let mut new = sealer(1500);
+        new.set_incarnation(Incarnation(2));
+        let fresh = one_frame(&mut new, &keys, b"new");
+        let mut opener = bob();
+        assert!(opener.open(&keys, &fresh, anyone).is_ok());
+        assert_eq!(
+            opener.open(&keys, &stale, anyone),
+            Err(FrameError::StaleIncarnation)
+        );
+    }
+
+    #[test]
+    fn a_new_incarnation_restarts_counters_and_is_accepted() {
+        let keys = keyring();
+        let mut sealer = sealer(1500);
+        let mut opener = bob();
+        for _ in 0..3 {
+            let frame = one_frame(&mut sealer, &keys, b"a");
+            assert!(opener.open(&keys, &frame, anyone).is_ok());
+        }
+        sealer.set_incarnation(Incarnation(2));
+        let frame = one_frame(&mut sealer, &keys, b"b");
+        let opened = opener
+            .open(&keys, &frame, anyone)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(
+            (opened.header.incarnation, opened.header.counter),
+            (Incarnation(2), 0)
+        );
+    }
+
+    #[test]
+    fn a_truncated_datagram_is_refused() {
+        let keys = keyring();
+        let frame = one_frame(&mut sealer(1500), &keys, b"some body");
+        for len in 0..frame.len() {
+            let result = bob().open(&keys, &frame[..len], anyone);
+            assert!(
+                matches!(
+                    result,
+                    Err(FrameError::TooShort { .. } | FrameError::BadTag)
+                ),
+                "length {len}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_datagram_longer_than_any_udp_datagram_is_refused() {
+        let huge = vec![0; MAX_DATAGRAM + 1];
+        assert_eq!(
+            bob().open(&keyring(), &huge, anyone),
+            Err(FrameError::TooLong {
+                len: MAX_DATAGRAM + 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_datagram_without_the_magic_is_refused() {
+        let keys = keyring();
+        let mut frame = one_frame(&mut sealer(1500), &keys, b"hi");
+        frame[0] = b'X';
+        assert_eq!(bob().open(&keys, &frame, anyone), Err(FrameError::BadMagic));
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let keys = keyring();
+        let mut frame = one_frame(&mut sealer(1500), &keys, b"hi");
+        frame[2] = 2;
+        assert_eq!(
+            bob().open(&keys, &frame, anyone),
+            Err(FrameError::UnknownVersion(2))
+        );
+    }
+
+    #[test]
+    fn a_frame_from_self_is_refused() {
+        let keys = keyring();
+        let frame = one_frame(&mut sealer(1500), &keys, b"hi");
+        let mut alice = Opener::new(CLUSTER, ALICE);
+        assert_eq!(alice.open(&keys, &frame, anyone), Err(FrameError::FromSelf));
+    }
+
+    #[test]
+    fn a_frame_from_an_unknown_sender_is_refused() {
+        let keys = keyring();
+        let frame = one_frame(&mut sealer(1500), &keys, b"hi");
+        assert_eq!(
+            bob().open(&keys, &frame, |n| n == BOB),
+            Err(FrameError::UnknownSender(ALICE))
+        );
+    }
+
+    #[test]
+    fn impossible_part_numbers_are_refused_even_when_authentic() {
+        let keys = keyring();
+        let mut opener = bob();
+        for (counter, part, parts) in [(0, 0, 0), (5, 3, 3), (0, 0, MAX_PARTS + 1), (1, 2, 4)] {
+            let header = Header {
+                counter,
+                part,
+                parts,
+                ..sealer(1500).header(KeyId(1), 0, 0, 1)
+            };
+            let frame = seal_frame(&keys.sending, &header, b"x");
+            assert_eq!(
+                opener.open(&keys, &frame, anyone),
+                Err(FrameError::BadPart { part, parts })
+            );
+        }
+    }
+
+    #[test]
+    fn key_rotation_accepts_both_keys_until_one_is_retired() {
+        let mut rotating = Keyring::new(KeyId(1), KEY_1);
+        rotating.accept(KeyId(2), KEY_2);
+        assert_eq!(rotating.send_with(KeyId(2)), Ok(()));
+        assert_eq!(rotating.sending_key_id(), KeyId(2));
+        let mut sealer = sealer(1500);
+        let with_2 = one_frame(&mut sealer, &rotating, b"two");
+        let with_1 = one_frame(&mut sealer, &keyring(), b"one");
+
+        let mut receiver = Keyring::new(KeyId(1), KEY_1);
+        receiver.accept(KeyId(2), KEY_2);
+        let mut opener = bob();
+        assert!(opener.open(&receiver, &with_2, anyone).is_ok());
+        assert!(opener.open(&receiver, &with_1, anyone).is_ok());
+
+        assert!(receiver.retire(KeyId(2)));
+        let later = one_frame(&mut sealer, &rotating, b"two again");
+        assert_eq!(
+            opener.open(&receiver, &later, anyone),
+            Err(FrameError::UnknownKey(KeyId(2)))
+        );
+    }
+
+    #[test]
+    fn the_sending_key_cannot_be_retired_and_unknown_keys_cannot_send() {
+        let mut keys = keyring();
+        assert!(!keys.retire(KeyId(1)));
+        assert!(keys.accepts(KeyId(1)));
+        assert_eq!(
+            keys.send_with(KeyId(3)),
+            Err(FrameError::UnknownKey(KeyId(3)))
+        );
+        keys.accept(KeyId(2), KEY_2);
+        keys.accept(KeyId(3), KEY_2);
+        assert!(!keys.accepts(KeyId(2)), "a third key replaces the second");
+        assert!(keys.accepts(KeyId(3)));
+        assert_eq!(keys.sending_key_id(), KeyId(1));
+    }
+
+    #[test]
+    fn the_keyring_debug_output_shows_no_key_bytes() {
+        let mut keys = Keyring::new(KeyId(1), [0xAB; 32]);
+        keys.accept(KeyId(2), [0xCD; 32]);
+        let shown = format!("{keys:?}");
+        assert!(
+            shown.contains("KeyId(1)") && shown.contains("KeyId(2)"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab, "),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn every_error_has_a_distinct_reason() {
+        let errors = [
+            FrameError::TooShort { len: 0 },
+            FrameError::TooLong { len: 0 },
+            FrameError::BadMagic,
+            FrameError::UnknownVersion(2),
+            FrameError::WrongCluster {
+                expected: CLUSTER,
+                got: CLUSTER,
+            },
+            FrameError::FromSelf,
+            FrameError::UnknownSender(ALICE),
+            FrameError::UnknownKey(KeyId(1)),
+            FrameError::BadTag,
+            FrameError::BadPart { part: 0, parts: 0 },
+            FrameError::Replayed,
+            FrameError::StaleIncarnation,
+            FrameError::MessageTooLong { len: 0 },
+            FrameError::CounterExhausted,
+        ];
+        let reasons: std::collections::BTreeSet<_> =
+            errors.iter().map(FrameError::reason).collect();
+        assert_eq!(reasons.len(), errors.len());
+    }
+
+    #[test]
+    fn the_header_is_the_documented_width() {
+        let mut out = Vec::new();
+        sealer(1500).header(KeyId(1), 0, 0, 1).write_to(&mut out);
+        assert_eq!(out.len(), HEADER_LEN);
+        assert_eq!(overhead(), 52);
+    }
+}

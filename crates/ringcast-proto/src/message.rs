@@ -1,0 +1,209 @@
+//! The messages of the bus and the ring (DESIGN section 4), and their body encoding.
+//!
+//! Bodies are encoded with postcard; the frame layer (`frame`) authenticates
+//! them and splits long ones into parts.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::{Capacity, NodeAddrs};
+use crate::ids::{DiskId, Epoch, Incarnation, NodeId};
+use crate::map::ClusterMap;
+use crate::tables::{Load, Tables};
+
+/// Claims 10-11: the supervisor's periodic notification on the bus: its id and
+/// address, epoch and rank (in the map), the cluster topology and the cluster map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    /// The supervisor's addresses (claim 10).
+    pub addrs: NodeAddrs,
+    /// The cluster map, which names the supervisor, its epoch and the ring order (claim 11).
+    pub map: ClusterMap,
+    /// Topology, node usage and disk usage (claims 4 and 11).
+    pub tables: Tables,
+}
+
+/// Claim 12: posted once by a node that has just taken over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorUpdate {
+    /// The new supervisor.
+    pub supervisor: NodeId,
+    /// Its addresses.
+    pub addrs: NodeAddrs,
+    /// The epoch it starts.
+    pub epoch: Epoch,
+    /// The supervisor it replaces.
+    pub replaces: NodeId,
+}
+
+/// Claim 14: a node asking to join, repeated until a notification lists it (claim 15).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The joining node.
+    pub node: NodeId,
+    /// The life it joins with.
+    pub incarnation: Incarnation,
+    /// Its network addresses.
+    pub addrs: NodeAddrs,
+    /// Its disk access list, by disk id (claim 14).
+    pub disks: Vec<DiskId>,
+    /// Its streaming capacity (claim 4).
+    pub capacity: Capacity,
+}
+
+/// Claim 19: a node leaving, repeated until a notification no longer lists it up (claim 20).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leave {
+    /// The leaving node.
+    pub node: NodeId,
+    /// The life that leaves.
+    pub incarnation: Incarnation,
+    /// Its network addresses (claim 19).
+    pub addrs: NodeAddrs,
+}
+
+/// Claim 13: one node's report on one disk it reaches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskReport {
+    /// The disk.
+    pub disk: DiskId,
+    /// Whether the last probe succeeded.
+    pub ok: bool,
+    /// Total bytes, when known.
+    pub capacity_bytes: u64,
+    /// Bytes used, when known.
+    pub used_bytes: u64,
+}
+
+/// Claim 8: a node's declaration that its upstream neighbour failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Declaration {
+    /// The node declared failed.
+    pub node: NodeId,
+    /// The life of it that stopped answering.
+    pub incarnation: Incarnation,
+}
+
+/// Claim 6: one node's processor status message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEntry {
+    /// Whose status this is.
+    pub node: NodeId,
+    /// Its life.
+    pub incarnation: Incarnation,
+    /// Grows with every status the node emits; the latest wins.
+    pub seq: u64,
+    /// Its load (claim 4, node usage).
+    pub load: Load,
+    /// Its disk reports (claim 13).
+    pub disks: Vec<DiskReport>,
+    /// Its failure declarations (claim 8).
+    pub declarations: Vec<Declaration>,
+}
+
+impl StatusEntry {
+    /// Whether `self` carries something `older` did not: a declaration or a disk
+    /// report. Such news is forwarded at once instead of at the next period.
+    pub fn has_news_over(&self, older: &StatusEntry) -> bool {
+        self.incarnation != older.incarnation
+            || self.declarations != older.declarations
+            || self.disks.iter().map(|d| (d.disk, d.ok)).ne(older
+                .disks
+                .iter()
+                .map(|d| (d.disk, d.ok)))
+    }
+}
+
+/// Claims 6-7: the accumulated status passed around the ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The epoch of the map the sender follows.
+    pub epoch: Epoch,
+    /// One entry per node, the sender's own appended.
+    pub entries: Vec<StatusEntry>,
+}
+
+/// Every message of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Supervisor notification (bus).
+    Notify(Notify),
+    /// Supervisor update after a takeover (bus).
+    SupervisorUpdate(SupervisorUpdate),
+    /// Join request (bus).
+    Join(JoinRequest),
+    /// Leave (bus).
+    Leave(Leave),
+    /// Ring status (unicast to the downstream neighbour).
+    Status(Status),
+}
+
+/// The kind of a message, for counters and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MessageKind {
+    /// [`Message::Notify`].
+    Notify,
+    /// [`Message::SupervisorUpdate`].
+    SupervisorUpdate,
+    /// [`Message::Join`].
+    Join,
+    /// [`Message::Leave`].
+    Leave,
+    /// [`Message::Status`].
+    Status,
+}
+
+impl MessageKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [MessageKind; 5] = [
+        MessageKind::Notify,
+        MessageKind::SupervisorUpdate,
+        MessageKind::Join,
+        MessageKind::Leave,
+        MessageKind::Status,
+    ];
+
+    /// A short lowercase name, for metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageKind::Notify => "notify",
+            MessageKind::SupervisorUpdate => "supervisor_update",
+            MessageKind::Join => "join",
+            MessageKind::Leave => "leave",
+            MessageKind::Status => "status",
+        }
+    }
+}
+
+/// A body that is not a valid message.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("malformed message body: {0}")]
+pub struct DecodeError(String);
+
+impl Message {
+    /// The message's kind.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Notify(_) => MessageKind::Notify,
+            Message::SupervisorUpdate(_) => MessageKind::SupervisorUpdate,
+            Message::Join(_) => MessageKind::Join,
+            Message::Leave(_) => MessageKind::Leave,
+            Message::Status(_) => MessageKind::Status,
+        }
+    }
+
+    /// Encodes the message body.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("messages always serialize")
+    }
+
+    /// Decodes a message body; trailing bytes are an error.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        let (msg, rest) =
+            postcard::take_from_bytes::<Message>(bytes).map_err(|e| DecodeError(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(msg)
+    }
+}

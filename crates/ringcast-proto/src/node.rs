@@ -1,0 +1,873 @@
+//! The node state machine: one member computer of a cluster, as pure logic.
+//!
+//! Call order, as for quinn-proto: feed one input with `handle_datagram`,
+//! `handle_timeout` or `handle_local` (each takes `now`), then drain
+//! `poll_transmit` and `poll_event` until they return `None`, then wait until
+//! `poll_timeout` (or the next datagram) and repeat. [`crate::pump`] does
+//! exactly this for the simulator and the runtime.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::election::{self, Reason};
+use crate::event::{Destination, Event, LocalEvent, Transmit};
+use crate::frame::{self, FrameError, Keyring, Opener, Sealer};
+use crate::health::LocalHealth;
+use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
+use crate::map::{ClusterMap, Member, MemberStatus};
+use crate::message::{
+    DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate,
+};
+use crate::ring::Ring;
+use crate::stats::Stats;
+use crate::supervisor::{JoinOutcome, View};
+use crate::tables::{Load, Tables};
+use crate::timer::{Timer, Timers};
+
+/// What part a node plays right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Claim 22: listening for a supervisor notification after start.
+    Listening,
+    /// Following a supervisor (joined or still joining).
+    Member,
+    /// The cluster supervising processor.
+    Supervisor,
+    /// Left the cluster; the node sends nothing more.
+    Left,
+}
+
+/// One node of a cluster. See the module documentation for the call order.
+pub struct Node {
+    cfg: NodeConfig,
+    ranks: BTreeMap<NodeId, Rank>,
+    keyring: Keyring,
+    sealer: Sealer,
+    opener: Opener,
+    rng: ChaCha8Rng,
+    incarnation: Incarnation,
+    role: Role,
+    view: Option<View>,
+    joined: bool,
+    leaving: bool,
+    preempted_by: Option<NodeId>,
+    highest_epoch: Epoch,
+    ring: Ring,
+    timers: Timers,
+    health: LocalHealth,
+    load: Load,
+    disks: BTreeMap<DiskId, DiskReport>,
+    notify_now: bool,
+    newest_config_seen: u32,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Node {
+    /// Claim 22: a node that starts by listening for a supervisor notification.
+    ///
+    /// `incarnation` must grow across restarts of the same node (the runtime
+    /// uses the start time; the simulator counts restarts); `seed` seeds the
+    /// node's only source of randomness.
+    pub fn new(
+        cfg: NodeConfig,
+        keyring: Keyring,
+        incarnation: Incarnation,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        cfg.validate()?;
+        let ranks = cfg
+            .priority
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, Rank(i as u16)))
+            .collect();
+        let sealer = Sealer::new(cfg.cluster, cfg.config_version, cfg.node, incarnation, cfg.mtu);
+        let opener = Opener::new(cfg.cluster, cfg.node);
+        let mut node = Node {
+            newest_config_seen: cfg.config_version,
+            cfg,
+            ranks,
+            keyring,
+            sealer,
+            opener,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            incarnation,
+            role: Role::Listening,
+            view: None,
+            joined: false,
+            leaving: false,
+            preempted_by: None,
+            highest_epoch: Epoch(0),
+            ring: Ring::default(),
+            timers: Timers::default(),
+            health: LocalHealth::new(),
+            load: Load::default(),
+            disks: BTreeMap::new(),
+            notify_now: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        node.timers
+            .set(Timer::Listen, now + node.cfg.timing.notification_time);
+        Ok(node)
+    }
+
+    // ----- inputs -----
+
+    /// A datagram arrived from the bus or the ring.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.observe_clock(now);
+        if self.role == Role::Left {
+            return;
+        }
+        let ranks = &self.ranks;
+        let opened = match self
+            .opener
+            .open(&self.keyring, datagram, |n| ranks.contains_key(&n))
+        {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return,
+            Err(e) => return self.reject(e.reason()),
+        };
+        let message = match Message::decode(&opened.body) {
+            Ok(m) => m,
+            Err(_) => return self.reject("malformed"),
+        };
+        let wire = opened.body.len() + usize::from(opened.header.parts) * frame::OVERHEAD;
+        self.stats.count_received(message.kind(), wire);
+        if opened.header.config_version > self.newest_config_seen {
+            self.newest_config_seen = opened.header.config_version;
+            self.events.push_back(Event::ConfigOutdated {
+                version: opened.header.config_version,
+            });
+        }
+        let from = opened.header.sender;
+        match message {
+            Message::Notify(n) => self.on_notify(now, from, n),
+            Message::SupervisorUpdate(u) => self.on_supervisor_update(now, from, u),
+            Message::Join(j) => self.on_join(from, j),
+            Message::Leave(l) => self.on_leave(now, from, l),
+            Message::Status(s) => self.on_status(now, from, s),
+        }
+        self.flush(now);
+    }
+
+    /// Time passed: fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe_clock(now);
+        for timer in Timer::ALL {
+            if self.timers.take_expired(timer, now) {
+                self.fire(now, timer);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Something the node's host reports: load, a disk probe, a leave request.
+    pub fn handle_local(&mut self, now: Instant, event: LocalEvent) {
+        self.observe_clock(now);
+        match event {
+            LocalEvent::Load(load) => self.load = load,
+            LocalEvent::DiskProbe(report) => {
+                self.disks.insert(report.disk, report);
+            }
+            LocalEvent::Leave => self.start_leaving(now),
+        }
+        self.flush(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event that happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called; `None` once the node has left.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ----- what the node knows -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// The part the node plays.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether a notification lists this node up with its current life.
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// The node's current life.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// The cluster map this node holds (its own if supervisor).
+    pub fn map(&self) -> Option<&ClusterMap> {
+        self.view.as_ref().map(|v| &v.map)
+    }
+
+    /// The supervisor's tables as this node last heard them (its own if supervisor).
+    pub fn tables(&self) -> Option<&Tables> {
+        self.view.as_ref().map(|v| &v.tables)
+    }
+
+    /// The supervisor this node follows.
+    pub fn supervisor(&self) -> Option<NodeId> {
+        self.map().map(|m| m.supervisor)
+    }
+
+    /// Ring neighbours: (upstream, downstream).
+    pub fn ring_neighbours(&self) -> (Option<NodeId>, Option<NodeId>) {
+        (self.ring.upstream().map(|(n, _)| n), self.ring.downstream())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Keys: the runtime rotates them here (accept new, send new, retire old).
+    pub fn keyring_mut(&mut self) -> &mut Keyring {
+        &mut self.keyring
+    }
+
+    // ----- timers -----
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Listen => {
+                if self.role == Role::Listening && self.view.is_none() {
+                    let epoch = self.highest_epoch.next();
+                    self.become_supervisor(now, Reason::Formation, epoch);
+                }
+            }
+            Timer::Notify => {
+                if self.role == Role::Supervisor {
+                    self.notify_now = true;
+                }
+            }
+            Timer::SupervisorSilence => self.on_supervisor_silent(now),
+            Timer::Status => {
+                self.send_status();
+                self.arm_status(now);
+            }
+            Timer::UpstreamSilence => self.on_upstream_silent(now),
+            Timer::Join => {
+                if self.role == Role::Member && !self.joined && !self.leaving {
+                    self.send_join();
+                    let jitter = self.jitter(self.cfg.timing.join_retry / 4);
+                    self.timers
+                        .set(Timer::Join, now + self.cfg.timing.join_retry + jitter);
+                }
+            }
+            Timer::Leave => {
+                if self.leaving && self.role != Role::Left {
+                    self.send_leave();
+                    self.timers
+                        .set(Timer::Leave, now + self.cfg.timing.leave_retry);
+                }
+            }
+            Timer::Preempt => {
+                let outranks = self.map().is_some_and(|m| {
+                    election::preempts(&self.cfg.timing, self.cfg.rank(), m)
+                });
+                if self.role == Role::Member && !self.leaving && outranks {
+                    let epoch = self.highest_epoch.next();
+                    self.become_supervisor(now, Reason::Preemption, epoch);
+                }
+            }
+        }
+    }
+
+    fn jitter(&mut self, max: Duration) -> Duration {
+        let micros = max.as_micros() as u64;
+        if micros == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.rng.gen_range(0..micros))
+    }
+
+    fn arm_status(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Status, now + self.cfg.timing.status_interval);
+    }
+
+    /// Local health: a timer that ran late means this node was paused; push
+    /// the silence deadlines back by the gap so no neighbour is blamed for it.
+    fn observe_clock(&mut self, now: Instant) {
+        let t = &self.cfg.timing;
+        self.health.decay(now, t.notification_time * 10);
+        let Some(due) = self.timers.next() else {
+            return;
+        };
+        let Some(gap) = self.health.observe(due, now, t.status_interval) else {
+            return;
+        };
+        self.stats.clock_slips += 1;
+        for timer in [Timer::SupervisorSilence, Timer::UpstreamSilence] {
+            if let Some(at) = self.timers.get(timer) {
+                self.timers.set(timer, at.max(now) + gap.min(t.notification_time));
+            }
+        }
+        self.events.push_back(Event::ClockSlipped { gap });
+    }
+
+    // ----- becoming and stopping supervisor -----
+
+    fn own_member(&self) -> Member {
+        Member {
+            id: self.cfg.node,
+            incarnation: self.incarnation,
+            addrs: self.cfg.addrs,
+            status: MemberStatus::Up,
+        }
+    }
+
+    fn become_supervisor(&mut self, now: Instant, reason: Reason, epoch: Epoch) {
+        let mut view = self.view.take().unwrap_or_else(|| View {
+            map: ClusterMap {
+                supervisor: self.cfg.node,
+                epoch,
+                supervisor_rank: self.cfg.rank(),
+                version: 0,
+                servers: Vec::new(),
+                members: Vec::new(),
+                ring: Vec::new(),
+            },
+            tables: Tables::default(),
+            supervisor_addrs: self.cfg.addrs,
+        });
+        let previous = view.map.supervisor;
+        let previous_status = match reason {
+            Reason::Takeover | Reason::Resume => Some(MemberStatus::Failed),
+            Reason::Handover => Some(MemberStatus::Left),
+            Reason::Formation | Reason::Preemption => None,
+        };
+        view.take_over(
+            self.own_member(),
+            self.cfg.rank(),
+            epoch,
+            previous_status,
+            &self.cfg.priority,
+        );
+        view.map.servers = self.cfg.servers.clone();
+        let disks: Vec<DiskId> = self.cfg.disks.iter().map(|d| d.id).collect();
+        view.tables
+            .record_join(self.cfg.node, self.cfg.capacity, &disks);
+        self.highest_epoch = self.highest_epoch.max(epoch);
+        self.view = Some(view);
+        self.role = Role::Supervisor;
+        self.joined = true;
+        self.preempted_by = None;
+        for t in [
+            Timer::Listen,
+            Timer::SupervisorSilence,
+            Timer::Join,
+            Timer::Preempt,
+        ] {
+            self.timers.clear(t);
+        }
+        if !self.timers.is_set(Timer::Status) {
+            let phase = self.jitter(self.cfg.timing.status_interval);
+            self.timers.set(Timer::Status, now + phase);
+        }
+        self.follow_ring(now);
+        self.stats.supervisor_changes += 1;
+        self.events.push_back(Event::BecameSupervisor { epoch, reason });
+        if matches!(reason, Reason::Takeover | Reason::Resume | Reason::Handover) && previous != self.cfg.node {
+            self.send(
+                Destination::Bus,
+                Message::SupervisorUpdate(SupervisorUpdate {
+                    supervisor: self.cfg.node,
+                    addrs: self.cfg.addrs,
+                    epoch,
+                    replaces: previous,
+                }),
+            );
+        }
+        self.notify_now = true;
+    }
+
+    /// Claims 12 and 18: the supervisor fell silent; take over (or resume).
+    fn on_supervisor_silent(&mut self, now: Instant) {
+        if self.role != Role::Member {
+            return;
+        }
+        if self.leaving {
+            // Nobody is left to acknowledge the leave: the node is gone.
+            return self.finish_leaving();
+        }
+        let silent = self.supervisor();
+        let reason = if silent.is_some() && silent == self.preempted_by {
+            Reason::Resume
+        } else {
+            Reason::Takeover
+        };
+        let epoch = self.highest_epoch.next();
+        self.become_supervisor(now, reason, epoch);
+    }
+
+    // ----- notifications -----
+
+    fn on_notify(&mut self, now: Instant, from: NodeId, n: Notify) {
+        let consistent = n.map.supervisor == from
+            && self.ranks.get(&from) == Some(&n.map.supervisor_rank)
+            && n.map.members.windows(2).all(|w| w[0].id < w[1].id);
+        if !consistent {
+            return self.reject("inconsistent_notify");
+        }
+        self.highest_epoch = self.highest_epoch.max(n.map.epoch);
+        match self.role {
+            Role::Left => {}
+            Role::Supervisor => {
+                let me = self.cfg.rank();
+                if election::yields_to(me, n.map.supervisor_rank) {
+                    self.role = Role::Member;
+                    self.joined = false;
+                    self.preempted_by = Some(from);
+                    self.events
+                        .push_back(Event::StoppedSupervising { successor: from });
+                    self.timers.clear(Timer::Notify);
+                    self.adopt(now, n);
+                } else if let Some(view) = self.view.as_mut() {
+                    // A lower-priority supervisor: make sure our notification
+                    // wins over its members (claim 22, partitions healing).
+                    if n.map.epoch > view.map.epoch {
+                        view.map.epoch = n.map.epoch;
+                        view.map.version += 1;
+                    }
+                    self.notify_now = true;
+                }
+            }
+            Role::Listening => {
+                self.role = Role::Member;
+                self.timers.clear(Timer::Listen);
+                self.adopt(now, n);
+            }
+            Role::Member => {
+                let newer = self
+                    .map()
+                    .is_none_or(|held| election::supersedes(&n.map, held));
+                if newer {
+                    self.adopt(now, n);
+                }
+            }
+        }
+    }
+
+    /// Takes a notification's map and tables as this node's view, then checks
+    /// this node's own place in it.
+    fn adopt(&mut self, now: Instant, n: Notify) {
+        let previous = self.supervisor();
+        let supervisor = n.map.supervisor;
+        let epoch = n.map.epoch;
+        self.view = Some(View {
+            map: n.map,
+            tables: n.tables,
+            supervisor_addrs: n.addrs,
+        });
+        if previous != Some(supervisor) {
+            self.stats.supervisor_changes += 1;
+            self.events
+                .push_back(Event::SupervisorChanged { supervisor, epoch });
+        }
+        self.arm_supervisor_silence(now);
+        self.check_own_entry(now);
+        if self.role != Role::Member {
+            return;
+        }
+        if !self.timers.is_set(Timer::Status) {
+            let phase = self.jitter(self.cfg.timing.status_interval);
+            self.timers.set(Timer::Status, now + phase);
+        }
+        self.follow_ring(now);
+        let outranks = self
+            .map()
+            .is_some_and(|m| election::preempts(&self.cfg.timing, self.cfg.rank(), m));
+        if outranks && !self.leaving {
+            if !self.timers.is_set(Timer::Preempt) {
+                self.timers
+                    .set(Timer::Preempt, now + self.cfg.timing.preempt_delay);
+            }
+        } else {
+            self.timers.clear(Timer::Preempt);
+        }
+    }
+
+    fn arm_supervisor_silence(&mut self, now: Instant) {
+        let Some(map) = self.map() else { return };
+        let position = election::successor_position(map, &self.cfg.priority, self.cfg.node);
+        let wait = election::takeover_wait(&self.cfg.timing, position);
+        let wait = self.health.stretch(wait);
+        self.timers.set(Timer::SupervisorSilence, now + wait);
+    }
+
+    /// Claims 15, 20 and refutation: what the adopted map says of this node.
+    fn check_own_entry(&mut self, now: Instant) {
+        let me = self.cfg.node;
+        let entry = self.map().and_then(|m| m.member(me)).cloned();
+        let listed_up = entry
+            .as_ref()
+            .is_some_and(|m| m.status == MemberStatus::Up && m.incarnation == self.incarnation);
+        if self.leaving {
+            if !listed_up {
+                self.finish_leaving();
+            }
+            return;
+        }
+        if listed_up {
+            if !self.joined {
+                self.joined = true;
+                self.timers.clear(Timer::Join);
+                self.events.push_back(Event::Joined {
+                    supervisor: self.supervisor().unwrap_or(me),
+                });
+            }
+            return;
+        }
+        if let Some(m) = entry {
+            if m.incarnation >= self.incarnation {
+                // Another (earlier, or wrongly failed) life of this node is
+                // listed: refute it with a newer life.
+                self.incarnation = m.incarnation.next();
+                self.sealer.set_incarnation(self.incarnation);
+                if m.status == MemberStatus::Failed {
+                    self.events.push_back(Event::Refuted {
+                        incarnation: self.incarnation,
+                    });
+                }
+            }
+        }
+        if self.joined {
+            self.joined = false;
+        }
+        if !self.timers.is_set(Timer::Join) {
+            self.timers.set(Timer::Join, now);
+        }
+    }
+
+    fn on_supervisor_update(&mut self, now: Instant, from: NodeId, u: SupervisorUpdate) {
+        if u.supervisor != from {
+            return self.reject("inconsistent_update");
+        }
+        self.highest_epoch = self.highest_epoch.max(u.epoch);
+        // The notification that follows carries the map; until it arrives,
+        // give the new supervisor a full notification time.
+        if self.role == Role::Member && self.map().is_some_and(|m| u.epoch > m.epoch) {
+            self.arm_supervisor_silence(now);
+        }
+    }
+
+    // ----- join and leave -----
+
+    fn on_join(&mut self, from: NodeId, j: JoinRequest) {
+        if j.node != from {
+            return self.reject("inconsistent_join");
+        }
+        if self.role != Role::Supervisor {
+            return;
+        }
+        let Some(view) = self.view.as_mut() else { return };
+        match view.apply_join(&j, &self.cfg.priority) {
+            JoinOutcome::Added => {
+                self.events.push_back(Event::NodeJoined { node: j.node });
+                self.notify_now = true;
+            }
+            JoinOutcome::AlreadyListed => self.notify_now = true,
+            JoinOutcome::Stale => {}
+        }
+    }
+
+    fn on_leave(&mut self, now: Instant, from: NodeId, l: Leave) {
+        if l.node != from {
+            return self.reject("inconsistent_leave");
+        }
+        match self.role {
+            Role::Supervisor => {
+                let Some(view) = self.view.as_mut() else { return };
+                if view.apply_leave(&l, &self.cfg.priority) {
+                    self.events.push_back(Event::NodeLeft { node: l.node });
+                }
+                self.notify_now = true;
+                self.follow_ring(now);
+            }
+            Role::Member if !self.leaving && self.supervisor() == Some(l.node) => {
+                // Claim 21: the supervisor leaves; the next in the priority
+                // list takes over at once.
+                let first = self
+                    .map()
+                    .map(|m| election::successor_position(m, &self.cfg.priority, self.cfg.node))
+                    == Some(0);
+                if first && self.joined {
+                    let epoch = self.highest_epoch.next();
+                    self.become_supervisor(now, Reason::Handover, epoch);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Claim 19: start posting leave messages.
+    fn start_leaving(&mut self, now: Instant) {
+        if self.leaving || self.role == Role::Left {
+            return;
+        }
+        self.leaving = true;
+        match self.role {
+            Role::Listening => self.finish_leaving(),
+            Role::Supervisor if self.map().is_none_or(|m| m.ring.len() <= 1) => {
+                self.finish_leaving()
+            }
+            Role::Supervisor => {
+                // Claim 21: stop notifying; the next in priority takes over on
+                // hearing the leave. Until a notification without this node
+                // arrives, keep posting it.
+                self.role = Role::Member;
+                self.timers.clear(Timer::Notify);
+                self.arm_supervisor_silence(now);
+                self.timers.set(Timer::Leave, now);
+            }
+            Role::Member if !self.joined => self.finish_leaving(),
+            Role::Member => self.timers.set(Timer::Leave, now),
+            Role::Left => {}
+        }
+    }
+
+    /// Claim 20: the leave was acknowledged (or nobody is left to acknowledge it).
+    fn finish_leaving(&mut self) {
+        self.role = Role::Left;
+        self.joined = false;
+        self.timers.clear_all();
+        self.ring.reset();
+        self.events.push_back(Event::Left);
+    }
+
+    // ----- the ring -----
+
+    /// Claim 6: takes neighbours from the current map.
+    fn follow_ring(&mut self, now: Instant) {
+        let Some(view) = self.view.as_ref() else { return };
+        let on_ring = view.map.is_up(self.cfg.node)
+            && view.map.member(self.cfg.node).map(|m| m.incarnation) == Some(self.incarnation);
+        if !on_ring {
+            self.timers.clear(Timer::UpstreamSilence);
+            return;
+        }
+        let changed = self.ring.follow(&view.map, self.cfg.node);
+        if self.ring.upstream().is_none() {
+            self.timers.clear(Timer::UpstreamSilence);
+        } else if changed || !self.timers.is_set(Timer::UpstreamSilence) {
+            self.arm_upstream_silence(now);
+        }
+    }
+
+    fn arm_upstream_silence(&mut self, now: Instant) {
+        let wait = self.health.stretch(self.cfg.timing.upstream_timeout());
+        self.timers.set(Timer::UpstreamSilence, now + wait);
+    }
+
+    fn on_status(&mut self, now: Instant, from: NodeId, s: Status) {
+        if !matches!(self.role, Role::Member | Role::Supervisor) {
+            return;
+        }
+        let Some(view) = self.view.as_ref() else { return };
+        let merged = self.ring.merge(s.entries, &view.map, self.cfg.node);
+        if self.ring.upstream().map(|(n, _)| n) == Some(from) {
+            self.arm_upstream_silence(now);
+        }
+        if self.role == Role::Supervisor {
+            self.apply_ring_entries(now);
+        }
+        if merged.news {
+            self.send_status();
+        }
+    }
+
+    /// Claims 7 and 9: the supervisor reads the accumulation.
+    fn apply_ring_entries(&mut self, now: Instant) {
+        let Some(view) = self.view.as_mut() else { return };
+        let entries: Vec<_> = self.ring.entries().cloned().collect();
+        let mut failed = Vec::new();
+        for entry in &entries {
+            for d in view.apply_entry(entry, &self.cfg.priority) {
+                failed.push((d.node, entry.node));
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        for (node, declared_by) in failed {
+            self.events.push_back(Event::NodeFailed { node, declared_by });
+        }
+        self.notify_now = true;
+        self.follow_ring(now);
+    }
+
+    /// Claim 8: upstream silent for `miss_limit` periods.
+    fn on_upstream_silent(&mut self, now: Instant) {
+        let Some(d) = self.ring.declare_upstream() else {
+            return;
+        };
+        self.stats.failure_declarations += 1;
+        self.events.push_back(Event::UpstreamDeclared { node: d.node });
+        if self.role == Role::Supervisor {
+            let me = self.cfg.node;
+            let declared = self
+                .view
+                .as_mut()
+                .is_some_and(|v| v.apply_declaration(&d, me, &self.cfg.priority));
+            if declared {
+                self.events.push_back(Event::NodeFailed {
+                    node: d.node,
+                    declared_by: me,
+                });
+                self.notify_now = true;
+                self.follow_ring(now);
+            }
+        } else {
+            self.send_status();
+        }
+    }
+
+    // ----- sending -----
+
+    fn flush(&mut self, now: Instant) {
+        if self.notify_now && self.role == Role::Supervisor {
+            self.notify_now = false;
+            if let Some(view) = self.view.as_ref() {
+                let notify = Notify {
+                    addrs: view.supervisor_addrs,
+                    map: view.map.clone(),
+                    tables: view.tables.clone(),
+                };
+                self.send(Destination::Bus, Message::Notify(notify));
+            }
+            self.timers
+                .set(Timer::Notify, now + self.cfg.timing.notify_interval);
+            if self.role == Role::Supervisor {
+                self.follow_ring(now);
+            }
+        }
+        self.notify_now = false;
+    }
+
+    fn send_status(&mut self) {
+        if !matches!(self.role, Role::Member | Role::Supervisor) || !self.joined {
+            return;
+        }
+        let Some(view) = self.view.as_ref() else { return };
+        let Some(down) = self.ring.downstream() else {
+            return;
+        };
+        let Some(addr) = view.map.member(down).map(|m| m.addrs.ring) else {
+            return;
+        };
+        let epoch = view.map.epoch;
+        let disks = self.disks.values().cloned().collect();
+        let entries = self
+            .ring
+            .emit(self.cfg.node, self.incarnation, self.load, disks);
+        if self.role == Role::Supervisor {
+            // The supervisor's own entry is read directly.
+            if let (Some(view), Some(own)) = (
+                self.view.as_mut(),
+                entries.iter().find(|e| e.node == self.cfg.node),
+            ) {
+                view.tables.record_load(own.node, own.load);
+                for r in &own.disks {
+                    view.tables.record_disk_report(own.node, r);
+                }
+            }
+        }
+        self.send(
+            Destination::Node { id: down, addr },
+            Message::Status(Status { epoch, entries }),
+        );
+    }
+
+    fn send_join(&mut self) {
+        let join = JoinRequest {
+            node: self.cfg.node,
+            incarnation: self.incarnation,
+            addrs: self.cfg.addrs,
+            disks: self.cfg.disks.iter().map(|d| d.id).collect(),
+            capacity: self.cfg.capacity,
+        };
+        self.send(Destination::Bus, Message::Join(join));
+    }
+
+    fn send_leave(&mut self) {
+        let leave = Leave {
+            node: self.cfg.node,
+            incarnation: self.incarnation,
+            addrs: self.cfg.addrs,
+        };
+        self.send(Destination::Bus, Message::Leave(leave));
+    }
+
+    fn send(&mut self, destination: Destination, message: Message) {
+        let kind = message.kind();
+        let body = message.encode();
+        match self.sealer.seal(&self.keyring, &body) {
+            Ok(datagrams) => {
+                for payload in datagrams {
+                    self.stats.count_sent(kind, payload.len());
+                    self.transmits.push_back(Transmit {
+                        destination,
+                        payload,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => self.reject_outgoing(e),
+        }
+    }
+
+    fn reject_outgoing(&mut self, e: FrameError) {
+        self.stats.count_rejected(e.reason());
+    }
+
+    fn reject(&mut self, reason: &'static str) {
+        self.stats.count_rejected(reason);
+    }
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.cfg.node)
+            .field("role", &self.role)
+            .field("incarnation", &self.incarnation)
+            .field("supervisor", &self.supervisor())
+            .field("joined", &self.joined)
+            .field("leaving", &self.leaving)
+            .finish()
+    }
+}

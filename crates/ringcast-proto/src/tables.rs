@@ -1,0 +1,227 @@
+//! Claim 4: the supervisor's tables besides the cluster map: cluster topology,
+//! node usage and disk usage. They are rebuilt from what nodes report on the
+//! ring and in join requests, so a new supervisor recovers them (DESIGN 5).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Capacity;
+use crate::ids::{DiskId, NodeId};
+
+/// Whether a node's path to a disk works (claim 4, disk access status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskAccessStatus {
+    /// The node's last probe of the disk succeeded.
+    Ok,
+    /// The node's last probe of the disk failed.
+    Broken,
+}
+
+/// Claim 4: a disk as one node reaches it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskLink {
+    /// The disk.
+    pub disk: DiskId,
+    /// Whether this node's path to it works.
+    pub status: DiskAccessStatus,
+}
+
+/// Claim 4: one row of the cluster topology table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTopology {
+    /// The node.
+    pub node: NodeId,
+    /// The disks it reaches and the status of each path.
+    pub disks: Vec<DiskLink>,
+}
+
+/// A node's current load, as it reports it on the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Load {
+    /// Streams being served.
+    pub streams: u32,
+    /// Bytes per second being sent.
+    pub bytes_per_s: u64,
+}
+
+/// Claim 4: one row of the node usage table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUsage {
+    /// The node.
+    pub node: NodeId,
+    /// Its configured streaming capacity.
+    pub capacity: Capacity,
+    /// Its load as last reported.
+    pub load: Load,
+}
+
+/// Claim 13: a disk's status in the disk usage table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskStatus {
+    /// Working.
+    Ok,
+    /// Declared failed by reports of several nodes.
+    Failed,
+}
+
+/// Claim 4: one row of the disk usage table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// The disk.
+    pub disk: DiskId,
+    /// Total bytes.
+    pub capacity_bytes: u64,
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Streams reading from it.
+    pub streams: u32,
+    /// Bytes per second being read.
+    pub bytes_per_s: u64,
+    /// Working or failed.
+    pub status: DiskStatus,
+}
+
+/// Claim 4: the supervisor's tables, announced with every notification (claim 11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Tables {
+    /// Cluster topology, sorted by node.
+    pub topology: Vec<NodeTopology>,
+    /// Node usage, sorted by node.
+    pub node_usage: Vec<NodeUsage>,
+    /// Disk usage, sorted by disk.
+    pub disk_usage: Vec<DiskUsage>,
+}
+
+fn upsert_by<T, K: Ord>(rows: &mut Vec<T>, key: impl Fn(&T) -> K, row: T) {
+    match rows.binary_search_by_key(&key(&row), &key) {
+        Ok(i) => rows[i] = row,
+        Err(i) => rows.insert(i, row),
+    }
+}
+
+impl Tables {
+    /// Records what a node said of its disks and capacity when it joined (claim 14).
+    pub fn record_join(&mut self, node: NodeId, capacity: Capacity, disks: &[DiskId]) {
+        let links = disks
+            .iter()
+            .map(|d| DiskLink {
+                disk: *d,
+                status: DiskAccessStatus::Ok,
+            })
+            .collect();
+        upsert_by(
+            &mut self.topology,
+            |r| r.node,
+            NodeTopology { node, disks: links },
+        );
+        let load = self.usage(node).map(|u| u.load).unwrap_or_default();
+        upsert_by(
+            &mut self.node_usage,
+            |r| r.node,
+            NodeUsage {
+                node,
+                capacity,
+                load,
+            },
+        );
+        for d in disks {
+            if self.disk(*d).is_none() {
+                upsert_by(
+                    &mut self.disk_usage,
+                    |r| r.disk,
+                    DiskUsage {
+                        disk: *d,
+                        capacity_bytes: 0,
+                        used_bytes: 0,
+                        streams: 0,
+                        bytes_per_s: 0,
+                        status: DiskStatus::Ok,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records a node's reported load (claim 7: it arrives in the ring accumulation).
+    /// Returns whether anything changed.
+    pub fn record_load(&mut self, node: NodeId, load: Load) -> bool {
+        match self.node_usage.binary_search_by_key(&node, |r| r.node) {
+            Ok(i) if self.node_usage[i].load != load => {
+                self.node_usage[i].load = load;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records one node's report on one disk. Returns whether anything changed.
+    pub fn record_disk_report(&mut self, node: NodeId, report: &crate::message::DiskReport) -> bool {
+        let mut changed = false;
+        let status = if report.ok {
+            DiskAccessStatus::Ok
+        } else {
+            DiskAccessStatus::Broken
+        };
+        if let Ok(i) = self.topology.binary_search_by_key(&node, |r| r.node) {
+            let row = &mut self.topology[i];
+            match row.disks.iter_mut().find(|l| l.disk == report.disk) {
+                Some(link) if link.status != status => {
+                    link.status = status;
+                    changed = true;
+                }
+                Some(_) => {}
+                None => {
+                    row.disks.push(DiskLink {
+                        disk: report.disk,
+                        status,
+                    });
+                    row.disks.sort_by_key(|l| l.disk);
+                    changed = true;
+                }
+            }
+        }
+        if let Ok(i) = self
+            .disk_usage
+            .binary_search_by_key(&report.disk, |r| r.disk)
+        {
+            let row = &mut self.disk_usage[i];
+            if report.ok
+                && (row.capacity_bytes, row.used_bytes) != (report.capacity_bytes, report.used_bytes)
+            {
+                row.capacity_bytes = report.capacity_bytes;
+                row.used_bytes = report.used_bytes;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Forgets a node that failed or left; its disks stay in the disk usage table.
+    pub fn forget_node(&mut self, node: NodeId) {
+        self.topology.retain(|r| r.node != node);
+        self.node_usage.retain(|r| r.node != node);
+    }
+
+    /// The usage row of `node`.
+    pub fn usage(&self, node: NodeId) -> Option<&NodeUsage> {
+        self.node_usage
+            .binary_search_by_key(&node, |r| r.node)
+            .ok()
+            .map(|i| &self.node_usage[i])
+    }
+
+    /// The usage row of `disk`.
+    pub fn disk(&self, disk: DiskId) -> Option<&DiskUsage> {
+        self.disk_usage
+            .binary_search_by_key(&disk, |r| r.disk)
+            .ok()
+            .map(|i| &self.disk_usage[i])
+    }
+
+    /// The topology row of `node`.
+    pub fn topology_of(&self, node: NodeId) -> Option<&NodeTopology> {
+        self.topology
+            .binary_search_by_key(&node, |r| r.node)
+            .ok()
+            .map(|i| &self.topology[i])
+    }
+}

@@ -1,0 +1,332 @@
+//! Random campaigns: many seeds, each a cold start, a period of random faults,
+//! a heal, and two measurements on a quiet network (supervisor failover and
+//! member failure detection). Safety is checked after every step; liveness is
+//! a deadline for convergence after the faults end.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use ringcast_proto::{MemberStatus, NodeId, Role, Timing};
+use serde::Serialize;
+
+use crate::check;
+use crate::world::{NetFaults, Sim, SimConfig};
+
+/// Which faults a campaign injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Faults {
+    /// None: a quiet network; no live node may ever be marked failed.
+    None,
+    /// Loss, duplication, reordering, partitions, crashes, restarts, pauses and leaves.
+    All,
+}
+
+/// How a campaign runs.
+#[derive(Clone, Debug)]
+pub struct CampaignConfig {
+    /// Nodes per seed.
+    pub nodes: u32,
+    /// First seed.
+    pub first_seed: u64,
+    /// Number of seeds.
+    pub seeds: u64,
+    /// Faults.
+    pub faults: Faults,
+    /// Protocol timing.
+    pub timing: Timing,
+    /// Virtual time of the fault phase.
+    pub fault_time: Duration,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// What one seed found.
+#[derive(Clone, Debug, Default)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Invariant violations, each with its trace.
+    pub violations: Vec<String>,
+    /// Cold start until converged.
+    pub formation: Option<Duration>,
+    /// Supervisor killed until every survivor follows the new one.
+    pub failover: Option<Duration>,
+    /// Member killed until every survivor lists it failed.
+    pub detect: Option<Duration>,
+    /// Bytes sent and received per node per second on the quiet network.
+    pub bytes_per_node_per_s: f64,
+}
+
+/// The campaign's summary: the last line of `ringcast-sim campaign`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Nodes per seed.
+    pub nodes: u32,
+    /// "none" or "all".
+    pub faults: &'static str,
+    /// Violations found (seeds with at least one).
+    pub violations: u64,
+    /// Seeds that failed, first few.
+    pub failing_seeds: Vec<u64>,
+    /// Formation time, median, milliseconds of simulated time.
+    pub formation_ms_p50: f64,
+    /// Formation time, 99th percentile.
+    pub formation_ms_p99: f64,
+    /// Supervisor failover, median.
+    pub failover_ms_p50: f64,
+    /// Supervisor failover, 99th percentile.
+    pub failover_ms_p99: f64,
+    /// Member failure detection, median.
+    pub detect_ms_p50: f64,
+    /// Member failure detection, 99th percentile.
+    pub detect_ms_p99: f64,
+    /// Bus and ring bytes sent and received per node per second (median over seeds).
+    pub bytes_per_node_per_s: f64,
+    /// Status interval, milliseconds.
+    pub status_interval_ms: f64,
+    /// Missed periods before a failure declaration.
+    pub miss_limit: u32,
+    /// Wall-clock seconds the campaign took.
+    pub wall_s: f64,
+}
+
+/// The deadline for convergence once the network is quiet.
+pub fn convergence_limit(timing: &Timing, nodes: u32) -> Duration {
+    // Every node may need a notification time, its rank delay, a few join
+    // retries and a ring lap of detection; a generous multiple of them.
+    let rank_delay = timing.takeover_step * nodes;
+    (timing.notification_time * 2 + rank_delay + timing.upstream_timeout() * 4) * 10
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
+    let mut sim_cfg = SimConfig::new(seed, cfg.nodes);
+    sim_cfg.timing = cfg.timing.clone();
+    sim_cfg.strict_failures = cfg.faults == Faults::None;
+    let mut sim = Sim::new(sim_cfg);
+    let mut report = SeedReport {
+        seed,
+        ..SeedReport::default()
+    };
+    let limit = convergence_limit(&cfg.timing, cfg.nodes);
+
+    // Cold start, staggered over two notification times.
+    let stagger = cfg.timing.notification_time * 2;
+    let mut order: Vec<u32> = (1..=cfg.nodes).collect();
+    order.shuffle(sim.rng());
+    for id in order {
+        let gap = sim.rng().gen_range(Duration::ZERO..=stagger / cfg.nodes.max(1));
+        sim.run_for(gap);
+        sim.start(id);
+    }
+    match sim.run_until(limit, check::converged) {
+        Ok(_) => report.formation = Some(sim.elapsed()),
+        Err(_) => {
+            let why = check::not_converged(&sim).unwrap_or_default();
+            sim.violation(format!("no convergence after cold start: {why}"));
+        }
+    }
+
+    // Steady traffic on a quiet network.
+    let before = sim.traffic;
+    let window = Duration::from_secs(1);
+    sim.run_for(window);
+    let bytes = (sim.traffic.sent - before.sent) + (sim.traffic.received - before.received);
+    report.bytes_per_node_per_s = bytes as f64 / f64::from(cfg.nodes) / window.as_secs_f64();
+
+    if cfg.faults == Faults::All {
+        inject_faults(&mut sim, cfg);
+        heal_everything(&mut sim);
+        if sim.run_until(limit, check::converged).is_err() {
+            let why = check::not_converged(&sim).unwrap_or_default();
+            sim.violation(format!("no convergence after the faults ended: {why}"));
+        }
+    }
+
+    if sim.violations.is_empty() {
+        report.failover = measure_failover(&mut sim, cfg, limit);
+    }
+    if sim.violations.is_empty() {
+        report.detect = measure_detection(&mut sim, cfg, limit);
+    }
+    report.violations = std::mem::take(&mut sim.violations);
+    report
+}
+
+fn inject_faults(sim: &mut Sim, cfg: &CampaignConfig) {
+    let n = cfg.nodes;
+    let loss = sim.rng().gen_range(0.0..0.15);
+    let duplicate = sim.rng().gen_range(0.0..0.05);
+    let delay_max = Duration::from_micros(sim.rng().gen_range(500..5000));
+    sim.set_net(NetFaults {
+        loss,
+        duplicate,
+        delay_min: Duration::from_micros(50),
+        delay_max,
+    });
+    let end = sim.now() + cfg.fault_time;
+    while sim.now() < end {
+        let gap = Duration::from_millis(sim.rng().gen_range(20..300));
+        sim.run_for(gap);
+        let id = sim.rng().gen_range(1..=n);
+        let running = sim.machine(id).node.is_some();
+        match sim.rng().gen_range(0..10) {
+            0 | 1 if running && sim.live().len() > 1 => sim.crash(id),
+            2 | 3 if !running || !sim.machine(id).is_live() => sim.start(id),
+            4 => {
+                let mut ids: Vec<u32> = (1..=n).collect();
+                ids.shuffle(sim.rng());
+                let cut = sim.rng().gen_range(1..n.max(2)) as usize;
+                let (a, b) = ids.split_at(cut.min(ids.len()));
+                let (a, b) = (a.to_vec(), b.to_vec());
+                sim.partition(&[&a, &b]);
+            }
+            5 => sim.heal(),
+            6 if running => {
+                let pause = Duration::from_millis(sim.rng().gen_range(10..300));
+                sim.pause(id, pause);
+            }
+            7 if running => sim.leave(id),
+            _ => {}
+        }
+    }
+}
+
+fn heal_everything(sim: &mut Sim) {
+    sim.set_net(NetFaults::clean());
+    sim.heal();
+    // Restart nodes that left or crashed, except a few that stay dead so the
+    // converged map must show them failed.
+    let n = sim.config.nodes;
+    for id in 1..=n {
+        let m = sim.machine(id);
+        let running = m.is_live();
+        if !running && (sim.live().len() < 2 || sim.rng().gen_bool(0.7)) {
+            sim.start(id);
+        }
+    }
+}
+
+fn measure_failover(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Option<Duration> {
+    let phase = sim.rng().gen_range(Duration::ZERO..cfg.timing.notify_interval);
+    sim.run_for(phase);
+    let live = sim.live();
+    if live.len() < 2 {
+        return None;
+    }
+    let sup = *live.iter().find(|id| sim.node(**id).role() == Role::Supervisor)?;
+    sim.crash(sup);
+    let survivors: Vec<u32> = sim.live();
+    let next = *survivors.iter().min()?;
+    let result = sim.run_until(limit, |s| {
+        survivors
+            .iter()
+            .all(|id| s.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(NodeId(next)))
+    });
+    match result {
+        Ok(d) => {
+            if sim.run_until(limit, check::converged).is_err() {
+                let why = check::not_converged(sim).unwrap_or_default();
+                sim.violation(format!("no convergence after the supervisor died: {why}"));
+            }
+            Some(d)
+        }
+        Err(_) => {
+            sim.violation(format!("n{next} did not take over from n{sup} in time"));
+            None
+        }
+    }
+}
+
+fn measure_detection(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Option<Duration> {
+    let phase = sim.rng().gen_range(Duration::ZERO..cfg.timing.status_interval);
+    sim.run_for(phase);
+    let members: Vec<u32> = sim
+        .live()
+        .into_iter()
+        .filter(|id| sim.node(*id).role() == Role::Member)
+        .collect();
+    let victim = *members.choose(sim.rng())?;
+    sim.crash(victim);
+    let survivors = sim.live();
+    match sim.run_until(limit, |s| s.all_list(&survivors, victim, MemberStatus::Failed)) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            sim.violation(format!("n{victim}'s failure was not seen by every survivor in time"));
+            None
+        }
+    }
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs every seed on `threads` workers; `progress` is told after each seed.
+pub fn run(cfg: &CampaignConfig, progress: impl Fn(&SeedReport, u64) + Sync) -> (Summary, Vec<SeedReport>) {
+    let started = std::time::Instant::now();
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..cfg.threads.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= cfg.seeds {
+                    break;
+                }
+                let report = run_seed(cfg.first_seed + i, cfg);
+                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(&report, finished);
+                reports.lock().expect("no worker panics while holding it").push(report);
+            });
+        }
+    });
+    let mut reports = reports.into_inner().expect("workers are done");
+    reports.sort_by_key(|r| r.seed);
+    let collect = |f: &dyn Fn(&SeedReport) -> Option<f64>| -> Vec<f64> { reports.iter().filter_map(f).collect() };
+    let mut formation = collect(&|r| r.formation.map(ms));
+    let mut failover = collect(&|r| r.failover.map(ms));
+    let mut detect = collect(&|r| r.detect.map(ms));
+    let mut bytes = collect(&|r| Some(r.bytes_per_node_per_s));
+    let failing: Vec<u64> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .map(|r| r.seed)
+        .collect();
+    let summary = Summary {
+        seeds: cfg.seeds,
+        nodes: cfg.nodes,
+        faults: match cfg.faults {
+            Faults::None => "none",
+            Faults::All => "all",
+        },
+        violations: failing.len() as u64,
+        failing_seeds: failing.iter().take(20).copied().collect(),
+        formation_ms_p50: percentile(&mut formation, 50.0),
+        formation_ms_p99: percentile(&mut formation, 99.0),
+        failover_ms_p50: percentile(&mut failover, 50.0),
+        failover_ms_p99: percentile(&mut failover, 99.0),
+        detect_ms_p50: percentile(&mut detect, 50.0),
+        detect_ms_p99: percentile(&mut detect, 99.0),
+        bytes_per_node_per_s: percentile(&mut bytes, 50.0).round(),
+        status_interval_ms: ms(cfg.timing.status_interval),
+        miss_limit: cfg.timing.miss_limit.get(),
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    (summary, reports)
+}

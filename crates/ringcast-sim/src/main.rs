@@ -1,0 +1,137 @@
+//! `ringcast-sim`: run the simulator's demo, campaigns, and single seeds.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use ringcast_proto::Timing;
+use ringcast_sim::campaign::{self, CampaignConfig, Faults};
+
+#[derive(Parser)]
+#[command(name = "ringcast-sim", about = "Deterministic simulator of ringcast's protocol core")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FaultArg {
+    None,
+    All,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A narrated run: formation, preemption, takeover, failure detection, leave, handover.
+    Demo {
+        /// Seed of the run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: u32,
+    },
+    /// Many seeds with random faults; the last line is a JSON summary.
+    Campaign {
+        /// Nodes per seed.
+        #[arg(long, default_value_t = 16)]
+        nodes: u32,
+        /// Number of seeds.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// First seed (default: SIM_SEED or 1).
+        #[arg(long)]
+        first_seed: Option<u64>,
+        /// Faults to inject.
+        #[arg(long, value_enum, default_value = "all")]
+        faults: FaultArg,
+        /// Status and notify interval, milliseconds.
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        /// Missed periods before a failure declaration.
+        #[arg(long, default_value_t = 3)]
+        miss_limit: u32,
+        /// Simulated seconds of faults per seed.
+        #[arg(long, default_value_t = 3.0)]
+        fault_seconds: f64,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { seed, nodes } => {
+            if !(3..=64).contains(&nodes) {
+                bail!("--nodes must be between 3 and 64, not {nodes}");
+            }
+            for line in ringcast_sim::demo::run(seed, nodes) {
+                println!("{line}");
+            }
+        }
+        Command::Campaign {
+            nodes,
+            seeds,
+            first_seed,
+            faults,
+            interval_ms,
+            miss_limit,
+            fault_seconds,
+            threads,
+        } => {
+            if !(2..=1024).contains(&nodes) {
+                bail!("--nodes must be between 2 and 1024, not {nodes}");
+            }
+            if !(1..=60_000).contains(&interval_ms) {
+                bail!("--interval-ms must be between 1 and 60000, not {interval_ms}");
+            }
+            if !(1..=100).contains(&miss_limit) {
+                bail!("--miss-limit must be between 1 and 100, not {miss_limit}");
+            }
+            if !(0.0..=3600.0).contains(&fault_seconds) {
+                bail!("--fault-seconds must be between 0 and 3600, not {fault_seconds}");
+            }
+            let first_seed = match first_seed {
+                Some(s) => s,
+                None => match std::env::var("SIM_SEED") {
+                    Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("SIM_SEED must be a number, not {v:?}"))?,
+                    Err(_) => 1,
+                },
+            };
+            let timing = Timing::with_interval(Duration::from_millis(interval_ms), miss_limit);
+            let cfg = CampaignConfig {
+                nodes,
+                first_seed,
+                seeds,
+                faults: match faults {
+                    FaultArg::None => Faults::None,
+                    FaultArg::All => Faults::All,
+                },
+                timing,
+                fault_time: Duration::from_secs_f64(fault_seconds),
+                threads: threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            };
+            eprintln!(
+                "campaign: seeds {}..{} ({} nodes, faults {:?})",
+                first_seed,
+                first_seed + seeds,
+                nodes,
+                cfg.faults
+            );
+            let (summary, reports) = campaign::run(&cfg, |r, done| {
+                if !r.violations.is_empty() {
+                    eprintln!("seed {} FAILED:\n{}", r.seed, r.violations.join("\n\n"));
+                }
+                if done % 50 == 0 || done == seeds {
+                    eprintln!("  {done}/{seeds} seeds");
+                }
+            });
+            let _ = reports;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,617 @@
+//! The simulated world: many proto nodes on one virtual clock, a network with
+//! seeded faults, and the invariants of DESIGN section 8 checked after every
+//! step. One seed replays exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ringcast_proto::event::{Destination, Event, LocalEvent, Transmit};
+use ringcast_proto::pump::{self, Input, Outputs};
+use ringcast_proto::{
+    Capacity, ClusterId, ClusterMap, DiskAccess, DiskId, Incarnation, KeyId, Keyring, MemberStatus,
+    NodeAddrs, NodeConfig, NodeId, Role, Timing,
+};
+
+use crate::check;
+
+/// The cluster key every simulated node shares.
+pub const SIM_KEY: [u8; 32] = [7; 32];
+
+/// Faults of the simulated network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetFaults {
+    /// Probability a datagram is lost, per receiver.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Shortest one-way delay.
+    pub delay_min: Duration,
+    /// Longest one-way delay; a spread between the two reorders datagrams.
+    pub delay_max: Duration,
+}
+
+impl NetFaults {
+    /// A quiet local network: no loss, 50-500 microseconds of delay.
+    pub fn clean() -> Self {
+        NetFaults {
+            loss: 0.0,
+            duplicate: 0.0,
+            delay_min: Duration::from_micros(50),
+            delay_max: Duration::from_micros(500),
+        }
+    }
+}
+
+/// How a simulation is set up.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed of everything random in the run.
+    pub seed: u64,
+    /// Number of nodes, ids 1..=nodes, priority in id order.
+    pub nodes: u32,
+    /// Protocol timing of every node.
+    pub timing: Timing,
+    /// Check "no live node is marked failed" (only meaningful without faults).
+    pub strict_failures: bool,
+    /// MTU of every node.
+    pub mtu: usize,
+}
+
+impl SimConfig {
+    /// `nodes` nodes with LAN timing.
+    pub fn new(seed: u64, nodes: u32) -> Self {
+        SimConfig {
+            seed,
+            nodes,
+            timing: Timing::lan(),
+            strict_failures: false,
+            mtu: 1400,
+        }
+    }
+}
+
+/// One simulated machine.
+#[derive(Debug)]
+pub struct Machine {
+    /// Its node id.
+    pub id: NodeId,
+    /// The configuration the configuration service hands it.
+    pub cfg: NodeConfig,
+    /// The running protocol node; `None` while crashed or not yet started.
+    pub node: Option<ringcast_proto::Node>,
+    /// The life it runs (or last ran).
+    pub incarnation: Incarnation,
+    timer_gen: u64,
+    paused_until: Option<Instant>,
+    /// Every event it emitted, with the virtual time since start.
+    pub events: Vec<(Duration, Event)>,
+}
+
+impl Machine {
+    /// Whether the node runs (started, not crashed, not left).
+    pub fn is_live(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| n.role() != Role::Left)
+    }
+}
+
+#[derive(Debug)]
+enum Action {
+    Deliver { to: usize, bytes: Arc<Vec<u8>> },
+    Timer { at: usize, generation: u64 },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    action: Action,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Traffic totals of the whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes sent by all nodes (a bus datagram counts once).
+    pub sent: u64,
+    /// Bytes delivered to all nodes.
+    pub received: u64,
+}
+
+/// The simulated world.
+pub struct Sim {
+    /// How it was set up.
+    pub config: SimConfig,
+    base: Instant,
+    now: Instant,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    /// The machines, index = id - 1.
+    pub machines: Vec<Machine>,
+    net: NetFaults,
+    component: Vec<u32>,
+    cut: BTreeSet<(usize, usize)>,
+    /// Totals of traffic.
+    pub traffic: Traffic,
+    trace: VecDeque<String>,
+    /// Invariant violations found so far.
+    pub violations: Vec<String>,
+    precedence: Vec<Option<check::Precedence>>,
+}
+
+fn addr(id: u32, port_base: u16) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, (id >> 8) as u8, id as u8, 1)),
+        port_base,
+    )
+}
+
+/// The configuration of node `id` in a simulated cluster of `nodes`.
+pub fn node_config(id: u32, nodes: u32, timing: &Timing, mtu: usize) -> NodeConfig {
+    NodeConfig {
+        cluster: ClusterId(1),
+        node: NodeId(id),
+        config_version: 1,
+        bus: "239.1.1.1:7000".parse().expect("literal address"),
+        priority: (1..=nodes).map(NodeId).collect(),
+        addrs: NodeAddrs {
+            ring: addr(id, 7001),
+            http: addr(id, 8080),
+        },
+        disks: vec![DiskAccess {
+            id: DiskId(id),
+            mount: format!("/srv/disk{id}"),
+            probe_path: format!("/srv/disk{id}/.probe"),
+        }],
+        capacity: Capacity {
+            max_streams: 100,
+            max_bytes_per_s: 1_000_000_000,
+        },
+        servers: vec![],
+        timing: timing.clone(),
+        mtu,
+    }
+}
+
+struct Collect {
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+impl Outputs for Collect {
+    fn transmit(&mut self, _node: &ringcast_proto::Node, t: Transmit) {
+        self.transmits.push(t);
+    }
+    fn event(&mut self, _node: &ringcast_proto::Node, e: Event) {
+        self.events.push(e);
+    }
+}
+
+const TRACE_LINES: usize = 60;
+
+impl Sim {
+    /// A world of stopped machines.
+    pub fn new(config: SimConfig) -> Sim {
+        let base = Instant::now();
+        let machines = (1..=config.nodes)
+            .map(|id| Machine {
+                id: NodeId(id),
+                cfg: node_config(id, config.nodes, &config.timing, config.mtu),
+                node: None,
+                incarnation: Incarnation(0),
+                timer_gen: 0,
+                paused_until: None,
+                events: Vec::new(),
+            })
+            .collect();
+        Sim {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            base,
+            now: base,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            machines,
+            net: NetFaults::clean(),
+            component: vec![0; config.nodes as usize],
+            cut: BTreeSet::new(),
+            traffic: Traffic::default(),
+            trace: VecDeque::new(),
+            violations: Vec::new(),
+            precedence: vec![None; config.nodes as usize],
+            config,
+        }
+    }
+
+    /// Virtual time since the start of the run.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.base
+    }
+
+    /// The current virtual instant.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The seeded random source of the world (for scenario choices).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// The machine of `id`.
+    pub fn machine(&self, id: u32) -> &Machine {
+        &self.machines[id as usize - 1]
+    }
+
+    /// The running node of `id`; panics in tests if it does not run.
+    pub fn node(&self, id: u32) -> &ringcast_proto::Node {
+        self.machine(id)
+            .node
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
+    /// Ids of the machines whose node runs.
+    pub fn live(&self) -> Vec<u32> {
+        self.machines
+            .iter()
+            .filter(|m| m.is_live())
+            .map(|m| m.id.0)
+            .collect()
+    }
+
+    /// Sets the network's faults.
+    pub fn set_net(&mut self, net: NetFaults) {
+        self.net = net;
+    }
+
+    /// Starts (or restarts) node `id` with a new life.
+    pub fn start(&mut self, id: u32) {
+        let i = id as usize - 1;
+        let seed = self.rng.gen();
+        let m = &mut self.machines[i];
+        m.incarnation = m.incarnation.next();
+        m.paused_until = None;
+        let keyring = Keyring::new(KeyId(1), SIM_KEY);
+        let node = ringcast_proto::Node::new(m.cfg.clone(), keyring, m.incarnation, seed, self.now)
+            .expect("simulated configurations are valid");
+        m.node = Some(node);
+        let incarnation = m.incarnation;
+        self.precedence[i] = None;
+        self.note(format!("start n{id} {incarnation}"));
+        self.after_input(i, Collect { transmits: vec![], events: vec![] });
+    }
+
+    /// Starts every machine at once.
+    pub fn start_all(&mut self) {
+        for id in 1..=self.config.nodes {
+            self.start(id);
+        }
+    }
+
+    /// Crashes node `id`: it stops at once, sending nothing more.
+    pub fn crash(&mut self, id: u32) {
+        let m = &mut self.machines[id as usize - 1];
+        m.node = None;
+        m.timer_gen += 1;
+        self.note(format!("crash n{id}"));
+    }
+
+    /// Pauses node `id` for `pause`: its timers and datagrams wait until then.
+    pub fn pause(&mut self, id: u32, pause: Duration) {
+        let until = self.now + pause;
+        self.machines[id as usize - 1].paused_until = Some(until);
+        self.note(format!("pause n{id} {pause:?}"));
+    }
+
+    /// Asks node `id` to leave gracefully.
+    pub fn leave(&mut self, id: u32) {
+        self.local(id, LocalEvent::Leave);
+    }
+
+    /// Hands node `id` a local event (load, disk probe, leave).
+    pub fn local(&mut self, id: u32, event: LocalEvent) {
+        let i = id as usize - 1;
+        let now = self.now;
+        if self.machines[i].node.is_none() {
+            return;
+        }
+        self.note(format!("local n{id} {event:?}"));
+        let Some(node) = self.machines[i].node.as_mut() else {
+            return;
+        };
+        let mut out = Collect {
+            transmits: vec![],
+            events: vec![],
+        };
+        pump::pump(node, now, Input::Local(event), &mut out);
+        self.after_input(i, out);
+    }
+
+    /// Delivers raw bytes to node `id` as if from the network (forgeries, garbage).
+    pub fn inject(&mut self, id: u32, bytes: Vec<u8>) {
+        let i = id as usize - 1;
+        let at = self.now;
+        self.schedule(at, Action::Deliver { to: i, bytes: Arc::new(bytes) });
+    }
+
+    /// Splits the nodes into components; nodes not listed stay in component 0.
+    pub fn partition(&mut self, groups: &[&[u32]]) {
+        self.component = vec![0; self.config.nodes as usize];
+        for (g, ids) in groups.iter().enumerate() {
+            for id in ids.iter() {
+                self.component[*id as usize - 1] = g as u32 + 1;
+            }
+        }
+        self.note(format!("partition {groups:?}"));
+    }
+
+    /// Cuts the one-way link from `from` to `to`.
+    pub fn cut(&mut self, from: u32, to: u32) {
+        self.cut.insert((from as usize - 1, to as usize - 1));
+        self.note(format!("cut n{from}->n{to}"));
+    }
+
+    /// Heals every partition and cut link.
+    pub fn heal(&mut self) {
+        self.component = vec![0; self.config.nodes as usize];
+        self.cut.clear();
+        self.note("heal".to_string());
+    }
+
+    /// Runs the world for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.step_until(end) {}
+        self.now = self.now.max(end);
+    }
+
+    /// Runs until `done` holds (checked every millisecond of virtual time) or
+    /// `limit` passes. Returns how long it took.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Result<Duration, Duration> {
+        let start = self.now;
+        let end = start + limit;
+        let tick = Duration::from_millis(1);
+        loop {
+            if done(self) {
+                return Ok(self.now - start);
+            }
+            if self.now >= end {
+                return Err(self.now - start);
+            }
+            let next = (self.now + tick).min(end);
+            while self.step_until(next) {}
+            self.now = next;
+        }
+    }
+
+    /// Processes the next scheduled action if it is due by `end`.
+    fn step_until(&mut self, end: Instant) -> bool {
+        match self.queue.peek() {
+            Some(Reverse(s)) if s.at <= end => {}
+            _ => return false,
+        }
+        let Some(Reverse(s)) = self.queue.pop() else {
+            return false;
+        };
+        self.now = self.now.max(s.at);
+        match s.action {
+            Action::Deliver { to, bytes } => self.deliver(to, bytes),
+            Action::Timer { at, generation } => self.timeout(at, generation),
+        }
+        true
+    }
+
+    fn deferred(&mut self, i: usize, action: Action) -> Option<Action> {
+        match self.machines[i].paused_until {
+            Some(until) if until > self.now => {
+                self.schedule(until, action);
+                None
+            }
+            Some(_) => {
+                self.machines[i].paused_until = None;
+                Some(action)
+            }
+            None => Some(action),
+        }
+    }
+
+    fn deliver(&mut self, to: usize, bytes: Arc<Vec<u8>>) {
+        let Some(Action::Deliver { to, bytes }) = self.deferred(to, Action::Deliver { to, bytes })
+        else {
+            return;
+        };
+        let now = self.now;
+        let Some(node) = self.machines[to].node.as_mut() else {
+            return;
+        };
+        self.traffic.received += bytes.len() as u64;
+        let mut out = Collect {
+            transmits: vec![],
+            events: vec![],
+        };
+        pump::pump(node, now, Input::Datagram(&bytes), &mut out);
+        self.after_input(to, out);
+    }
+
+    fn timeout(&mut self, at: usize, generation: u64) {
+        if self.machines[at].timer_gen != generation {
+            return;
+        }
+        let Some(Action::Timer { at, generation }) =
+            self.deferred(at, Action::Timer { at, generation })
+        else {
+            return;
+        };
+        if self.machines[at].timer_gen != generation {
+            return;
+        }
+        let now = self.now;
+        let Some(node) = self.machines[at].node.as_mut() else {
+            return;
+        };
+        let mut out = Collect {
+            transmits: vec![],
+            events: vec![],
+        };
+        pump::pump(node, now, Input::Timeout, &mut out);
+        self.after_input(at, out);
+    }
+
+    fn after_input(&mut self, i: usize, out: Collect) {
+        let elapsed = self.elapsed();
+        for e in out.events {
+            self.note(format!("n{} {e:?}", i + 1));
+            self.machines[i].events.push((elapsed, e));
+        }
+        for t in out.transmits {
+            self.send(i, t);
+        }
+        let m = &mut self.machines[i];
+        m.timer_gen += 1;
+        let generation = m.timer_gen;
+        if let Some(at) = m.node.as_ref().and_then(|n| n.poll_timeout()) {
+            self.schedule(at.max(self.now), Action::Timer { at: i, generation });
+        }
+        self.check_node(i);
+    }
+
+    fn send(&mut self, from: usize, t: Transmit) {
+        self.traffic.sent += t.payload.len() as u64;
+        let bytes = Arc::new(t.payload);
+        match t.destination {
+            Destination::Bus => {
+                for to in 0..self.machines.len() {
+                    if to != from {
+                        self.transport(from, to, bytes.clone());
+                    }
+                }
+            }
+            Destination::Node { id, .. } => {
+                let to = id.0 as usize - 1;
+                if to < self.machines.len() {
+                    self.transport(from, to, bytes);
+                }
+            }
+        }
+    }
+
+    fn transport(&mut self, from: usize, to: usize, bytes: Arc<Vec<u8>>) {
+        if self.component[from] != self.component[to] || self.cut.contains(&(from, to)) {
+            return;
+        }
+        if self.machines[to].node.is_none() {
+            return;
+        }
+        if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
+            return;
+        }
+        let copies = if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.net.delay_max > self.net.delay_min {
+                self.rng.gen_range(self.net.delay_min..=self.net.delay_max)
+            } else {
+                self.net.delay_min
+            };
+            let at = self.now + delay;
+            self.schedule(at, Action::Deliver { to, bytes: bytes.clone() });
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, action: Action) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            action,
+        }));
+    }
+
+    fn note(&mut self, line: String) {
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        let ms = self.elapsed().as_secs_f64() * 1000.0;
+        self.trace.push_back(format!("{ms:10.3} ms  {line}"));
+    }
+
+    /// The last lines of the run, for a violation report.
+    pub fn trace(&self) -> String {
+        self.trace.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn check_node(&mut self, i: usize) {
+        let problems = check::node_safety(self, i, &mut self.precedence[i].clone());
+        if let Some(p) = check::precedence_of(&self.machines[i]) {
+            self.precedence[i] = Some(p);
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    /// Records a violation with the seed and the recent trace.
+    pub fn violation(&mut self, what: String) {
+        if self.violations.len() < 10 {
+            let report = format!(
+                "seed {} at {:.3} ms: {what}\n--- last events ---\n{}",
+                self.config.seed,
+                self.elapsed().as_secs_f64() * 1000.0,
+                self.trace()
+            );
+            self.violations.push(report);
+        }
+    }
+
+    /// Whether life `incarnation` of node `id` is still running.
+    pub fn life_is_running(&self, id: NodeId, incarnation: Incarnation) -> bool {
+        let Some(m) = self.machines.get((id.0 as usize).wrapping_sub(1)) else {
+            return false;
+        };
+        m.node
+            .as_ref()
+            .is_some_and(|n| n.incarnation() == incarnation && n.role() != Role::Left)
+    }
+
+    /// The map node `id` holds.
+    pub fn map_of(&self, id: u32) -> Option<&ClusterMap> {
+        self.machine(id).node.as_ref().and_then(|n| n.map())
+    }
+
+    /// Whether every node of `ids` lists `node` with `status`.
+    pub fn all_list(&self, ids: &[u32], node: u32, status: MemberStatus) -> bool {
+        ids.iter().all(|id| {
+            self.map_of(*id)
+                .and_then(|m| m.member(NodeId(node)))
+                .is_some_and(|m| m.status == status)
+        })
+    }
+}
