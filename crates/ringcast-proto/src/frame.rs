@@ -267,6 +267,11 @@ pub struct Header {
 }
 
 impl Header {
+    /// The message this frame is a part of: the counter of its part 0.
+    pub fn message_id(&self) -> u64 {
+        self.counter.saturating_sub(u64::from(self.part))
+    }
+
     /// Appends the wire form, magic and version included.
     fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&MAGIC);
@@ -529,7 +534,7 @@ impl Opener {
         let body = self.reassembly.insert(&header, raw.body)?;
         Ok(body.map(|body| Opened {
             header: Header {
-                counter: header.counter - u64::from(header.part),
+                counter: header.message_id(),
                 part: 0,
                 ..header
             },

@@ -107,10 +107,11 @@ impl StatusEntry {
     pub fn has_news_over(&self, older: &StatusEntry) -> bool {
         self.incarnation != older.incarnation
             || self.declarations != older.declarations
-            || self.disks.iter().map(|d| (d.disk, d.ok)).ne(older
+            || self
                 .disks
                 .iter()
-                .map(|d| (d.disk, d.ok)))
+                .map(|d| (d.disk, d.ok))
+                .ne(older.disks.iter().map(|d| (d.disk, d.ok)))
     }
 }
 

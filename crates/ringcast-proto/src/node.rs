@@ -19,9 +19,7 @@ use crate::frame::{self, FrameError, Keyring, Opener, Sealer};
 use crate::health::LocalHealth;
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::{ClusterMap, Member, MemberStatus};
-use crate::message::{
-    DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate,
-};
+use crate::message::{DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate};
 use crate::ring::Ring;
 use crate::stats::Stats;
 use crate::supervisor::{JoinOutcome, View};
@@ -88,7 +86,13 @@ impl Node {
             .enumerate()
             .map(|(i, n)| (*n, Rank(i as u16)))
             .collect();
-        let sealer = Sealer::new(cfg.cluster, cfg.config_version, cfg.node, incarnation, cfg.mtu);
+        let sealer = Sealer::new(
+            cfg.cluster,
+            cfg.config_version,
+            cfg.node,
+            incarnation,
+            cfg.mtu,
+        );
         let opener = Opener::new(cfg.cluster, cfg.node);
         let mut node = Node {
             newest_config_seen: cfg.config_version,
@@ -295,9 +299,9 @@ impl Node {
                 }
             }
             Timer::Preempt => {
-                let outranks = self.map().is_some_and(|m| {
-                    election::preempts(&self.cfg.timing, self.cfg.rank(), m)
-                });
+                let outranks = self
+                    .map()
+                    .is_some_and(|m| election::preempts(&self.cfg.timing, self.cfg.rank(), m));
                 if self.role == Role::Member && !self.leaving && outranks {
                     let epoch = self.highest_epoch.next();
                     self.become_supervisor(now, Reason::Preemption, epoch);
@@ -333,7 +337,8 @@ impl Node {
         self.stats.clock_slips += 1;
         for timer in [Timer::SupervisorSilence, Timer::UpstreamSilence] {
             if let Some(at) = self.timers.get(timer) {
-                self.timers.set(timer, at.max(now) + gap.min(t.notification_time));
+                self.timers
+                    .set(timer, at.max(now) + gap.min(t.notification_time));
             }
         }
         self.events.push_back(Event::ClockSlipped { gap });
@@ -400,8 +405,11 @@ impl Node {
         }
         self.follow_ring(now);
         self.stats.supervisor_changes += 1;
-        self.events.push_back(Event::BecameSupervisor { epoch, reason });
-        if matches!(reason, Reason::Takeover | Reason::Resume | Reason::Handover) && previous != self.cfg.node {
+        self.events
+            .push_back(Event::BecameSupervisor { epoch, reason });
+        if matches!(reason, Reason::Takeover | Reason::Resume | Reason::Handover)
+            && previous != self.cfg.node
+        {
             self.send(
                 Destination::Bus,
                 Message::SupervisorUpdate(SupervisorUpdate {
@@ -448,10 +456,17 @@ impl Node {
             Role::Left => {}
             Role::Supervisor => {
                 let me = self.cfg.rank();
-                if election::yields_to(me, n.map.supervisor_rank) {
+                let held = self.map().map_or(Epoch(0), |m| m.epoch);
+                if election::yields_to(me, n.map.supervisor_rank) && n.map.epoch < held {
+                    // It outranks us but has not seen our epoch yet: let it
+                    // hear us, so it catches up and our members follow it.
+                    self.notify_now = true;
+                } else if election::yields_to(me, n.map.supervisor_rank) {
                     self.role = Role::Member;
                     self.joined = false;
-                    self.preempted_by = Some(from);
+                    // Claim 18: remember a preemptor (it started a newer
+                    // epoch over ours), to resume if it falls silent.
+                    self.preempted_by = (n.map.epoch > held).then_some(from);
                     self.events
                         .push_back(Event::StoppedSupervising { successor: from });
                     self.timers.clear(Timer::Notify);
@@ -594,7 +609,9 @@ impl Node {
         if self.role != Role::Supervisor {
             return;
         }
-        let Some(view) = self.view.as_mut() else { return };
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
         match view.apply_join(&j, &self.cfg.priority) {
             JoinOutcome::Added => {
                 self.events.push_back(Event::NodeJoined { node: j.node });
@@ -611,7 +628,9 @@ impl Node {
         }
         match self.role {
             Role::Supervisor => {
-                let Some(view) = self.view.as_mut() else { return };
+                let Some(view) = self.view.as_mut() else {
+                    return;
+                };
                 if view.apply_leave(&l, &self.cfg.priority) {
                     self.events.push_back(Event::NodeLeft { node: l.node });
                 }
@@ -673,7 +692,9 @@ impl Node {
 
     /// Claim 6: takes neighbours from the current map.
     fn follow_ring(&mut self, now: Instant) {
-        let Some(view) = self.view.as_ref() else { return };
+        let Some(view) = self.view.as_ref() else {
+            return;
+        };
         let on_ring = view.map.is_up(self.cfg.node)
             && view.map.member(self.cfg.node).map(|m| m.incarnation) == Some(self.incarnation);
         if !on_ring {
@@ -697,7 +718,9 @@ impl Node {
         if !matches!(self.role, Role::Member | Role::Supervisor) {
             return;
         }
-        let Some(view) = self.view.as_ref() else { return };
+        let Some(view) = self.view.as_ref() else {
+            return;
+        };
         let merged = self.ring.merge(s.entries, &view.map, self.cfg.node);
         if self.ring.upstream().map(|(n, _)| n) == Some(from) {
             self.arm_upstream_silence(now);
@@ -712,7 +735,9 @@ impl Node {
 
     /// Claims 7 and 9: the supervisor reads the accumulation.
     fn apply_ring_entries(&mut self, now: Instant) {
-        let Some(view) = self.view.as_mut() else { return };
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
         let entries: Vec<_> = self.ring.entries().cloned().collect();
         let mut failed = Vec::new();
         for entry in &entries {
@@ -724,7 +749,8 @@ impl Node {
             return;
         }
         for (node, declared_by) in failed {
-            self.events.push_back(Event::NodeFailed { node, declared_by });
+            self.events
+                .push_back(Event::NodeFailed { node, declared_by });
         }
         self.notify_now = true;
         self.follow_ring(now);
@@ -736,7 +762,8 @@ impl Node {
             return;
         };
         self.stats.failure_declarations += 1;
-        self.events.push_back(Event::UpstreamDeclared { node: d.node });
+        self.events
+            .push_back(Event::UpstreamDeclared { node: d.node });
         if self.role == Role::Supervisor {
             let me = self.cfg.node;
             let declared = self
@@ -782,7 +809,9 @@ impl Node {
         if !matches!(self.role, Role::Member | Role::Supervisor) || !self.joined {
             return;
         }
-        let Some(view) = self.view.as_ref() else { return };
+        let Some(view) = self.view.as_ref() else {
+            return;
+        };
         let Some(down) = self.ring.downstream() else {
             return;
         };

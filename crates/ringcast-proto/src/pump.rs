@@ -28,7 +28,12 @@ pub trait Outputs {
 
 /// Applies `input` at `now`, hands every output to `out`, and returns when
 /// the node next needs `Input::Timeout`.
-pub fn pump(node: &mut Node, now: Instant, input: Input<'_>, out: &mut impl Outputs) -> Option<Instant> {
+pub fn pump(
+    node: &mut Node,
+    now: Instant,
+    input: Input<'_>,
+    out: &mut impl Outputs,
+) -> Option<Instant> {
     match input {
         Input::Datagram(bytes) => node.handle_datagram(now, bytes),
         Input::Timeout => node.handle_timeout(now),

@@ -53,8 +53,9 @@ impl Ring {
         });
         // A declaration is done once the map no longer lists that life up.
         self.declarations.retain(|d| {
-            map.member(d.node)
-                .is_some_and(|m| m.status == crate::map::MemberStatus::Up && m.incarnation <= d.incarnation)
+            map.member(d.node).is_some_and(|m| {
+                m.status == crate::map::MemberStatus::Up && m.incarnation <= d.incarnation
+            })
         });
         changed
     }
@@ -103,7 +104,8 @@ impl Ring {
                     self.accumulated.insert(entry.node, entry);
                 }
                 None => {
-                    merged.news |= !entry.declarations.is_empty() || entry.disks.iter().any(|d| !d.ok);
+                    merged.news |=
+                        !entry.declarations.is_empty() || entry.disks.iter().any(|d| !d.ok);
                     self.accumulated.insert(entry.node, entry);
                 }
             }

@@ -60,9 +60,10 @@ impl View {
 
     /// Claim 19: marks a leaving node left. Returns whether the map changed.
     pub fn apply_leave(&mut self, leave: &Leave, priority: &[NodeId]) -> bool {
-        let listed = self.map.member(leave.node).is_some_and(|m| {
-            m.status == MemberStatus::Up && m.incarnation <= leave.incarnation
-        });
+        let listed = self
+            .map
+            .member(leave.node)
+            .is_some_and(|m| m.status == MemberStatus::Up && m.incarnation <= leave.incarnation);
         if listed {
             self.set_status(leave.node, MemberStatus::Left, priority);
         }

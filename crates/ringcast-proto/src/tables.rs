@@ -154,7 +154,11 @@ impl Tables {
     }
 
     /// Records one node's report on one disk. Returns whether anything changed.
-    pub fn record_disk_report(&mut self, node: NodeId, report: &crate::message::DiskReport) -> bool {
+    pub fn record_disk_report(
+        &mut self,
+        node: NodeId,
+        report: &crate::message::DiskReport,
+    ) -> bool {
         let mut changed = false;
         let status = if report.ok {
             DiskAccessStatus::Ok
@@ -185,7 +189,8 @@ impl Tables {
         {
             let row = &mut self.disk_usage[i];
             if report.ok
-                && (row.capacity_bytes, row.used_bytes) != (report.capacity_bytes, report.used_bytes)
+                && (row.capacity_bytes, row.used_bytes)
+                    != (report.capacity_bytes, report.used_bytes)
             {
                 row.capacity_bytes = report.capacity_bytes;
                 row.used_bytes = report.used_bytes;

@@ -120,7 +120,9 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
     let mut order: Vec<u32> = (1..=cfg.nodes).collect();
     order.shuffle(sim.rng());
     for id in order {
-        let gap = sim.rng().gen_range(Duration::ZERO..=stagger / cfg.nodes.max(1));
+        let gap = sim
+            .rng()
+            .gen_range(Duration::ZERO..=stagger / cfg.nodes.max(1));
         sim.run_for(gap);
         sim.start(id);
     }
@@ -213,20 +215,24 @@ fn heal_everything(sim: &mut Sim) {
 }
 
 fn measure_failover(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Option<Duration> {
-    let phase = sim.rng().gen_range(Duration::ZERO..cfg.timing.notify_interval);
+    let phase = sim
+        .rng()
+        .gen_range(Duration::ZERO..cfg.timing.notify_interval);
     sim.run_for(phase);
     let live = sim.live();
     if live.len() < 2 {
         return None;
     }
-    let sup = *live.iter().find(|id| sim.node(**id).role() == Role::Supervisor)?;
+    let sup = *live
+        .iter()
+        .find(|id| sim.node(**id).role() == Role::Supervisor)?;
     sim.crash(sup);
     let survivors: Vec<u32> = sim.live();
     let next = *survivors.iter().min()?;
     let result = sim.run_until(limit, |s| {
-        survivors
-            .iter()
-            .all(|id| s.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(NodeId(next)))
+        survivors.iter().all(|id| {
+            s.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(NodeId(next))
+        })
     });
     match result {
         Ok(d) => {
@@ -244,7 +250,9 @@ fn measure_failover(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Opt
 }
 
 fn measure_detection(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Option<Duration> {
-    let phase = sim.rng().gen_range(Duration::ZERO..cfg.timing.status_interval);
+    let phase = sim
+        .rng()
+        .gen_range(Duration::ZERO..cfg.timing.status_interval);
     sim.run_for(phase);
     let members: Vec<u32> = sim
         .live()
@@ -254,10 +262,14 @@ fn measure_detection(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Op
     let victim = *members.choose(sim.rng())?;
     sim.crash(victim);
     let survivors = sim.live();
-    match sim.run_until(limit, |s| s.all_list(&survivors, victim, MemberStatus::Failed)) {
+    match sim.run_until(limit, |s| {
+        s.all_list(&survivors, victim, MemberStatus::Failed)
+    }) {
         Ok(d) => Some(d),
         Err(_) => {
-            sim.violation(format!("n{victim}'s failure was not seen by every survivor in time"));
+            sim.violation(format!(
+                "n{victim}'s failure was not seen by every survivor in time"
+            ));
             None
         }
     }
@@ -277,7 +289,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs every seed on `threads` workers; `progress` is told after each seed.
-pub fn run(cfg: &CampaignConfig, progress: impl Fn(&SeedReport, u64) + Sync) -> (Summary, Vec<SeedReport>) {
+pub fn run(
+    cfg: &CampaignConfig,
+    progress: impl Fn(&SeedReport, u64) + Sync,
+) -> (Summary, Vec<SeedReport>) {
     let started = std::time::Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -292,13 +307,18 @@ pub fn run(cfg: &CampaignConfig, progress: impl Fn(&SeedReport, u64) + Sync) -> 
                 let report = run_seed(cfg.first_seed + i, cfg);
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
                 progress(&report, finished);
-                reports.lock().expect("no worker panics while holding it").push(report);
+                reports
+                    .lock()
+                    .expect("no worker panics while holding it")
+                    .push(report);
             });
         }
     });
     let mut reports = reports.into_inner().expect("workers are done");
     reports.sort_by_key(|r| r.seed);
-    let collect = |f: &dyn Fn(&SeedReport) -> Option<f64>| -> Vec<f64> { reports.iter().filter_map(f).collect() };
+    let collect = |f: &dyn Fn(&SeedReport) -> Option<f64>| -> Vec<f64> {
+        reports.iter().filter_map(f).collect()
+    };
     let mut formation = collect(&|r| r.formation.map(ms));
     let mut failover = collect(&|r| r.failover.map(ms));
     let mut detect = collect(&|r| r.detect.map(ms));

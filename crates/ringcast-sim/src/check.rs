@@ -11,7 +11,10 @@ pub type Precedence = (Epoch, std::cmp::Reverse<Rank>, u64);
 
 /// The precedence of the map a machine holds.
 pub fn precedence_of(m: &Machine) -> Option<Precedence> {
-    m.node.as_ref().and_then(|n| n.map()).map(|map| map.precedence())
+    m.node
+        .as_ref()
+        .and_then(|n| n.map())
+        .map(|map| map.precedence())
 }
 
 /// Safety checks on machine `i` after it handled an input.
@@ -34,15 +37,26 @@ pub fn node_safety(sim: &Sim, i: usize, previous: &mut Option<Precedence>) -> Ve
             None => problems.push(format!("{id} supervises without a map")),
             Some(map) => {
                 if map.supervisor != id {
-                    problems.push(format!("{id} supervises but its map names {}", map.supervisor));
+                    problems.push(format!(
+                        "{id} supervises but its map names {}",
+                        map.supervisor
+                    ));
                 }
                 let me = map.member(id);
-                if !me.is_some_and(|e| e.status == MemberStatus::Up && e.incarnation == node.incarnation()) {
-                    problems.push(format!("{id} supervises but is not listed up in its own map"));
+                if !me.is_some_and(|e| {
+                    e.status == MemberStatus::Up && e.incarnation == node.incarnation()
+                }) {
+                    problems.push(format!(
+                        "{id} supervises but is not listed up in its own map"
+                    ));
                 }
-                let expected: Vec<NodeId> = map.up_in_priority_order(&node.config().priority).collect();
+                let expected: Vec<NodeId> =
+                    map.up_in_priority_order(&node.config().priority).collect();
                 if map.ring != expected {
-                    problems.push(format!("{id}'s ring {:?} is not its up members in priority order {expected:?}", map.ring));
+                    problems.push(format!(
+                        "{id}'s ring {:?} is not its up members in priority order {expected:?}",
+                        map.ring
+                    ));
                 }
             }
         }
@@ -50,7 +64,9 @@ pub fn node_safety(sim: &Sim, i: usize, previous: &mut Option<Precedence>) -> Ve
     if sim.config.strict_failures {
         if let Some(map) = node.map() {
             for entry in &map.members {
-                if entry.status == MemberStatus::Failed && sim.life_is_running(entry.id, entry.incarnation) {
+                if entry.status == MemberStatus::Failed
+                    && sim.life_is_running(entry.id, entry.incarnation)
+                {
                     problems.push(format!(
                         "{id}'s map marks {} ({}) failed but it is alive on a healthy network",
                         entry.id, entry.incarnation
@@ -82,7 +98,9 @@ pub fn not_converged(sim: &Sim) -> Option<String> {
     if sim.config.timing.preempt {
         let best = live.iter().min().copied().unwrap_or(sup);
         if sup != best {
-            return Some(format!("n{sup} supervises but n{best} has a higher priority"));
+            return Some(format!(
+                "n{sup} supervises but n{best} has a higher priority"
+            ));
         }
     }
     let reference = sim.node(sup).map()?.agreement_key();
@@ -100,7 +118,9 @@ pub fn not_converged(sim: &Sim) -> Option<String> {
     for id in &live {
         let node = sim.node(*id);
         let listed = map.member(NodeId(*id));
-        if !listed.is_some_and(|m| m.status == MemberStatus::Up && m.incarnation == node.incarnation()) {
+        if !listed
+            .is_some_and(|m| m.status == MemberStatus::Up && m.incarnation == node.incarnation())
+        {
             return Some(format!("n{id} is not listed up with its life"));
         }
     }

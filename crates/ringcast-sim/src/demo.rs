@@ -49,7 +49,9 @@ fn narrate(sim: &Sim, from: usize, out: &mut Vec<String>) -> usize {
 pub fn run(seed: u64, nodes: u32) -> Vec<String> {
     let nodes = nodes.max(3);
     let mut sim = Sim::new(SimConfig::new(seed, nodes));
-    let mut out = vec![format!("seed {seed}: {nodes} nodes, 20 ms intervals, miss limit 3")];
+    let mut out = vec![format!(
+        "seed {seed}: {nodes} nodes, 20 ms intervals, miss limit 3"
+    )];
     let limit = Duration::from_secs(5);
     let mut seen = 0;
     let mut step = |sim: &mut Sim, title: &str, out: &mut Vec<String>| {
@@ -64,7 +66,8 @@ pub fn run(seed: u64, nodes: u32) -> Vec<String> {
         out.push(format!(
             "   converged: {}, supervisor: {}",
             check::converged(sim),
-            sup.map(|s| format!("n{s}")).unwrap_or_else(|| "none".into())
+            sup.map(|s| format!("n{s}"))
+                .unwrap_or_else(|| "none".into())
         ));
     };
     for id in 2..=nodes {
@@ -76,7 +79,11 @@ pub fn run(seed: u64, nodes: u32) -> Vec<String> {
     sim.crash(1);
     step(&mut sim, "n1 crashes: takeover", &mut out);
     sim.crash(nodes);
-    step(&mut sim, &format!("n{nodes} crashes: the ring declares it"), &mut out);
+    step(
+        &mut sim,
+        &format!("n{nodes} crashes: the ring declares it"),
+        &mut out,
+    );
     sim.leave(3);
     step(&mut sim, "n3 leaves gracefully", &mut out);
     sim.leave(2);

@@ -8,7 +8,10 @@ use ringcast_proto::Timing;
 use ringcast_sim::campaign::{self, CampaignConfig, Faults};
 
 #[derive(Parser)]
-#[command(name = "ringcast-sim", about = "Deterministic simulator of ringcast's protocol core")]
+#[command(
+    name = "ringcast-sim",
+    about = "Deterministic simulator of ringcast's protocol core"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,7 +99,9 @@ fn main() -> Result<()> {
             let first_seed = match first_seed {
                 Some(s) => s,
                 None => match std::env::var("SIM_SEED") {
-                    Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("SIM_SEED must be a number, not {v:?}"))?,
+                    Ok(v) => v
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("SIM_SEED must be a number, not {v:?}"))?,
                     Err(_) => 1,
                 },
             };

@@ -299,7 +299,13 @@ impl Sim {
         let incarnation = m.incarnation;
         self.precedence[i] = None;
         self.note(format!("start n{id} {incarnation}"));
-        self.after_input(i, Collect { transmits: vec![], events: vec![] });
+        self.after_input(
+            i,
+            Collect {
+                transmits: vec![],
+                events: vec![],
+            },
+        );
     }
 
     /// Starts every machine at once.
@@ -352,7 +358,13 @@ impl Sim {
     pub fn inject(&mut self, id: u32, bytes: Vec<u8>) {
         let i = id as usize - 1;
         let at = self.now;
-        self.schedule(at, Action::Deliver { to: i, bytes: Arc::new(bytes) });
+        self.schedule(
+            at,
+            Action::Deliver {
+                to: i,
+                bytes: Arc::new(bytes),
+            },
+        );
     }
 
     /// Splits the nodes into components; nodes not listed stay in component 0.
@@ -542,7 +554,13 @@ impl Sim {
                 self.net.delay_min
             };
             let at = self.now + delay;
-            self.schedule(at, Action::Deliver { to, bytes: bytes.clone() });
+            self.schedule(
+                at,
+                Action::Deliver {
+                    to,
+                    bytes: bytes.clone(),
+                },
+            );
         }
     }
 

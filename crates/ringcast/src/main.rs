@@ -4,7 +4,11 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ringcast", version, about = "A self-supervising cluster for streaming video")]
+#[command(
+    name = "ringcast",
+    version,
+    about = "A self-supervising cluster for streaming video"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
