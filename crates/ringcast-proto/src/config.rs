@@ -300,3 +300,98 @@ pub enum ConfigError {
         mtu: usize,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        NodeConfig {
+            cluster: ClusterId(1),
+            node: NodeId(2),
+            config_version: 1,
+            bus: "239.1.1.1:7000".parse().unwrap(),
+            priority: vec![NodeId(1), NodeId(2), NodeId(3)],
+            addrs: NodeAddrs {
+                ring: addr,
+                http: addr,
+            },
+            disks: vec![DiskAccess {
+                id: DiskId(1),
+                mount: "/srv/d1".into(),
+                probe_path: "/srv/d1/.probe".into(),
+            }],
+            capacity: Capacity::default(),
+            servers: vec![],
+            timing: Timing::lan(),
+            mtu: 1400,
+        }
+    }
+
+    #[test]
+    fn the_presets_are_valid() {
+        Timing::lan().validate().unwrap();
+        Timing::wan().validate().unwrap();
+        Timing::with_interval(Duration::from_millis(5), 2)
+            .validate()
+            .unwrap();
+        config().validate().unwrap();
+    }
+
+    #[test]
+    fn rank_is_the_position_in_the_priority_list() {
+        let c = config();
+        assert_eq!(c.rank(), Rank(1));
+        assert_eq!(c.rank_of(NodeId(1)), Some(Rank(0)));
+        assert_eq!(c.rank_of(NodeId(9)), None);
+    }
+
+    #[test]
+    fn each_broken_configuration_gets_its_own_error() {
+        let mut cases: Vec<(NodeConfig, ConfigError)> = Vec::new();
+        let mut c = config();
+        c.timing.status_interval = Duration::ZERO;
+        cases.push((
+            c,
+            ConfigError::ZeroDuration {
+                field: "status_interval",
+            },
+        ));
+        let mut c = config();
+        c.timing.notification_time = c.timing.notify_interval;
+        cases.push((
+            c.clone(),
+            ConfigError::NotificationTimeTooShort {
+                notification_time: c.timing.notification_time,
+                notify_interval: c.timing.notify_interval,
+            },
+        ));
+        let mut c = config();
+        c.priority.push(NodeId(1));
+        cases.push((c, ConfigError::DuplicatePriority { node: NodeId(1) }));
+        let mut c = config();
+        c.priority.retain(|n| *n != NodeId(2));
+        cases.push((c, ConfigError::NotInPriority { node: NodeId(2) }));
+        let mut c = config();
+        c.priority.clear();
+        cases.push((c, ConfigError::EmptyPriority));
+        let mut c = config();
+        c.disks.push(c.disks[0].clone());
+        cases.push((c, ConfigError::DuplicateDisk { disk: DiskId(1) }));
+        let mut c = config();
+        c.mtu = 100;
+        cases.push((c, ConfigError::Mtu { mtu: 100 }));
+        let mut c = config();
+        c.timing.leave_retry = Duration::from_secs(7200);
+        cases.push((
+            c,
+            ConfigError::DurationTooLong {
+                field: "leave_retry",
+            },
+        ));
+        for (c, expected) in cases {
+            assert_eq!(c.validate(), Err(expected));
+        }
+    }
+}

@@ -436,7 +436,9 @@ fn a_wrongly_declared_node_refutes_with_a_higher_incarnation() {
     assert_cluster(&s, 1, &[1, 2, 3, 4, 5]);
     let after = s.node(2).incarnation();
     assert!(after > before, "{after} > {before}");
-    assert!(events(&s, 2).iter().any(|e| matches!(e, Event::Refuted { .. })));
+    assert!(events(&s, 2)
+        .iter()
+        .any(|e| matches!(e, Event::Refuted { .. })));
 }
 
 #[test]
@@ -578,4 +580,45 @@ fn the_same_seed_replays_the_same_run() {
     };
     assert_eq!(run(42), run(42));
     assert_ne!(run(42), run(43), "different seeds differ");
+}
+
+#[test]
+fn a_short_campaign_with_every_fault_finds_no_violation() {
+    // The campaign command in miniature: cold start, random faults, heal,
+    // failover and detection, with safety checked after every step.
+    use ringcast_sim::campaign::{self, CampaignConfig, Faults};
+    let cfg = CampaignConfig {
+        nodes: 12,
+        first_seed: 1000,
+        seeds: 12,
+        faults: Faults::All,
+        timing: ringcast_proto::Timing::lan(),
+        fault_time: Duration::from_secs(2),
+        threads: 2,
+    };
+    let (summary, reports) = campaign::run(&cfg, |_, _| {});
+    let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_eq!(summary.violations, 0);
+    assert!(reports
+        .iter()
+        .all(|r| r.failover.is_some() && r.detect.is_some()));
+}
+
+#[test]
+fn a_quiet_campaign_never_marks_a_live_node_failed() {
+    use ringcast_sim::campaign::{self, CampaignConfig, Faults};
+    let cfg = CampaignConfig {
+        nodes: 16,
+        first_seed: 1,
+        seeds: 8,
+        faults: Faults::None,
+        timing: ringcast_proto::Timing::lan(),
+        fault_time: Duration::ZERO,
+        threads: 2,
+    };
+    let (summary, reports) = campaign::run(&cfg, |_, _| {});
+    let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_eq!(summary.violations, 0);
 }
