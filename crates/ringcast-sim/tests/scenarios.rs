@@ -622,3 +622,31 @@ fn a_quiet_campaign_never_marks_a_live_node_failed() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_eq!(summary.violations, 0);
 }
+
+#[test]
+fn a_failed_disk_probe_rides_the_ring_to_the_supervisors_topology() {
+    // Claim 13 (the reporting half; the quorum and reassignment come with streaming).
+    use ringcast_proto::message::DiskReport;
+    use ringcast_proto::tables::DiskAccessStatus;
+    use ringcast_proto::DiskId;
+    let mut s = formed(5, 20);
+    let report = DiskReport {
+        disk: DiskId(3),
+        ok: false,
+        capacity_bytes: 0,
+        used_bytes: 0,
+    };
+    s.local(3, LocalEvent::DiskProbe(report));
+    wait(&mut s, "every node sees n3's path to d3 broken", |s| {
+        s.live().iter().all(|id| {
+            s.node(*id)
+                .tables()
+                .and_then(|t| t.topology_of(NodeId(3)))
+                .is_some_and(|row| {
+                    row.disks
+                        .iter()
+                        .any(|l| l.disk == DiskId(3) && l.status == DiskAccessStatus::Broken)
+                })
+        })
+    });
+}
