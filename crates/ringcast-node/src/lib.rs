@@ -1,12 +1,15 @@
-//! The real ringcast node: it owns sockets, timers, the disk prober and the
-//! HTTP server, and drives [`ringcast_proto::Node`] through
-//! [`ringcast_proto::pump`]. It holds no protocol logic.
-//!
-//! Not built yet: this crate is the subject of the issue "The real node". Until
-//! then it only re-exports the protocol core so the workspace layout of
-//! DESIGN section 1 is in place.
+//! The real ringcast node: it owns sockets, timers and the HTTP server, and
+//! drives [`ringcast_proto::Node`] through [`ringcast_proto::pump`]. It holds
+//! no protocol logic.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod api;
+pub mod clusterfile;
+pub mod configsvc;
+pub mod runtime;
+pub mod settings;
+pub mod transport;
 
 pub use ringcast_proto as proto;

@@ -129,3 +129,60 @@ impl ClusterMap {
         )
     }
 }
+
+/// A change between two maps a node held, as the cluster's event stream reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapChange {
+    /// A different supervisor, or a new epoch of the same one.
+    Supervisor {
+        /// The supervisor.
+        node: NodeId,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// A node is listed up (joined, or came back with a new life).
+    Joined {
+        /// The node.
+        node: NodeId,
+        /// Its life.
+        incarnation: Incarnation,
+    },
+    /// A node is marked failed.
+    Failed {
+        /// The node.
+        node: NodeId,
+    },
+    /// A node left.
+    Left {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// What changed from `old` to `new`: the cluster events any node can report,
+/// since every node sees the same sequence of maps.
+pub fn changes(old: Option<&ClusterMap>, new: &ClusterMap) -> Vec<MapChange> {
+    let mut out = Vec::new();
+    if old.is_none_or(|o| (o.supervisor, o.epoch) != (new.supervisor, new.epoch)) {
+        out.push(MapChange::Supervisor {
+            node: new.supervisor,
+            epoch: new.epoch,
+        });
+    }
+    for m in &new.members {
+        let before = old.and_then(|o| o.member(m.id));
+        let same = before.is_some_and(|b| (b.status, b.incarnation) == (m.status, m.incarnation));
+        if same {
+            continue;
+        }
+        match m.status {
+            MemberStatus::Up => out.push(MapChange::Joined {
+                node: m.id,
+                incarnation: m.incarnation,
+            }),
+            MemberStatus::Failed => out.push(MapChange::Failed { node: m.id }),
+            MemberStatus::Left => out.push(MapChange::Left { node: m.id }),
+        }
+    }
+    out
+}

@@ -1,7 +1,17 @@
 //! `ringcast`: the command-line program, a thin layer over the library crates.
 
-use anyhow::{bail, Result};
+mod bench_cmd;
+mod http;
+mod node_cmd;
+mod status_cmd;
+mod up_cmd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use ringcast_node::{clusterfile, configsvc};
 
 #[derive(Parser)]
 #[command(
@@ -10,14 +20,77 @@ use clap::{Parser, Subcommand};
     about = "A self-supervising cluster for streaming video"
 )]
 struct Cli {
+    /// Log as JSON lines instead of readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a narrated simulated cluster: formation, preemption, takeover,
-    /// failure detection, leave and handover, on a virtual clock.
+    /// Runs a local cluster of node processes on loopback until Ctrl-C.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: u32,
+        /// Directory for the cluster file and node logs (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Runs one node of a cluster.
+    Node {
+        /// The cluster file, read directly.
+        #[arg(long, conflicts_with = "config_url")]
+        config: Option<PathBuf>,
+        /// The configuration service, e.g. http://10.0.0.1:7300.
+        #[arg(long)]
+        config_url: Option<String>,
+        /// Where the configuration fetched from the service is cached.
+        #[arg(long, default_value = ".ringcast")]
+        cache_dir: PathBuf,
+        /// This node's id in the cluster file.
+        #[arg(long, allow_negative_numbers = true)]
+        node: i64,
+    },
+    /// Shows the cluster: supervisor, epoch, every node's status and role.
+    Status {
+        /// The cluster file (asks its nodes).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A node's HTTP address, e.g. http://127.0.0.1:8501.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the JSON of /v1/cluster.
+        #[arg(long)]
+        json: bool,
+        /// Show the answering node's own view instead of following it to the supervisor.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Follows the cluster's events until interrupted.
+    Events {
+        /// The cluster file (asks its nodes).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A node's HTTP address.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print each event as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks or serves a cluster file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Measures the cluster with real processes.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Runs a narrated simulated cluster on a virtual clock.
     Demo {
         /// Number of nodes (3 to 64).
         #[arg(long, default_value_t = 5)]
@@ -28,8 +101,140 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// SIGKILL of the supervisor and of a member, timed until every survivor sees it.
+    Failover {
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 8)]
+        nodes: u32,
+        /// Trials.
+        #[arg(long, default_value_t = 10)]
+        trials: u32,
+        /// Directory for the cluster file and logs (temporary by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print only the JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validates a cluster file; prints each problem as file:line.
+    Check {
+        /// The cluster file.
+        file: PathBuf,
+    },
+    /// Serves each node its configuration over HTTP.
+    Serve {
+        /// The cluster file.
+        file: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        listen: SocketAddr,
+    },
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("ringcast: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up { nodes, dir } => up_cmd::run(nodes, dir.as_deref()),
+        Command::Node {
+            config,
+            config_url,
+            cache_dir,
+            node,
+        } => {
+            init_logs(cli.log_json);
+            let id = node_cmd::check_id(node)?;
+            let source = match (config, config_url) {
+                (Some(f), None) => node_cmd::Source::File(f),
+                (None, Some(url)) => node_cmd::Source::Url { url, cache_dir },
+                _ => bail!("give --config FILE or --config-url URL"),
+            };
+            node_cmd::run(node_cmd::settings(&source, id)?)
+        }
+        Command::Status {
+            config,
+            url,
+            json,
+            no_follow,
+        } => {
+            let targets = status_cmd::targets(config.as_deref(), url.as_deref())?;
+            let view = status_cmd::fetch(&targets, !no_follow)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                status_cmd::print_table(&view);
+            }
+            Ok(())
+        }
+        Command::Events { config, url, json } => {
+            let targets = status_cmd::targets(config.as_deref(), url.as_deref())?;
+            status_cmd::follow_events(&targets, json)
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::Check { file } => {
+                let cf = clusterfile::load(&file)?;
+                println!(
+                    "{}: ok ({} nodes, configuration version {})",
+                    file.display(),
+                    cf.node_ids().len(),
+                    cf.config_version()
+                );
+                Ok(())
+            }
+            ConfigCommand::Serve { file, listen } => {
+                init_logs(cli.log_json);
+                clusterfile::load(&file)?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                rt.block_on(async {
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {listen}"))?;
+                    eprintln!("serving {} on http://{listen}", file.display());
+                    configsvc::serve(file, listener).await?;
+                    Ok(())
+                })
+            }
+        },
+        Command::Bench { command } => match command {
+            BenchCommand::Failover {
+                nodes,
+                trials,
+                dir,
+                json,
+            } => {
+                let report = bench_cmd::failover(nodes, trials, dir.as_deref(), json)?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+        },
         Command::Demo { nodes, seed } => {
             if !(3..=64).contains(&nodes) {
                 bail!("--nodes must be between 3 and 64, not {nodes}");
@@ -37,7 +242,7 @@ fn main() -> Result<()> {
             for line in ringcast_sim::demo::run(seed, nodes) {
                 println!("{line}");
             }
+            Ok(())
         }
     }
-    Ok(())
 }

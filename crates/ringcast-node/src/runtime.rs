@@ -1,0 +1,437 @@
+//! The node's tokio loop: sockets and timers in, the protocol core in the
+//! middle (through [`ringcast_proto::pump`]), datagrams and events out. No
+//! protocol decision is taken here.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ringcast_proto::event::{Event, LocalEvent, Transmit};
+use ringcast_proto::map::{changes, ClusterMap, MapChange};
+use ringcast_proto::pump::{self, Input, Outputs};
+use ringcast_proto::stats::Stats;
+use ringcast_proto::{Incarnation, Node, NodeId, Role, Tables};
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::settings::NodeSettings;
+use crate::transport::{Transport, MAX_DATAGRAM};
+
+/// Events kept for a subscriber that connects late.
+const RECENT_EVENTS: usize = 200;
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The configuration does not pass the protocol's checks.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ringcast_proto::ConfigError),
+    /// A socket could not be opened.
+    #[error("cannot open the {what} socket on {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// Its address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// One line of the cluster's event stream.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ClusterEvent {
+    /// Unix time in milliseconds, as the observing node saw it.
+    pub at_ms: u64,
+    /// The node that observed it.
+    pub observer: NodeId,
+    /// What happened: `supervisor`, `joined`, `failed`, `left`, or a local
+    /// event of the observer (`became_supervisor`, `declared`, `refuted`, ...).
+    pub kind: &'static str,
+    /// The node it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
+    /// The epoch, for supervisor events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// A readable sentence.
+    pub text: String,
+}
+
+/// What the node knows right now, for the HTTP API.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The part the node plays.
+    pub role: Role,
+    /// Its life.
+    pub incarnation: Incarnation,
+    /// The map it holds.
+    pub map: Option<ClusterMap>,
+    /// The tables it holds.
+    pub tables: Option<Tables>,
+    /// Its protocol counters.
+    pub stats: Stats,
+    /// Ring neighbours.
+    pub upstream: Option<NodeId>,
+    /// Ring neighbours.
+    pub downstream: Option<NodeId>,
+}
+
+/// Counters of the socket layer.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    /// Datagrams that could not be sent.
+    pub send_errors: AtomicU64,
+    /// Receive errors.
+    pub recv_errors: AtomicU64,
+}
+
+/// State shared between the loop and the HTTP API.
+#[derive(Debug)]
+pub struct Shared {
+    /// The node's id.
+    pub node: NodeId,
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// The admin token guarding `POST /v1/leave`, if configured.
+    pub admin_token: Option<String>,
+    /// The latest snapshot.
+    pub snapshot: RwLock<Snapshot>,
+    /// Live event stream.
+    pub events: broadcast::Sender<ClusterEvent>,
+    /// The latest events, for late subscribers.
+    pub recent: Mutex<VecDeque<ClusterEvent>>,
+    /// Local events for the loop (leave, load, disk probes).
+    pub control: mpsc::Sender<LocalEvent>,
+    /// Socket-layer counters.
+    pub io: IoCounters,
+    /// When the node started.
+    pub started: Instant,
+}
+
+impl Shared {
+    /// A copy of the latest snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The latest events, oldest first.
+    pub fn recent_events(&self) -> Vec<ClusterEvent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn publish(&self, event: ClusterEvent) {
+        tracing::info!(kind = event.kind, "{}", event.text);
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_EVENTS {
+            recent.pop_front();
+        }
+        recent.push_back(event.clone());
+        let _ = self.events.send(event);
+    }
+}
+
+/// A node ready to run: its sockets are bound.
+#[derive(Debug)]
+pub struct Runtime {
+    node: Node,
+    transport: Transport,
+    shared: Arc<Shared>,
+    control: mpsc::Receiver<LocalEvent>,
+    held: Option<ClusterMap>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Runtime {
+    /// Builds the protocol node and binds its sockets.
+    pub fn bind(settings: NodeSettings) -> Result<Runtime, NodeError> {
+        let now = Instant::now();
+        // A new life at every start: the wall clock in milliseconds grows across restarts.
+        let incarnation = Incarnation(unix_ms());
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).unwrap_or_default();
+        let id = settings.proto.node;
+        let node = Node::new(
+            settings.proto.clone(),
+            settings.keyring(),
+            incarnation,
+            u64::from_le_bytes(seed),
+            now,
+        )?;
+        let ring = settings.proto.addrs.ring;
+        let transport =
+            Transport::bind(ring, &settings.bus, id).map_err(|source| NodeError::Bind {
+                what: "bus and ring",
+                addr: format!("{ring} ({:?})", settings.bus),
+                source,
+            })?;
+        let (control_tx, control) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            node: id,
+            cluster_name: settings.cluster_name.clone(),
+            admin_token: settings.admin_token.clone(),
+            snapshot: RwLock::new(snapshot_of(&node)),
+            events,
+            recent: Mutex::new(VecDeque::new()),
+            control: control_tx,
+            io: IoCounters::default(),
+            started: now,
+        });
+        Ok(Runtime {
+            node,
+            transport,
+            shared,
+            control,
+            held: None,
+        })
+    }
+
+    /// The state shared with the HTTP API.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Runs until the node has left the cluster.
+    pub async fn run(mut self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut out = Outbox::default();
+        let mut next = pump::drain(&mut self.node, &mut out);
+        self.publish(&mut out).await;
+        loop {
+            let sleep = next.map_or(Duration::from_secs(3600), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            let input = tokio::select! {
+                r = self.transport.recv(&mut buf) => match r {
+                    Ok((n, _, _)) => Some(Ok(n)),
+                    Err(e) => {
+                        tracing::debug!("receive failed: {e}");
+                        self.shared.io.recv_errors.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                },
+                _ = tokio::time::sleep(sleep) => Some(Err(None)),
+                ev = self.control.recv() => ev.map(|e| Err(Some(e))),
+            };
+            let now = Instant::now();
+            next = match input {
+                Some(Ok(n)) => {
+                    pump::pump(&mut self.node, now, Input::Datagram(&buf[..n]), &mut out)
+                }
+                Some(Err(None)) => pump::pump(&mut self.node, now, Input::Timeout, &mut out),
+                Some(Err(Some(ev))) => pump::pump(&mut self.node, now, Input::Local(ev), &mut out),
+                None => self.node.poll_timeout(),
+            };
+            self.publish(&mut out).await;
+            if self.node.role() == Role::Left {
+                return;
+            }
+        }
+    }
+
+    async fn publish(&mut self, out: &mut Outbox) {
+        for t in out.transmits.drain(..) {
+            if let Err(e) = self.transport.send(&t).await {
+                tracing::debug!("send to {:?} failed: {e}", t.destination);
+                self.shared.io.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let id = self.shared.node;
+        for e in out.events.drain(..) {
+            self.shared.publish(local_event(id, &e));
+        }
+        if let Some(map) = self.node.map() {
+            let changed = self.held.as_ref().is_none_or(|h| h != map);
+            if changed {
+                for c in changes(self.held.as_ref(), map) {
+                    self.shared.publish(map_event(id, &c));
+                }
+                self.held = Some(map.clone());
+            }
+        }
+        *self
+            .shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = snapshot_of(&self.node);
+    }
+}
+
+#[derive(Default)]
+struct Outbox {
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+impl Outputs for Outbox {
+    fn transmit(&mut self, _node: &Node, t: Transmit) {
+        self.transmits.push(t);
+    }
+    fn event(&mut self, _node: &Node, e: Event) {
+        self.events.push(e);
+    }
+}
+
+fn snapshot_of(node: &Node) -> Snapshot {
+    let (upstream, downstream) = node.ring_neighbours();
+    Snapshot {
+        role: node.role(),
+        incarnation: node.incarnation(),
+        map: node.map().cloned(),
+        tables: node.tables().cloned(),
+        stats: node.stats().clone(),
+        upstream,
+        downstream,
+    }
+}
+
+fn event(
+    observer: NodeId,
+    kind: &'static str,
+    node: Option<NodeId>,
+    epoch: Option<u64>,
+    text: String,
+) -> ClusterEvent {
+    ClusterEvent {
+        at_ms: unix_ms(),
+        observer,
+        kind,
+        node,
+        epoch,
+        text,
+    }
+}
+
+fn map_event(observer: NodeId, c: &MapChange) -> ClusterEvent {
+    match c {
+        MapChange::Supervisor { node, epoch } => event(
+            observer,
+            "supervisor",
+            Some(*node),
+            Some(epoch.0),
+            format!("{node} supervises (epoch {})", epoch.0),
+        ),
+        MapChange::Joined { node, incarnation } => event(
+            observer,
+            "joined",
+            Some(*node),
+            None,
+            format!("{node} is up ({incarnation})"),
+        ),
+        MapChange::Failed { node } => event(
+            observer,
+            "failed",
+            Some(*node),
+            None,
+            format!("{node} failed"),
+        ),
+        MapChange::Left { node } => {
+            event(observer, "left", Some(*node), None, format!("{node} left"))
+        }
+    }
+}
+
+fn local_event(me: NodeId, e: &Event) -> ClusterEvent {
+    match e {
+        Event::BecameSupervisor { epoch, reason } => event(
+            me,
+            "became_supervisor",
+            Some(me),
+            Some(epoch.0),
+            format!("{me} became supervisor ({reason:?}, epoch {})", epoch.0),
+        ),
+        Event::StoppedSupervising { successor } => event(
+            me,
+            "stopped_supervising",
+            Some(*successor),
+            None,
+            format!("{me} stopped supervising in favour of {successor}"),
+        ),
+        Event::SupervisorChanged { supervisor, epoch } => event(
+            me,
+            "follows",
+            Some(*supervisor),
+            Some(epoch.0),
+            format!("{me} follows {supervisor} (epoch {})", epoch.0),
+        ),
+        Event::Joined { supervisor } => event(
+            me,
+            "joined_cluster",
+            Some(*supervisor),
+            None,
+            format!("{me} joined, supervisor {supervisor}"),
+        ),
+        Event::Left => event(
+            me,
+            "left_cluster",
+            Some(me),
+            None,
+            format!("{me} left the cluster"),
+        ),
+        Event::NodeJoined { node } => event(
+            me,
+            "admitted",
+            Some(*node),
+            None,
+            format!("{me} admitted {node}"),
+        ),
+        Event::NodeLeft { node } => event(
+            me,
+            "released",
+            Some(*node),
+            None,
+            format!("{me} saw {node} leave"),
+        ),
+        Event::NodeFailed { node, declared_by } => event(
+            me,
+            "marked_failed",
+            Some(*node),
+            None,
+            format!("{me} marked {node} failed (declared by {declared_by})"),
+        ),
+        Event::UpstreamDeclared { node } => event(
+            me,
+            "declared",
+            Some(*node),
+            None,
+            format!("{me} declared its upstream {node} failed"),
+        ),
+        Event::Refuted { incarnation } => event(
+            me,
+            "refuted",
+            Some(me),
+            None,
+            format!("{me} refuted a failure declaration with {incarnation}"),
+        ),
+        Event::ClockSlipped { gap } => event(
+            me,
+            "clock_slipped",
+            Some(me),
+            None,
+            format!("{me}'s timers ran {} ms late", gap.as_millis()),
+        ),
+        Event::ConfigOutdated { version } => event(
+            me,
+            "config_outdated",
+            Some(me),
+            None,
+            format!("{me} saw configuration version {version}"),
+        ),
+    }
+}

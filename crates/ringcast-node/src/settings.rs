@@ -1,0 +1,634 @@
+//! What one node runs with (claims 1-3): the protocol configuration the
+//! configuration service hands it, how its bus is carried, the cluster keys
+//! and the admin token.
+//!
+//! [`NodeSettings`] is built from the cluster file ([`crate::clusterfile`]) or
+//! fetched from the configuration service ([`crate::configsvc`]), which sends
+//! it as JSON. The JSON form spells out every field, gives durations in whole
+//! milliseconds and keys as hexadecimal:
+//!
+//! ```json
+//! {
+//!   "cluster": 1, "cluster_name": "local", "node": 2, "config_version": 1,
+//!   "bus": { "transport": "multicast", "group": "239.255.42.1:7400",
+//!            "interface": "127.0.0.1", "ttl": 0, "loopback": true },
+//!   "priority": [1, 2, 3],
+//!   "ring": "127.0.0.1:7502", "http": "127.0.0.1:8502",
+//!   "capacity": { "max_streams": 100, "max_bytes_per_s": 1250000000 },
+//!   "disks": [ { "id": 1, "mount": "/srv/d1", "probe": "/srv/d1/.ringcast-probe" } ],
+//!   "servers": [], "mtu": 1400,
+//!   "timing": { "status_interval_ms": 20, "notify_interval_ms": 20,
+//!               "notification_time_ms": 60, "miss_limit": 3, "takeover_step_ms": 10,
+//!               "preempt": true, "preempt_delay_ms": 0,
+//!               "join_retry_ms": 20, "leave_retry_ms": 20 },
+//!   "keys": [ { "id": 1, "key": "<64 hex characters>" } ],
+//!   "admin_token": null
+//! }
+//! ```
+//!
+//! With `"transport": "unicast"` the bus object holds
+//! `"peers": [{ "node": 1, "ring": "127.0.0.1:7501" }, ...]` instead of the
+//! multicast fields. Decoding checks everything [`NodeSettings::validate`] checks.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use ringcast_proto::{
+    Capacity, ClusterId, ConfigError, DiskAccess, DiskId, KeyId, Keyring, NodeAddrs, NodeConfig,
+    NodeId, Timing,
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Length of a cluster key in bytes.
+pub const KEY_LEN: usize = 32;
+
+/// Claim 1: how a node's bus messages travel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusMode {
+    /// One UDP multicast group per cluster (DESIGN section 3).
+    Multicast {
+        /// The cluster's multicast group and port: the bus address of claim 1.
+        group: SocketAddrV4,
+        /// The local interface address multicast leaves from (`IP_MULTICAST_IF`).
+        interface: Ipv4Addr,
+        /// Multicast TTL; 0 keeps the traffic on this host.
+        ttl: u32,
+        /// Whether this host's own sockets receive what it sends (`IP_MULTICAST_LOOP`).
+        loopback: bool,
+    },
+    /// For networks without multicast: every bus message goes by unicast to each
+    /// peer's ring address, as keepalived's `unicast_peer` does.
+    Unicast {
+        /// Every other node of the cluster with its ring address; never the node itself.
+        peers: Vec<(NodeId, SocketAddr)>,
+    },
+}
+
+/// Claims 1-3: everything one node runs with.
+///
+/// Invariants, checked by [`NodeSettings::validate`] and by decoding: the
+/// protocol configuration is valid, there are one or two keys with distinct
+/// ids, and `proto.bus` is the multicast group (multicast) or the node's own
+/// ring address (unicast, where no bus address exists).
+///
+/// `Debug` prints key ids but never key bytes nor the admin token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "SettingsWire", try_from = "SettingsWire")]
+pub struct NodeSettings {
+    /// Claims 1-3: node id, bus address, priority list, disk access list, timing.
+    pub proto: NodeConfig,
+    /// How the bus is carried.
+    pub bus: BusMode,
+    /// The cluster keys, one or two (during a rotation); the first seals frames.
+    pub keys: Vec<(KeyId, [u8; KEY_LEN])>,
+    /// Token that guards the node's admin endpoints (such as `POST /v1/leave`).
+    pub admin_token: Option<String>,
+    /// Human-readable name of the cluster, for logs and status output.
+    pub cluster_name: String,
+}
+
+impl fmt::Debug for NodeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key_ids: Vec<KeyId> = self.keys.iter().map(|(id, _)| *id).collect();
+        f.debug_struct("NodeSettings")
+            .field("proto", &self.proto)
+            .field("bus", &self.bus)
+            .field("keys", &key_ids)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("cluster_name", &self.cluster_name)
+            .finish()
+    }
+}
+
+impl NodeSettings {
+    /// The keyring the node seals and opens frames with: the first key seals,
+    /// the second (if any) is accepted too.
+    ///
+    /// # Panics
+    ///
+    /// If `keys` is empty, which [`NodeSettings::validate`] and decoding reject.
+    pub fn keyring(&self) -> Keyring {
+        let (first, rest) = self
+            .keys
+            .split_first()
+            .expect("validated settings hold at least one key");
+        let mut keyring = Keyring::new(first.0, first.1);
+        for (id, key) in rest {
+            keyring.accept(*id, *key);
+        }
+        keyring
+    }
+
+    /// Checks the invariants listed on [`NodeSettings`].
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.proto.validate()?;
+        self.validate_keys()?;
+        self.validate_bus()
+    }
+
+    fn validate_keys(&self) -> Result<(), SettingsError> {
+        if !(1..=2).contains(&self.keys.len()) {
+            return Err(SettingsError::KeyCount(self.keys.len()));
+        }
+        if let [(a, _), (b, _)] = self.keys.as_slice() {
+            if a == b {
+                return Err(SettingsError::DuplicateKeyId(*a));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_bus(&self) -> Result<(), SettingsError> {
+        let expected = match &self.bus {
+            BusMode::Multicast { group, .. } => {
+                if !group.ip().is_multicast() {
+                    return Err(SettingsError::NotMulticast(*group));
+                }
+                SocketAddr::V4(*group)
+            }
+            BusMode::Unicast { peers } => {
+                if peers.iter().any(|(id, _)| *id == self.proto.node) {
+                    return Err(SettingsError::SelfPeer(self.proto.node));
+                }
+                self.proto.addrs.ring
+            }
+        };
+        if self.proto.bus != expected {
+            return Err(SettingsError::BusMismatch {
+                bus: self.proto.bus,
+                expected,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`NodeSettings`] (or its JSON form) cannot run.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SettingsError {
+    /// The protocol configuration is invalid.
+    #[error(transparent)]
+    Proto(#[from] ConfigError),
+    /// Not one or two keys.
+    #[error("the settings hold {0} cluster keys; one or two are allowed")]
+    KeyCount(usize),
+    /// Both keys have the same id.
+    #[error("both cluster keys have id {0}")]
+    DuplicateKeyId(KeyId),
+    /// A key is not 64 hexadecimal characters.
+    #[error("cluster key {0} is not 64 hexadecimal characters")]
+    KeyHex(KeyId),
+    /// `miss_limit` is zero.
+    #[error("timing.miss_limit must be at least 1")]
+    ZeroMissLimit,
+    /// The multicast group is not a multicast address.
+    #[error("bus group {0} is not an IPv4 multicast address")]
+    NotMulticast(SocketAddrV4),
+    /// The unicast peer list names the node itself.
+    #[error("the unicast peer list names node {0} itself")]
+    SelfPeer(NodeId),
+    /// `proto.bus` disagrees with the bus transport.
+    #[error("bus address {bus} should be {expected} for this transport")]
+    BusMismatch {
+        /// What `proto.bus` holds.
+        bus: SocketAddr,
+        /// What the transport implies.
+        expected: SocketAddr,
+    },
+}
+
+/// Lowercase hexadecimal of a key.
+pub(crate) fn key_to_hex(key: &[u8; KEY_LEN]) -> String {
+    hex::encode(key)
+}
+
+/// A key from exactly 64 hexadecimal characters (either case), or `None`.
+pub(crate) fn key_from_hex(text: &str) -> Option<[u8; KEY_LEN]> {
+    let mut key = [0u8; KEY_LEN];
+    hex::decode_to_slice(text, &mut key).ok()?;
+    Some(key)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// ---- the JSON form ----------------------------------------------------------
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsWire {
+    cluster: u32,
+    cluster_name: String,
+    node: u32,
+    config_version: u32,
+    bus: BusWire,
+    priority: Vec<u32>,
+    ring: SocketAddr,
+    http: SocketAddr,
+    capacity: CapacityWire,
+    disks: Vec<DiskWire>,
+    servers: Vec<SocketAddr>,
+    mtu: usize,
+    timing: TimingWire,
+    keys: Vec<KeyWire>,
+    admin_token: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
+enum BusWire {
+    Multicast {
+        group: SocketAddrV4,
+        interface: Ipv4Addr,
+        ttl: u32,
+        loopback: bool,
+    },
+    Unicast {
+        peers: Vec<PeerWire>,
+    },
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerWire {
+    node: u32,
+    ring: SocketAddr,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapacityWire {
+    max_streams: u32,
+    max_bytes_per_s: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskWire {
+    id: u32,
+    mount: String,
+    probe: String,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimingWire {
+    status_interval_ms: u64,
+    notify_interval_ms: u64,
+    notification_time_ms: u64,
+    miss_limit: u32,
+    takeover_step_ms: u64,
+    preempt: bool,
+    preempt_delay_ms: u64,
+    join_retry_ms: u64,
+    leave_retry_ms: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyWire {
+    id: u8,
+    key: String,
+}
+
+impl From<NodeSettings> for SettingsWire {
+    fn from(s: NodeSettings) -> Self {
+        let p = s.proto;
+        SettingsWire {
+            cluster: p.cluster.0,
+            cluster_name: s.cluster_name,
+            node: p.node.0,
+            config_version: p.config_version,
+            bus: BusWire::from(s.bus),
+            priority: p.priority.iter().map(|n| n.0).collect(),
+            ring: p.addrs.ring,
+            http: p.addrs.http,
+            capacity: CapacityWire {
+                max_streams: p.capacity.max_streams,
+                max_bytes_per_s: p.capacity.max_bytes_per_s,
+            },
+            disks: p.disks.into_iter().map(DiskWire::from).collect(),
+            servers: p.servers,
+            mtu: p.mtu,
+            timing: TimingWire::from(&p.timing),
+            keys: s
+                .keys
+                .iter()
+                .map(|(id, key)| KeyWire {
+                    id: id.0,
+                    key: key_to_hex(key),
+                })
+                .collect(),
+            admin_token: s.admin_token,
+        }
+    }
+}
+
+impl From<BusMode> for BusWire {
+    fn from(bus: BusMode) -> Self {
+        match bus {
+            BusMode::Multicast {
+                group,
+                interface,
+                ttl,
+                loopback,
+            } => BusWire::Multicast {
+                group,
+                interface,
+                ttl,
+                loopback,
+            },
+            BusMode::Unicast { peers } => BusWire::Unicast {
+                peers: peers
+                    .into_iter()
+                    .map(|(node, ring)| PeerWire { node: node.0, ring })
+                    .collect(),
+            },
+        }
+    }
+}
+
+impl From<DiskAccess> for DiskWire {
+    fn from(d: DiskAccess) -> Self {
+        DiskWire {
+            id: d.id.0,
+            mount: d.mount,
+            probe: d.probe_path,
+        }
+    }
+}
+
+impl From<&Timing> for TimingWire {
+    fn from(t: &Timing) -> Self {
+        TimingWire {
+            status_interval_ms: millis(t.status_interval),
+            notify_interval_ms: millis(t.notify_interval),
+            notification_time_ms: millis(t.notification_time),
+            miss_limit: t.miss_limit.get(),
+            takeover_step_ms: millis(t.takeover_step),
+            preempt: t.preempt,
+            preempt_delay_ms: millis(t.preempt_delay),
+            join_retry_ms: millis(t.join_retry),
+            leave_retry_ms: millis(t.leave_retry),
+        }
+    }
+}
+
+impl TryFrom<TimingWire> for Timing {
+    type Error = SettingsError;
+
+    fn try_from(t: TimingWire) -> Result<Self, SettingsError> {
+        Ok(Timing {
+            status_interval: Duration::from_millis(t.status_interval_ms),
+            notify_interval: Duration::from_millis(t.notify_interval_ms),
+            notification_time: Duration::from_millis(t.notification_time_ms),
+            miss_limit: NonZeroU32::new(t.miss_limit).ok_or(SettingsError::ZeroMissLimit)?,
+            takeover_step: Duration::from_millis(t.takeover_step_ms),
+            preempt: t.preempt,
+            preempt_delay: Duration::from_millis(t.preempt_delay_ms),
+            join_retry: Duration::from_millis(t.join_retry_ms),
+            leave_retry: Duration::from_millis(t.leave_retry_ms),
+        })
+    }
+}
+
+impl TryFrom<SettingsWire> for NodeSettings {
+    type Error = SettingsError;
+
+    fn try_from(w: SettingsWire) -> Result<Self, SettingsError> {
+        let keys = w
+            .keys
+            .iter()
+            .map(|k| {
+                key_from_hex(&k.key)
+                    .map(|key| (KeyId(k.id), key))
+                    .ok_or(SettingsError::KeyHex(KeyId(k.id)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bus = bus_from_wire(w.bus);
+        let bus_addr = match &bus {
+            BusMode::Multicast { group, .. } => SocketAddr::V4(*group),
+            BusMode::Unicast { .. } => w.ring,
+        };
+        let proto = NodeConfig {
+            cluster: ClusterId(w.cluster),
+            node: NodeId(w.node),
+            config_version: w.config_version,
+            bus: bus_addr,
+            priority: w.priority.into_iter().map(NodeId).collect(),
+            addrs: NodeAddrs {
+                ring: w.ring,
+                http: w.http,
+            },
+            disks: w.disks.into_iter().map(disk_from_wire).collect(),
+            capacity: Capacity {
+                max_streams: w.capacity.max_streams,
+                max_bytes_per_s: w.capacity.max_bytes_per_s,
+            },
+            servers: w.servers,
+            timing: Timing::try_from(w.timing)?,
+            mtu: w.mtu,
+        };
+        let settings = NodeSettings {
+            proto,
+            bus,
+            keys,
+            admin_token: w.admin_token,
+            cluster_name: w.cluster_name,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+fn bus_from_wire(bus: BusWire) -> BusMode {
+    match bus {
+        BusWire::Multicast {
+            group,
+            interface,
+            ttl,
+            loopback,
+        } => BusMode::Multicast {
+            group,
+            interface,
+            ttl,
+            loopback,
+        },
+        BusWire::Unicast { peers } => BusMode::Unicast {
+            peers: peers
+                .into_iter()
+                .map(|p| (NodeId(p.node), p.ring))
+                .collect(),
+        },
+    }
+}
+
+fn disk_from_wire(d: DiskWire) -> DiskAccess {
+    DiskAccess {
+        id: DiskId(d.id),
+        mount: d.mount,
+        probe_path: d.probe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET_TOKEN: &str = "s3cret-admin-token";
+
+    fn settings() -> NodeSettings {
+        let ring: SocketAddr = "127.0.0.1:7502".parse().unwrap();
+        let group: SocketAddrV4 = "239.255.42.1:7400".parse().unwrap();
+        NodeSettings {
+            proto: NodeConfig {
+                cluster: ClusterId(1),
+                node: NodeId(2),
+                config_version: 3,
+                bus: SocketAddr::V4(group),
+                priority: vec![NodeId(1), NodeId(2)],
+                addrs: NodeAddrs {
+                    ring,
+                    http: "127.0.0.1:8502".parse().unwrap(),
+                },
+                disks: vec![DiskAccess {
+                    id: DiskId(4),
+                    mount: "/srv/d4".into(),
+                    probe_path: "/srv/d4/.ringcast-probe".into(),
+                }],
+                capacity: Capacity {
+                    max_streams: 10,
+                    max_bytes_per_s: 1000,
+                },
+                servers: vec!["127.0.0.1:9000".parse().unwrap()],
+                timing: Timing::lan(),
+                mtu: 1400,
+            },
+            bus: BusMode::Multicast {
+                group,
+                interface: Ipv4Addr::LOCALHOST,
+                ttl: 0,
+                loopback: true,
+            },
+            keys: vec![(KeyId(1), [0xAB; 32]), (KeyId(2), [0x01; 32])],
+            admin_token: Some(SECRET_TOKEN.into()),
+            cluster_name: "test".into(),
+        }
+    }
+
+    #[test]
+    fn settings_survive_a_round_trip_through_json() {
+        let s = settings();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: NodeSettings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn unicast_settings_survive_a_round_trip_through_json() {
+        let mut s = settings();
+        s.bus = BusMode::Unicast {
+            peers: vec![(NodeId(1), "127.0.0.1:7501".parse().unwrap())],
+        };
+        s.proto.bus = s.proto.addrs.ring;
+        let json = serde_json::to_string(&s).unwrap();
+        let back: NodeSettings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn the_json_form_gives_durations_in_milliseconds_and_keys_in_hex() {
+        let value = serde_json::to_value(settings()).unwrap();
+        assert_eq!(value["timing"]["notification_time_ms"], 60);
+        assert_eq!(value["keys"][0]["key"], "ab".repeat(32));
+        assert_eq!(value["bus"]["transport"], "multicast");
+        assert_eq!(value["admin_token"], SECRET_TOKEN);
+    }
+
+    #[test]
+    fn debug_never_prints_key_bytes_or_the_admin_token() {
+        let text = format!("{:?}", settings());
+        assert!(!text.contains(SECRET_TOKEN), "{text}");
+        assert!(!text.contains("171"), "key byte 0xAB printed: {text}");
+        assert!(!text.to_lowercase().contains("abab"), "{text}");
+        assert!(text.contains("redacted"));
+    }
+
+    #[test]
+    fn the_keyring_seals_with_the_first_key() {
+        let ring = settings().keyring();
+        let text = format!("{ring:?}");
+        assert!(text.contains("sending: KeyId(1)"), "{text}");
+        assert!(text.contains("KeyId(2)"), "{text}");
+    }
+
+    #[test]
+    fn json_with_an_unknown_field_is_refused() {
+        let mut value = serde_json::to_value(settings()).unwrap();
+        value["surprise"] = serde_json::json!(1);
+        let err = serde_json::from_value::<NodeSettings>(value).unwrap_err();
+        assert!(err.to_string().contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn json_with_a_bad_key_is_refused() {
+        let mut value = serde_json::to_value(settings()).unwrap();
+        value["keys"][0]["key"] = serde_json::json!("zz".repeat(32));
+        let err = serde_json::from_value::<NodeSettings>(value).unwrap_err();
+        assert!(err.to_string().contains("not 64 hexadecimal"), "{err}");
+    }
+
+    #[test]
+    fn json_that_fails_protocol_validation_is_refused() {
+        let mut value = serde_json::to_value(settings()).unwrap();
+        value["priority"] = serde_json::json!([1]);
+        let err = serde_json::from_value::<NodeSettings>(value).unwrap_err();
+        assert!(
+            err.to_string().contains("not in the priority list"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validation_rejects_inconsistent_settings() {
+        let mut s = settings();
+        s.keys.clear();
+        assert_eq!(s.validate(), Err(SettingsError::KeyCount(0)));
+        let mut s = settings();
+        s.keys[1].0 = KeyId(1);
+        assert_eq!(s.validate(), Err(SettingsError::DuplicateKeyId(KeyId(1))));
+        let mut s = settings();
+        s.proto.bus = "239.255.42.1:7401".parse().unwrap();
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::BusMismatch { .. })
+        ));
+        let mut s = settings();
+        let group: SocketAddrV4 = "10.0.0.1:7400".parse().unwrap();
+        s.bus = BusMode::Multicast {
+            group,
+            interface: Ipv4Addr::LOCALHOST,
+            ttl: 0,
+            loopback: true,
+        };
+        s.proto.bus = SocketAddr::V4(group);
+        assert_eq!(s.validate(), Err(SettingsError::NotMulticast(group)));
+    }
+
+    #[test]
+    fn hex_keys_decode_in_either_case_and_reject_anything_else() {
+        let key = [0x5A; 32];
+        assert_eq!(key_from_hex(&key_to_hex(&key)), Some(key));
+        assert_eq!(key_from_hex(&"5A".repeat(32)), Some(key));
+        assert_eq!(key_from_hex(&"5a".repeat(31)), None);
+        assert_eq!(key_from_hex(&"5g".repeat(32)), None);
+        assert_eq!(key_from_hex(&"é".repeat(32)), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! `ringcast status` and `ringcast events`: read a running cluster.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ringcast_node::clusterfile;
+use serde_json::Value;
+
+use crate::http;
+
+/// The HTTP bases to try: the URL given, or every node of the cluster file.
+pub fn targets(config: Option<&Path>, url: Option<&str>) -> Result<Vec<String>> {
+    match (config, url) {
+        (_, Some(url)) => Ok(vec![url.trim_end_matches('/').to_string()]),
+        (Some(path), None) => {
+            let file = clusterfile::load(path)?;
+            Ok(file
+                .node_ids()
+                .into_iter()
+                .filter_map(|id| file.http_addr(id))
+                .map(http::base)
+                .collect())
+        }
+        (None, None) => bail!("give --config FILE (the cluster file) or --url http://NODE"),
+    }
+}
+
+/// The cluster as the supervisor sees it, asked through the first node that answers.
+pub fn fetch(targets: &[String], follow: bool) -> Result<Value> {
+    let agent = http::agent();
+    let mut last = None;
+    for base in targets {
+        match http::cluster(&agent, base) {
+            Ok(view) if follow => return Ok(follow_supervisor(&agent, view)),
+            Ok(view) => return Ok(view),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
+        .context("no node of the cluster answered")
+}
+
+/// If the answering node is not the supervisor, asks the supervisor itself.
+fn follow_supervisor(agent: &ureq::Agent, view: Value) -> Value {
+    if view["node_role"] == "supervisor" {
+        return view;
+    }
+    let sup = &view["supervisor"];
+    let http = view["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| &n["id"] == sup))
+        .and_then(|n| n["http"].as_str())
+        .map(|a| format!("http://{a}"));
+    match http.and_then(|base| http::cluster(agent, &base).ok()) {
+        Some(v) if v["node_role"] == "supervisor" => v,
+        _ => view,
+    }
+}
+
+/// Prints the cluster as a table.
+pub fn print_table(view: &Value) {
+    println!(
+        "cluster {}   supervisor n{}   epoch {}   (answered by n{})",
+        view["cluster"].as_str().unwrap_or("?"),
+        view["supervisor"],
+        view["epoch"],
+        view["node"]
+    );
+    println!(
+        "{:<6} {:<7} {:<11} {:<22} {:<22} LOAD",
+        "NODE", "STATUS", "ROLE", "RING", "HTTP"
+    );
+    let usage = view["tables"]["node_usage"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for n in view["nodes"].as_array().into_iter().flatten() {
+        let load = usage
+            .iter()
+            .find(|u| u["node"] == n["id"])
+            .map(|u| {
+                format!(
+                    "{}/{} streams",
+                    u["load"]["streams"], u["capacity"]["max_streams"]
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        let role = if n["status"] == "up" {
+            n["role"].as_str().unwrap_or("?")
+        } else {
+            "-"
+        };
+        println!(
+            "{:<6} {:<7} {:<11} {:<22} {:<22} {}",
+            format!("n{}", n["id"]),
+            n["status"].as_str().unwrap_or("?"),
+            role,
+            n["ring"].as_str().unwrap_or("?"),
+            n["http"].as_str().unwrap_or("?"),
+            load
+        );
+    }
+    let ring: Vec<String> = view["ring"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| format!("n{n}"))
+        .collect();
+    println!("ring: {}", ring.join(" -> "));
+}
+
+/// Follows a node's event stream, printing one line per event, until interrupted.
+pub fn follow_events(targets: &[String], json: bool) -> Result<()> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_millis(500))
+        .build();
+    let mut last = None;
+    for base in targets {
+        let url = format!("{base}/v1/events");
+        match agent.get(&url).call() {
+            Ok(resp) => {
+                eprintln!("following {url} (Ctrl-C to stop)");
+                let reader = BufReader::new(resp.into_reader());
+                for line in reader.lines() {
+                    let line = line.with_context(|| format!("the stream from {url} broke"))?;
+                    let Some(data) = line.strip_prefix("data:") else {
+                        continue;
+                    };
+                    let data = data.trim();
+                    if json {
+                        println!("{data}");
+                        continue;
+                    }
+                    let e: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                    let at = e["at_ms"].as_u64().unwrap_or(0);
+                    println!(
+                        "{}  n{:<4} {}",
+                        clock(at),
+                        e["observer"],
+                        e["text"].as_str().unwrap_or(data)
+                    );
+                }
+                bail!("{url} closed the event stream");
+            }
+            Err(e) => last = Some(anyhow::Error::from(e).context(format!("cannot reach {url}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
+}
+
+fn clock(unix_ms: u64) -> String {
+    let day_ms = unix_ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}

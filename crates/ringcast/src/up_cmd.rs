@@ -1,0 +1,223 @@
+//! `ringcast up`: a local cluster of real node processes on loopback, in one command.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use ringcast_node::clusterfile;
+
+use crate::http;
+
+/// Node processes of a local cluster; they leave and stop when dropped.
+pub struct LocalCluster {
+    /// The cluster file.
+    pub file: PathBuf,
+    /// `(node id, http base, child)` per node.
+    pub nodes: Vec<(u32, String, Option<Child>)>,
+    dir: PathBuf,
+    remove_dir: bool,
+}
+
+impl LocalCluster {
+    /// Writes a cluster file for `n` nodes into `dir` (a fresh temporary one
+    /// when `None`) and starts one process per node.
+    pub fn start(n: u32, dir: Option<&Path>) -> Result<LocalCluster> {
+        if !(1..=64).contains(&n) {
+            bail!("--nodes must be between 1 and 64, not {n}");
+        }
+        let (dir, remove_dir) = match dir {
+            Some(d) => (d.to_path_buf(), false),
+            None => (
+                std::env::temp_dir().join(format!("ringcast-up-{}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let file = clusterfile::local_cluster(&dir, n, None)?;
+        let cf = clusterfile::load(&file)?;
+        let mut cluster = LocalCluster {
+            file: file.clone(),
+            nodes: Vec::new(),
+            dir: dir.clone(),
+            remove_dir,
+        };
+        for id in cf.node_ids() {
+            let http = cf
+                .http_addr(id)
+                .map(http::base)
+                .context("every node of a local cluster has an HTTP address")?;
+            cluster.nodes.push((id.0, http, None));
+            cluster.spawn(id.0)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts) the process of node `id`; its log is appended to.
+    pub fn spawn(&mut self, id: u32) -> Result<()> {
+        let exe = std::env::current_exe().context("cannot find the ringcast executable")?;
+        let log = self.dir.join(format!("node-{id}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let err = out.try_clone().context("cannot share the log file")?;
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(&self.file)
+            .arg("--node")
+            .arg(id.to_string())
+            .stdin(Stdio::null())
+            // Their own process group: Ctrl-C reaches `up` alone, which
+            // then asks each node to leave exactly once.
+            .process_group(0)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start node {id}"))?;
+        let slot = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.0 == id)
+            .with_context(|| format!("node {id} is not in the cluster file"))?;
+        slot.2 = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL of node `id`: it dies without a word.
+    pub fn kill(&mut self, id: u32) -> Result<()> {
+        let slot = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.0 == id)
+            .with_context(|| format!("node {id} is not in the cluster"))?;
+        if let Some(mut c) = slot.2.take() {
+            c.kill().with_context(|| format!("cannot kill node {id}"))?;
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// The directory holding the cluster file and the node logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Waits until every node reports the same supervisor and all nodes up.
+    pub fn wait_formed(&self, limit: Duration) -> Result<u32> {
+        let agent = http::agent();
+        let deadline = Instant::now() + limit;
+        loop {
+            let views: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|(_, base, _)| http::cluster(&agent, base).ok())
+                .collect();
+            let sups: Vec<_> = views
+                .iter()
+                .map(|v| v.as_ref().map(|v| v["supervisor"].clone()))
+                .collect();
+            let all_up = views.iter().all(|v| {
+                v.as_ref().is_some_and(|v| {
+                    v["nodes"].as_array().is_some_and(|ns| {
+                        ns.len() == self.nodes.len() && ns.iter().all(|n| n["status"] == "up")
+                    })
+                })
+            });
+            if all_up && sups.windows(2).all(|w| w[0] == w[1]) {
+                if let Some(Some(s)) = sups.first() {
+                    return s.as_u64().map(|s| s as u32).context("supervisor id");
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the cluster did not form within {} s; see the logs in {}",
+                    limit.as_secs(),
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks every node to leave (SIGTERM) and waits for them, then kills stragglers.
+    pub fn stop(&mut self) {
+        for (_, _, child) in &self.nodes {
+            if let Some(c) = child {
+                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, _, child) in &mut self.nodes {
+            if let Some(c) = child.as_mut() {
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            *child = None;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs `ringcast up` until Ctrl-C.
+pub fn run(nodes: u32, dir: Option<&Path>) -> Result<()> {
+    let mut cluster = LocalCluster::start(nodes, dir)?;
+    for (id, http, _) in &cluster.nodes {
+        println!("node {id} {http}");
+    }
+    eprintln!("cluster file: {}", cluster.file.display());
+    eprintln!("node logs:    {}/node-*.log", cluster.dir().display());
+    eprint!("forming...");
+    match cluster.wait_formed(Duration::from_secs(20)) {
+        Ok(sup) => eprintln!(" formed: supervisor n{sup}"),
+        Err(e) => eprintln!(" {e:#}"),
+    }
+    eprintln!(
+        "watch it:     ringcast status --config {}\n              ringcast events --url {}\nCtrl-C makes every node leave and stops.",
+        cluster.file.display(),
+        cluster.nodes.first().map(|n| n.1.as_str()).unwrap_or("")
+    );
+    wait_for_interrupt()?;
+    eprintln!("\nstopping: every node leaves the cluster");
+    cluster.stop();
+    eprintln!("stopped");
+    Ok(())
+}
+
+fn wait_for_interrupt() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .context("cannot wait for Ctrl-C")
+}

@@ -1,0 +1,180 @@
+//! Real node processes on a real bus: formation, takeover, failure detection,
+//! join, preemption, leave, the unicast bus and a wrong key.
+
+mod common;
+
+use common::{isolate_network, Cluster, Spec};
+
+#[test]
+fn five_nodes_form_one_cluster_with_the_highest_priority_as_supervisor() {
+    isolate_network();
+    let c = Cluster::start(&Spec::new(5));
+    c.wait_agree(1, &[1, 2, 3, 4, 5]);
+    let v = c.view(3).unwrap();
+    assert_eq!(v["node_role"], "member");
+    let roles: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["supervisor", "member", "member", "member", "member"]
+    );
+    assert_eq!(c.view(1).unwrap()["node_role"], "supervisor");
+}
+
+#[test]
+fn sigkill_of_the_supervisor_hands_over_to_the_next_priority_with_a_higher_epoch() {
+    isolate_network();
+    let mut c = Cluster::start(&Spec::new(5));
+    c.wait_agree(1, &[1, 2, 3, 4, 5]);
+    let epoch = c.epoch(2);
+    c.kill(1);
+    c.wait_agree(2, &[2, 3, 4, 5]);
+    assert!(c.epoch(3) > epoch, "the epoch grew");
+    assert_eq!(c.status_of(4, 1).as_deref(), Some("failed"));
+}
+
+#[test]
+fn sigkill_of_a_member_marks_it_failed_everywhere_and_closes_the_ring() {
+    isolate_network();
+    let mut c = Cluster::start(&Spec::new(5));
+    c.wait_agree(1, &[1, 2, 3, 4, 5]);
+    c.kill(3);
+    c.wait_agree(1, &[1, 2, 4, 5]);
+    for id in c.running() {
+        assert_eq!(c.status_of(id, 3).as_deref(), Some("failed"), "at n{id}");
+    }
+    let v = c.view(4).unwrap();
+    assert_eq!(v["upstream"], 2, "the ring closed around n3");
+    let m = c.metrics(4);
+    assert!(m.contains("ringcast_failure_declarations_total 1"), "{m}");
+}
+
+#[test]
+fn a_new_node_joins_and_a_higher_priority_node_preempts() {
+    isolate_network();
+    let mut c = Cluster::write(&Spec::new(5));
+    for id in 2..=4 {
+        c.spawn(id);
+    }
+    c.wait_agree(2, &[2, 3, 4]);
+    c.spawn(5);
+    c.wait_agree(2, &[2, 3, 4, 5]);
+    c.spawn(1);
+    c.wait_agree(1, &[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_higher_priority_node_does_not_preempt_when_preemption_is_off() {
+    isolate_network();
+    let mut spec = Spec::new(4);
+    spec.preempt = false;
+    let mut c = Cluster::write(&spec);
+    for id in 2..=4 {
+        c.spawn(id);
+    }
+    c.wait_agree(2, &[2, 3, 4]);
+    c.spawn(1);
+    c.wait_agree(2, &[1, 2, 3, 4]);
+    // It stays that way: n1 is a member for good.
+    let epoch = c.epoch(1);
+    c.wait("n1 has sent status around the ring a while", |c| {
+        c.metrics(1).lines().any(|l| {
+            l.starts_with("ringcast_messages_sent_total{kind=\"status\"}")
+                && l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()) > Some(50)
+        })
+    });
+    assert!(c.agrees(2, &[1, 2, 3, 4]));
+    assert_eq!(c.epoch(1), epoch);
+}
+
+#[test]
+fn a_member_and_then_the_supervisor_leave_gracefully() {
+    isolate_network();
+    let mut c = Cluster::start(&Spec::new(4));
+    c.wait_agree(1, &[1, 2, 3, 4]);
+    assert!(c.terminate(3).success());
+    c.wait_agree(1, &[1, 2, 4]);
+    assert_eq!(c.status_of(2, 3).as_deref(), Some("left"));
+    // The supervisor hands over: it is marked left, not failed.
+    assert!(c.terminate(1).success());
+    c.wait_agree(2, &[2, 4]);
+    assert_eq!(c.status_of(4, 1).as_deref(), Some("left"));
+}
+
+#[test]
+fn the_unicast_bus_forms_and_takes_over_like_multicast() {
+    isolate_network();
+    let mut spec = Spec::new(4);
+    spec.unicast = true;
+    let mut c = Cluster::start(&spec);
+    c.wait_agree(1, &[1, 2, 3, 4]);
+    c.kill(1);
+    c.wait_agree(2, &[2, 3, 4]);
+}
+
+#[test]
+fn a_node_with_the_wrong_key_cannot_join_or_disturb_the_cluster() {
+    isolate_network();
+    let mut c = Cluster::write(&Spec::new(4));
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    c.wait_agree(1, &[1, 2, 3]);
+    // Node 4 runs with another key.
+    let other = c.dir.join("other.toml");
+    let text = std::fs::read_to_string(&c.file)
+        .unwrap()
+        .replace("cluster.key", "other.key");
+    std::fs::write(&other, text).unwrap();
+    std::fs::write(c.dir.join("other.key"), common::key_hex(0x22)).unwrap();
+    c.spawn_with(4, &other);
+    c.wait("the others reject n4's frames", |c| {
+        c.metrics(1)
+            .lines()
+            .any(|l| l.starts_with("ringcast_frames_rejected_total{reason=\"bad_tag\"}"))
+    });
+    // n4 alone is its own supervisor; the others never list it.
+    c.wait("n4 supervises itself alone", |c| {
+        c.view(4)
+            .is_some_and(|v| v["supervisor"] == 4 && v["nodes"].as_array().unwrap().len() == 1)
+    });
+    let running: Vec<u32> = vec![1, 2, 3];
+    for id in running {
+        let v = c.view(id).unwrap();
+        assert_eq!(v["supervisor"], 1);
+        assert!(v["nodes"].as_array().unwrap().iter().all(|n| n["id"] != 4));
+    }
+}
+
+#[test]
+fn leave_over_http_needs_the_admin_token() {
+    isolate_network();
+    let mut c = Cluster::start(&Spec::new(3));
+    c.wait_agree(1, &[1, 2, 3]);
+    let url = format!("{}/v1/leave", c.url(3));
+    let denied = c.agent.post(&url).call();
+    assert!(
+        matches!(denied, Err(ureq::Error::Status(401, _))),
+        "{denied:?}"
+    );
+    let wrong = c
+        .agent
+        .post(&url)
+        .set("Authorization", "Bearer nope")
+        .call();
+    assert!(matches!(wrong, Err(ureq::Error::Status(401, _))));
+    let ok = c
+        .agent
+        .post(&url)
+        .set("Authorization", "Bearer test-admin-token")
+        .call()
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+    c.children.remove(&3).map(|mut ch| ch.wait());
+    c.wait_agree(1, &[1, 2]);
+    assert_eq!(c.status_of(1, 3).as_deref(), Some("left"));
+}

@@ -1,0 +1,311 @@
+//! A harness for tests with real node processes: writes a cluster file,
+//! starts and kills `ringcast node` processes, and reads their HTTP API.
+//!
+//! When the tests run as root, each test first moves its thread into a fresh
+//! network namespace holding nothing but loopback, so no datagram can leave
+//! it; processes it starts inherit that namespace.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringcast");
+
+/// How long a condition may take before the test fails.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Moves this test's thread into a fresh network namespace with loopback up
+/// (as root); otherwise stays on the host's loopback.
+pub fn isolate_network() {
+    if !is_root() {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare the network namespace");
+    let st = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(st.success(), "ip link set lo up failed");
+}
+
+/// A free UDP or TCP port on 127.0.0.1 (in this thread's namespace).
+pub fn free_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = t.local_addr().unwrap().port();
+    drop(s);
+    port
+}
+
+/// Options of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub nodes: Vec<u32>,
+    pub unicast: bool,
+    pub preempt: bool,
+    pub interval_ms: u64,
+}
+
+impl Spec {
+    pub fn new(nodes: u32) -> Spec {
+        Spec {
+            nodes: (1..=nodes).collect(),
+            unicast: false,
+            preempt: true,
+            interval_ms: 20,
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub http: BTreeMap<u32, SocketAddr>,
+    pub children: BTreeMap<u32, Child>,
+    pub agent: ureq::Agent,
+}
+
+pub fn key_hex(byte: u8) -> String {
+    format!("{byte:02x}").repeat(32)
+}
+
+impl Cluster {
+    /// Writes the cluster file (key byte 0x11) without starting anything.
+    pub fn write(spec: &Spec) -> Cluster {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ringcast-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cluster.key"), key_hex(0x11)).unwrap();
+        std::fs::write(dir.join("admin.token"), "test-admin-token").unwrap();
+        let bus_port = free_port();
+        let group = 100 + n % 100;
+        let mut http = BTreeMap::new();
+        let priority: Vec<String> = spec.nodes.iter().map(|n| n.to_string()).collect();
+        let t = spec.interval_ms;
+        let mut toml = format!(
+            "[cluster]\nid = 1\nname = \"test\"\nconfig_version = 1\nbus = \"239.255.77.{group}:{bus_port}\"\n\
+             transport = \"{}\"\ninterface = \"127.0.0.1\"\nttl = 0\nloopback = true\n\
+             key_file = \"cluster.key\"\nadmin_token_file = \"admin.token\"\npriority = [{}]\n\n\
+             [timing]\nstatus_interval_ms = {t}\nnotify_interval_ms = {t}\nnotification_time_ms = {}\n\
+             miss_limit = 3\ntakeover_step_ms = {}\npreempt = {}\n\n",
+            if spec.unicast { "unicast" } else { "multicast" },
+            priority.join(", "),
+            t * 3,
+            t / 2,
+            spec.preempt,
+        );
+        for id in &spec.nodes {
+            let ring = free_port();
+            let h: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            http.insert(*id, h);
+            toml.push_str(&format!(
+                "[[node]]\nid = {id}\nring = \"127.0.0.1:{ring}\"\nhttp = \"{h}\"\nmax_streams = 100\nmax_bytes_per_s = 1000000000\n\n"
+            ));
+        }
+        let file = dir.join("cluster.toml");
+        std::fs::write(&file, toml).unwrap();
+        Cluster {
+            dir,
+            file,
+            http,
+            children: BTreeMap::new(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_millis(500))
+                .build(),
+        }
+    }
+
+    /// Writes the cluster file and starts every node.
+    pub fn start(spec: &Spec) -> Cluster {
+        let mut c = Cluster::write(spec);
+        for id in spec.nodes.clone() {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Starts node `id` from the cluster file.
+    pub fn spawn(&mut self, id: u32) {
+        let file = self.file.clone();
+        self.spawn_with(id, &file);
+    }
+
+    /// Starts node `id` from another cluster file (a wrong key, say).
+    pub fn spawn_with(&mut self, id: u32, file: &Path) {
+        let log = std::fs::File::create(self.dir.join(format!("node-{id}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(file)
+            .args(["--node", &id.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start ringcast node");
+        self.children.insert(id, child);
+    }
+
+    /// SIGKILL: the node dies without a word.
+    pub fn kill(&mut self, id: u32) {
+        if let Some(mut c) = self.children.remove(&id) {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM: the node leaves gracefully; waits for its exit.
+    pub fn terminate(&mut self, id: u32) -> std::process::ExitStatus {
+        let mut c = self.children.remove(&id).expect("running node");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn running(&self) -> Vec<u32> {
+        self.children.keys().copied().collect()
+    }
+
+    pub fn url(&self, id: u32) -> String {
+        format!("http://{}", self.http[&id])
+    }
+
+    /// `GET /v1/cluster` of node `id`, or `None` if it does not answer.
+    pub fn view(&self, id: u32) -> Option<Value> {
+        let body = self
+            .agent
+            .get(&format!("{}/v1/cluster", self.url(id)))
+            .call()
+            .ok()?;
+        body.into_json().ok()
+    }
+
+    pub fn metrics(&self, id: u32) -> String {
+        self.agent
+            .get(&format!("{}/metrics", self.url(id)))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+
+    /// Waits until `done` holds, polling; panics with the logs at the deadline.
+    pub fn wait(&self, what: &str, mut done: impl FnMut(&Cluster) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            if done(self) {
+                return start.elapsed();
+            }
+            if start.elapsed() > LIMIT {
+                panic!("timed out waiting until {what}\n{}", self.describe());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether every running node follows `sup`, lists exactly `up` as up, and agrees on the ring.
+    pub fn agrees(&self, sup: u32, up: &[u32]) -> bool {
+        self.running().iter().all(|id| {
+            let Some(v) = self.view(*id) else {
+                return false;
+            };
+            let ups: Vec<u64> = v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["status"] == "up")
+                .map(|n| n["id"].as_u64().unwrap())
+                .collect();
+            let ring: Vec<u64> = v["ring"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect();
+            let want: Vec<u64> = up.iter().map(|n| u64::from(*n)).collect();
+            v["supervisor"] == sup && ups == want && ring == want
+        })
+    }
+
+    pub fn wait_agree(&self, sup: u32, up: &[u32]) -> Duration {
+        self.wait(&format!("every node follows n{sup} with {up:?} up"), |c| {
+            c.agrees(sup, up)
+        })
+    }
+
+    pub fn status_of(&self, observer: u32, node: u32) -> Option<String> {
+        let v = self.view(observer)?;
+        v["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == node)
+            .and_then(|n| n["status"].as_str().map(String::from))
+    }
+
+    pub fn epoch(&self, id: u32) -> u64 {
+        self.view(id)
+            .map_or(0, |v| v["epoch"].as_u64().unwrap_or(0))
+    }
+
+    /// Every node's view and the tail of its log, for a failure message.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for id in self.http.keys() {
+            out.push_str(&format!(
+                "--- n{id}: {}\n",
+                self.view(*id).map_or("no answer".into(), |v| v.to_string())
+            ));
+            let log = std::fs::read_to_string(self.dir.join(format!("node-{id}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs the ringcast binary to completion.
+pub fn ringcast(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run ringcast")
+}
