@@ -206,7 +206,8 @@ pub struct ClusterFile {
 enum Transport {
     Multicast {
         group: SocketAddrV4,
-        interface: Ipv4Addr,
+        /// The cluster-wide outgoing interface; each node may name its own.
+        interface: Option<Ipv4Addr>,
         ttl: u32,
         loopback: bool,
     },
@@ -219,6 +220,8 @@ struct NodeEntry {
     addrs: NodeAddrs,
     capacity: Capacity,
     disks: Vec<DiskAccess>,
+    /// The node's own multicast interface, overriding the cluster's.
+    interface: Option<Ipv4Addr>,
     /// Where the node's `id` is, for problems found after parsing.
     line: usize,
 }
@@ -235,6 +238,20 @@ impl fmt::Debug for ClusterFile {
             .field("nodes", &self.node_ids())
             .finish_non_exhaustive()
     }
+}
+
+/// Where a node's multicast leaves from: its own `interface`, else the
+/// cluster's, else its ring address. Validation refuses a multicast file
+/// where none of them is an IPv4 address, so the last fallback is unused.
+fn multicast_interface(node: &NodeEntry, cluster: Option<Ipv4Addr>) -> Ipv4Addr {
+    let ring = match node.addrs.ring {
+        SocketAddr::V4(v4) => Some(*v4.ip()),
+        SocketAddr::V6(_) => None,
+    };
+    node.interface
+        .or(cluster)
+        .or(ring)
+        .unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
 impl ClusterFile {
@@ -292,7 +309,7 @@ impl ClusterFile {
             } => (
                 BusMode::Multicast {
                     group: *group,
-                    interface: *interface,
+                    interface: multicast_interface(node, *interface),
                     ttl: *ttl,
                     loopback: *loopback,
                 },
@@ -429,6 +446,7 @@ struct RawNode {
     http: Spanned<SocketAddr>,
     max_streams: u32,
     max_bytes_per_s: u64,
+    interface: Option<Spanned<Ipv4Addr>>,
     #[serde(default)]
     disk: Vec<RawDisk>,
 }
@@ -514,6 +532,7 @@ impl<'a> Checker<'a> {
         self.check_name(&cluster.name);
         let transport = self.check_transport(&cluster, cluster_span.clone());
         let nodes = self.check_nodes(&raw.nodes, cluster_span.clone());
+        self.check_node_interfaces(transport.as_ref(), &nodes);
         self.check_priority(&cluster.priority, &nodes);
         let timing = self.check_timing(raw.timing.as_ref());
         let mtu = self.check_mtu(cluster.mtu.as_ref());
@@ -611,23 +630,19 @@ impl<'a> Checker<'a> {
     fn check_interface(
         &mut self,
         interface: Option<&Spanned<Ipv4Addr>>,
-        cluster_span: Range<usize>,
-    ) -> Option<Ipv4Addr> {
+        _cluster_span: Range<usize>,
+    ) -> Option<Option<Ipv4Addr>> {
         let Some(interface) = interface else {
-            self.report(
-                cluster_span,
-                "cluster.interface",
-                "is required with transport = \"multicast\": give the local address multicast leaves from, such as \"127.0.0.1\"",
-            );
-            return None;
+            // Each node then multicasts from its own interface or ring address.
+            return Some(None);
         };
         let ip = *interface.get_ref();
-        if ip.is_multicast() || ip.is_broadcast() {
+        if ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() {
             let message = format!("{ip} is not a local interface address");
             self.report(interface.span(), "cluster.interface", message);
             return None;
         }
-        Some(ip)
+        Some(Some(ip))
     }
 
     fn check_nodes(&mut self, raw: &[RawNode], cluster_span: Range<usize>) -> Vec<NodeEntry> {
@@ -660,10 +675,46 @@ impl<'a> Checker<'a> {
                     max_bytes_per_s: node.max_bytes_per_s,
                 },
                 disks: self.check_disks(id, &node.disk),
+                interface: self.check_node_interface(id, node),
                 line,
             });
         }
         nodes
+    }
+
+    /// With multicast, every node needs an IPv4 interface to send from: its
+    /// own, the cluster's, or its ring address.
+    fn check_node_interfaces(&mut self, transport: Option<&Transport>, nodes: &[NodeEntry]) {
+        let Some(Transport::Multicast {
+            interface: None, ..
+        }) = transport
+        else {
+            return;
+        };
+        for node in nodes {
+            if node.interface.is_none() && !node.addrs.ring.is_ipv4() {
+                self.report_at(
+                    node.line,
+                    "node.interface",
+                    format!(
+                        "node {} has an IPv6 ring address and no multicast interface: set interface = \"ADDRESS\" in the node or the cluster",
+                        node.id.0
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A node's own multicast interface, if it names one. Without it the node
+    /// uses the cluster's `interface`, else the IPv4 address of its ring socket.
+    fn check_node_interface(&mut self, id: u32, node: &RawNode) -> Option<Ipv4Addr> {
+        let own = node.interface.as_ref()?;
+        let ip = *own.get_ref();
+        if ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() {
+            let message = format!("{ip} is not a local interface address of node {id}");
+            self.report(own.span(), "node.interface", message);
+        }
+        Some(ip)
     }
 
     fn check_node_addr(
@@ -1586,15 +1637,38 @@ max_bytes_per_s = 125000000
     }
 
     #[test]
-    fn a_multicast_file_without_an_interface_is_reported() {
+    fn without_an_interface_each_node_multicasts_from_its_ring_address() {
         let text = VALID.replace("interface = \"127.0.0.1\"\n", "");
-        let problems = problems_of(&text);
-        assert_one_problem(
-            &problems,
-            "cluster.interface",
-            line_of(&text, "[cluster]"),
-            "is required",
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_cluster(dir.path(), &text);
+        let file = load(&path).expect("a multicast file may leave the interface to each node");
+        for id in file.node_ids() {
+            let settings = file.node_settings(id).unwrap();
+            let BusMode::Multicast { interface, .. } = settings.bus else {
+                panic!("multicast expected");
+            };
+            let SocketAddr::V4(ring) = settings.proto.addrs.ring else {
+                panic!("IPv4 ring expected");
+            };
+            assert_eq!(interface, *ring.ip());
+        }
+    }
+
+    #[test]
+    fn a_node_may_name_its_own_multicast_interface() {
+        let text = VALID.replacen(
+            "[[node]]\nid = 1\n",
+            "[[node]]\nid = 1\ninterface = \"127.0.0.9\"\n",
+            1,
         );
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_cluster(dir.path(), &text);
+        let file = load(&path).unwrap();
+        let BusMode::Multicast { interface, .. } = file.node_settings(NodeId(1)).unwrap().bus
+        else {
+            panic!("multicast expected");
+        };
+        assert_eq!(interface, Ipv4Addr::new(127, 0, 0, 9));
     }
 
     #[test]

@@ -73,9 +73,11 @@ fn a_higher_priority_node_does_not_preempt_when_preemption_is_off() {
     let mut spec = Spec::new(4);
     spec.preempt = false;
     let mut c = Cluster::write(&spec);
-    for id in 2..=4 {
-        c.spawn(id);
-    }
+    // Without preemption the first supervisor stays: start n2 alone first.
+    c.spawn(2);
+    c.wait_agree(2, &[2]);
+    c.spawn(3);
+    c.spawn(4);
     c.wait_agree(2, &[2, 3, 4]);
     c.spawn(1);
     c.wait_agree(2, &[1, 2, 3, 4]);

@@ -137,6 +137,7 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    eprintln!("{what}: after {:?}", start.elapsed());
 }
 
 #[test]
