@@ -181,6 +181,13 @@ impl Drop for LocalCluster {
 
 /// Runs `ringcast up` until Ctrl-C.
 pub fn run(nodes: u32, dir: Option<&Path>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Listen for Ctrl-C before anything starts, so an early one still stops
+    // the nodes cleanly instead of killing `up` alone.
+    let mut interrupted = rt.block_on(async { Interrupt::listen() })?;
     let mut cluster = LocalCluster::start(nodes, dir)?;
     for (id, http, _) in &cluster.nodes {
         println!("node {id} {http}");
@@ -197,27 +204,32 @@ pub fn run(nodes: u32, dir: Option<&Path>) -> Result<()> {
         cluster.file.display(),
         cluster.nodes.first().map(|n| n.1.as_str()).unwrap_or("")
     );
-    wait_for_interrupt()?;
+    rt.block_on(interrupted.wait());
     eprintln!("\nstopping: every node leaves the cluster");
     cluster.stop();
     eprintln!("stopped");
     Ok(())
 }
 
-fn wait_for_interrupt() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
+/// SIGINT and SIGTERM, registered once and awaited later.
+struct Interrupt {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn listen() -> Result<Interrupt> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        Ok(Interrupt {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    async fn wait(&mut self) {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-        Ok::<_, std::io::Error>(())
-    })
-    .context("cannot wait for Ctrl-C")
+    }
 }

@@ -231,7 +231,13 @@ impl Cluster {
 
     /// Whether every running node follows `sup`, lists exactly `up` as up, and agrees on the ring.
     pub fn agrees(&self, sup: u32, up: &[u32]) -> bool {
-        self.running().iter().all(|id| {
+        self.agree_among(&self.running(), sup, up)
+    }
+
+    /// Whether every node of `ids` follows `sup`, lists exactly `up` as up, and agrees on the ring.
+    pub fn agree_among(&self, ids: &[u32], sup: u32, up: &[u32]) -> bool {
+        assert!(!ids.is_empty(), "agreement among no nodes proves nothing");
+        ids.iter().all(|id| {
             let Some(v) = self.view(*id) else {
                 return false;
             };
@@ -301,6 +307,18 @@ impl Drop for Cluster {
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Child processes killed when dropped, even when the test panics.
+pub struct Reap(pub Vec<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
