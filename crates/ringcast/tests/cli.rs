@@ -164,7 +164,7 @@ fn events_follow_a_failure_as_it_happens() {
     // The stream starts with what already happened: n3 joined.
     let deadline = Instant::now() + LIMIT;
     let mut seen = Vec::new();
-    let mut saw = |rx: &mpsc::Receiver<String>, kind: &str, node: u64, seen: &mut Vec<String>| loop {
+    let saw = |rx: &mpsc::Receiver<String>, kind: &str, node: u64, seen: &mut Vec<String>| loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx
             .recv_timeout(left)
