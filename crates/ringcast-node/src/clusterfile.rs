@@ -419,6 +419,8 @@ struct RawTiming {
     preempt_delay_ms: Option<Spanned<u64>>,
     join_retry_ms: Option<Spanned<u64>>,
     leave_retry_ms: Option<Spanned<u64>>,
+    disk_check_interval_ms: Option<Spanned<u64>>,
+    disk_quorum: Option<Spanned<u32>>,
 }
 
 impl RawTiming {
@@ -432,6 +434,7 @@ impl RawTiming {
             "preempt_delay" => &self.preempt_delay_ms,
             "join_retry" => &self.join_retry_ms,
             "leave_retry" => &self.leave_retry_ms,
+            "disk_check_interval" => &self.disk_check_interval_ms,
             _ => &None,
         };
         value.as_ref().map(Spanned::span)
@@ -828,6 +831,11 @@ impl<'a> Checker<'a> {
             preempt_delay: ms(&raw.preempt_delay_ms, lan.preempt_delay),
             join_retry: ms(&raw.join_retry_ms, lan.join_retry),
             leave_retry: ms(&raw.leave_retry_ms, lan.leave_retry),
+            disk_check_interval: ms(&raw.disk_check_interval_ms, lan.disk_check_interval),
+            disk_quorum: raw
+                .disk_quorum
+                .as_ref()
+                .map_or(lan.disk_quorum, |q| *q.get_ref()),
         };
         match timing.validate() {
             Ok(()) => Some(timing),

@@ -347,6 +347,40 @@ fn map_event(observer: NodeId, c: &MapChange) -> ClusterEvent {
     }
 }
 
+fn disk_event(me: NodeId, change: &ringcast_proto::tables::DiskChange) -> ClusterEvent {
+    use ringcast_proto::tables::DiskChange;
+    match *change {
+        DiskChange::Failed(d) => event(
+            me,
+            "disk_failed",
+            None,
+            None,
+            format!("disk {d} declared failed"),
+        ),
+        DiskChange::Recovered(d) => event(
+            me,
+            "disk_recovered",
+            None,
+            None,
+            format!("disk {d} works again"),
+        ),
+        DiskChange::PathBroken { node, disk } => event(
+            me,
+            "path_broken",
+            Some(node),
+            None,
+            format!("{node}'s path to disk {disk} is broken"),
+        ),
+        DiskChange::PathRestored { node, disk } => event(
+            me,
+            "path_restored",
+            Some(node),
+            None,
+            format!("{node}'s path to disk {disk} works again"),
+        ),
+    }
+}
+
 fn local_event(me: NodeId, e: &Event) -> ClusterEvent {
     match e {
         Event::BecameSupervisor { epoch, reason } => event(
@@ -426,6 +460,7 @@ fn local_event(me: NodeId, e: &Event) -> ClusterEvent {
             None,
             format!("{me}'s timers ran {} ms late", gap.as_millis()),
         ),
+        Event::Disk(change) => disk_event(me, change),
         Event::ConfigOutdated { version } => event(
             me,
             "config_outdated",

@@ -289,6 +289,8 @@ struct TimingWire {
     preempt_delay_ms: u64,
     join_retry_ms: u64,
     leave_retry_ms: u64,
+    disk_check_interval_ms: u64,
+    disk_quorum: u32,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -377,6 +379,8 @@ impl From<&Timing> for TimingWire {
             preempt_delay_ms: millis(t.preempt_delay),
             join_retry_ms: millis(t.join_retry),
             leave_retry_ms: millis(t.leave_retry),
+            disk_check_interval_ms: millis(t.disk_check_interval),
+            disk_quorum: t.disk_quorum,
         }
     }
 }
@@ -395,6 +399,8 @@ impl TryFrom<TimingWire> for Timing {
             preempt_delay: Duration::from_millis(t.preempt_delay_ms),
             join_retry: Duration::from_millis(t.join_retry_ms),
             leave_retry: Duration::from_millis(t.leave_retry_ms),
+            disk_check_interval: Duration::from_millis(t.disk_check_interval_ms),
+            disk_quorum: t.disk_quorum,
         })
     }
 }

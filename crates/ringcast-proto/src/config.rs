@@ -62,6 +62,11 @@ pub struct Timing {
     pub join_retry: Duration,
     /// Claims 19-20: interval between repeated leave messages.
     pub leave_retry: Duration,
+    /// Claim 13: how often a node probes each disk it reaches.
+    pub disk_check_interval: Duration,
+    /// Claim 13: distinct nodes whose reports declare a disk failed (capped
+    /// by how many nodes reach the disk).
+    pub disk_quorum: u32,
 }
 
 impl Timing {
@@ -78,6 +83,8 @@ impl Timing {
             preempt_delay: Duration::ZERO,
             join_retry: tick,
             leave_retry: tick,
+            disk_check_interval: Duration::from_secs(1),
+            disk_quorum: 2,
         }
     }
 
@@ -94,6 +101,8 @@ impl Timing {
             preempt_delay: Duration::from_secs(2),
             join_retry: tick,
             leave_retry: tick,
+            disk_check_interval: Duration::from_secs(5),
+            disk_quorum: 2,
         }
     }
 
@@ -123,6 +132,7 @@ impl Timing {
             ("notification_time", self.notification_time),
             ("join_retry", self.join_retry),
             ("leave_retry", self.leave_retry),
+            ("disk_check_interval", self.disk_check_interval),
         ];
         for (field, value) in positive {
             if value.is_zero() {
@@ -131,6 +141,9 @@ impl Timing {
             if value > Duration::from_secs(3600) {
                 return Err(ConfigError::DurationTooLong { field });
             }
+        }
+        if self.disk_quorum == 0 {
+            return Err(ConfigError::ZeroDiskQuorum);
         }
         if self.notification_time < self.notify_interval * 2 {
             return Err(ConfigError::NotificationTimeTooShort {
@@ -260,6 +273,9 @@ pub enum ConfigError {
         /// Configured notify interval.
         notify_interval: core::time::Duration,
     },
+    /// A disk could never be declared failed.
+    #[error("disk_quorum must be at least 1")]
+    ZeroDiskQuorum,
     /// The priority list is empty.
     #[error("the priority list is empty")]
     EmptyPriority,

@@ -106,6 +106,9 @@ pub enum Event {
         /// How late.
         gap: Duration,
     },
+    /// As supervisor: a disk changed (claim 13): declared failed, recovered,
+    /// or one node's path to it broke or works again.
+    Disk(crate::tables::DiskChange),
     /// A frame carried a newer configuration version than this node's: refetch.
     ConfigOutdated {
         /// The version seen.

@@ -73,6 +73,9 @@ pub struct DiskReport {
     pub capacity_bytes: u64,
     /// Bytes used, when known.
     pub used_bytes: u64,
+    /// Digest of the disk's library (titles, sizes, times), so the supervisor
+    /// knows when to refresh its catalog of the disk.
+    pub catalog: u64,
 }
 
 /// Claim 8: a node's declaration that its upstream neighbour failed.

@@ -733,17 +733,27 @@ impl Node {
         }
     }
 
-    /// Claims 7 and 9: the supervisor reads the accumulation.
+    /// Claims 7, 9 and 13: the supervisor reads the accumulation.
     fn apply_ring_entries(&mut self, now: Instant) {
         let Some(view) = self.view.as_mut() else {
             return;
         };
         let entries: Vec<_> = self.ring.entries().cloned().collect();
         let mut failed = Vec::new();
+        let mut disks = Vec::new();
         for entry in &entries {
-            for d in view.apply_entry(entry, &self.cfg.priority) {
+            let (declared, paths) = view.apply_entry(entry, &self.cfg.priority);
+            for d in declared {
                 failed.push((d.node, entry.node));
             }
+            disks.extend(paths);
+        }
+        disks.extend(view.tables.evaluate_disks(self.cfg.timing.disk_quorum));
+        if !disks.is_empty() {
+            self.notify_now = true;
+        }
+        for change in disks {
+            self.events.push_back(Event::Disk(change));
         }
         if failed.is_empty() {
             return;
@@ -830,9 +840,16 @@ impl Node {
                 entries.iter().find(|e| e.node == self.cfg.node),
             ) {
                 view.tables.record_load(own.node, own.load);
-                for r in &own.disks {
-                    view.tables.record_disk_report(own.node, r);
+                let mut changes: Vec<_> = own
+                    .disks
+                    .iter()
+                    .filter_map(|r| view.tables.record_disk_report(own.node, r))
+                    .collect();
+                changes.extend(view.tables.evaluate_disks(self.cfg.timing.disk_quorum));
+                if !changes.is_empty() {
+                    self.notify_now = true;
                 }
+                self.events.extend(changes.into_iter().map(Event::Disk));
             }
         }
         self.send(

@@ -6,7 +6,7 @@ use crate::config::NodeAddrs;
 use crate::ids::{NodeId, Rank};
 use crate::map::{ClusterMap, Member, MemberStatus};
 use crate::message::{Declaration, JoinRequest, Leave, StatusEntry};
-use crate::tables::Tables;
+use crate::tables::{DiskChange, Tables};
 
 /// The cluster as one supervisor announces it: map and tables (claim 11).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,26 +87,34 @@ impl View {
         current
     }
 
-    /// Claims 4 and 7: records a status entry's load and disk states. Returns
-    /// the declarations it carries that changed the map.
-    pub fn apply_entry(&mut self, entry: &StatusEntry, priority: &[NodeId]) -> Vec<Declaration> {
+    /// Claims 4, 7 and 13: records a status entry's load and disk states.
+    /// Returns the declarations it carries that changed the map, and the
+    /// changes of the node's paths to its disks.
+    pub fn apply_entry(
+        &mut self,
+        entry: &StatusEntry,
+        priority: &[NodeId],
+    ) -> (Vec<Declaration>, Vec<DiskChange>) {
         let current = self
             .map
             .member(entry.node)
             .is_some_and(|m| m.status == MemberStatus::Up && m.incarnation == entry.incarnation);
         if !current {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         self.tables.record_load(entry.node, entry.load);
-        for report in &entry.disks {
-            self.tables.record_disk_report(entry.node, report);
-        }
-        entry
+        let paths = entry
+            .disks
+            .iter()
+            .filter_map(|report| self.tables.record_disk_report(entry.node, report))
+            .collect();
+        let declared = entry
             .declarations
             .iter()
             .filter(|d| self.apply_declaration(d, entry.node, priority))
             .copied()
-            .collect()
+            .collect();
+        (declared, paths)
     }
 
     /// Sets a member's status, forgets its usage if it is no longer up, and re-forms the ring.

@@ -78,6 +78,31 @@ pub struct DiskUsage {
     pub bytes_per_s: u64,
     /// Working or failed.
     pub status: DiskStatus,
+    /// Digest of its library as last reported by a node with a working path.
+    pub catalog: u64,
+}
+
+/// Claim 13: a change in what the cluster knows of a disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskChange {
+    /// Enough distinct nodes report it broken: the disk is declared failed.
+    Failed(DiskId),
+    /// Too few reports remain: the disk works again.
+    Recovered(DiskId),
+    /// One node's path to the disk broke (others still reach it).
+    PathBroken {
+        /// The node.
+        node: NodeId,
+        /// The disk.
+        disk: DiskId,
+    },
+    /// One node's path to the disk works again.
+    PathRestored {
+        /// The node.
+        node: NodeId,
+        /// The disk.
+        disk: DiskId,
+    },
 }
 
 /// Claim 4: the supervisor's tables, announced with every notification (claim 11).
@@ -89,6 +114,13 @@ pub struct Tables {
     pub node_usage: Vec<NodeUsage>,
     /// Disk usage, sorted by disk.
     pub disk_usage: Vec<DiskUsage>,
+}
+
+fn path_change(node: NodeId, disk: DiskId, status: DiskAccessStatus) -> DiskChange {
+    match status {
+        DiskAccessStatus::Broken => DiskChange::PathBroken { node, disk },
+        DiskAccessStatus::Ok => DiskChange::PathRestored { node, disk },
+    }
 }
 
 fn upsert_by<T, K: Ord>(rows: &mut Vec<T>, key: impl Fn(&T) -> K, row: T) {
@@ -135,6 +167,7 @@ impl Tables {
                         streams: 0,
                         bytes_per_s: 0,
                         status: DiskStatus::Ok,
+                        catalog: 0,
                     },
                 );
             }
@@ -153,13 +186,14 @@ impl Tables {
         }
     }
 
-    /// Records one node's report on one disk. Returns whether anything changed.
+    /// Records one node's report on one disk. Returns the change of that
+    /// node's path to the disk, if its status changed.
     pub fn record_disk_report(
         &mut self,
         node: NodeId,
         report: &crate::message::DiskReport,
-    ) -> bool {
-        let mut changed = false;
+    ) -> Option<DiskChange> {
+        let mut changed = None;
         let status = if report.ok {
             DiskAccessStatus::Ok
         } else {
@@ -170,7 +204,7 @@ impl Tables {
             match row.disks.iter_mut().find(|l| l.disk == report.disk) {
                 Some(link) if link.status != status => {
                     link.status = status;
-                    changed = true;
+                    changed = Some(path_change(node, report.disk, status));
                 }
                 Some(_) => {}
                 None => {
@@ -179,7 +213,9 @@ impl Tables {
                         status,
                     });
                     row.disks.sort_by_key(|l| l.disk);
-                    changed = true;
+                    if status == DiskAccessStatus::Broken {
+                        changed = Some(path_change(node, report.disk, status));
+                    }
                 }
             }
         }
@@ -188,16 +224,55 @@ impl Tables {
             .binary_search_by_key(&report.disk, |r| r.disk)
         {
             let row = &mut self.disk_usage[i];
-            if report.ok
-                && (row.capacity_bytes, row.used_bytes)
-                    != (report.capacity_bytes, report.used_bytes)
-            {
+            if report.ok {
                 row.capacity_bytes = report.capacity_bytes;
                 row.used_bytes = report.used_bytes;
-                changed = true;
+                row.catalog = report.catalog;
             }
         }
         changed
+    }
+
+    /// Claim 13: re-decides every disk's status from the nodes' reports: a
+    /// disk is failed when at least `quorum` distinct nodes (capped by how
+    /// many reach it) report their path to it broken.
+    pub fn evaluate_disks(&mut self, quorum: u32) -> Vec<DiskChange> {
+        let mut changes = Vec::new();
+        for row in &mut self.disk_usage {
+            let (mut reach, mut broken) = (0usize, 0usize);
+            for t in &self.topology {
+                if let Some(link) = t.disks.iter().find(|l| l.disk == row.disk) {
+                    reach += 1;
+                    broken += usize::from(link.status == DiskAccessStatus::Broken);
+                }
+            }
+            let needed = (quorum as usize).min(reach).max(1);
+            let failed = broken >= needed;
+            let status = if failed {
+                DiskStatus::Failed
+            } else {
+                DiskStatus::Ok
+            };
+            if status != row.status {
+                row.status = status;
+                changes.push(if failed {
+                    DiskChange::Failed(row.disk)
+                } else {
+                    DiskChange::Recovered(row.disk)
+                });
+            }
+        }
+        changes
+    }
+
+    /// Whether `node` reaches `disk` through a working path and the disk is not failed.
+    pub fn serves_from(&self, node: NodeId, disk: DiskId) -> bool {
+        let path_ok = self.topology_of(node).is_some_and(|t| {
+            t.disks
+                .iter()
+                .any(|l| l.disk == disk && l.status == DiskAccessStatus::Ok)
+        });
+        path_ok && self.disk(disk).is_some_and(|d| d.status == DiskStatus::Ok)
     }
 
     /// Forgets a node that failed or left; its disks stay in the disk usage table.

@@ -148,6 +148,7 @@ fn disk_usage() -> impl Strategy<Value = DiskUsage> {
                 streams,
                 bytes_per_s,
                 status,
+                catalog: used_bytes.rotate_left(7),
             },
         )
 }
@@ -216,6 +217,7 @@ fn disk_report() -> impl Strategy<Value = DiskReport> {
             ok,
             capacity_bytes,
             used_bytes,
+            catalog: capacity_bytes ^ used_bytes,
         },
     )
 }
