@@ -24,6 +24,7 @@ pub mod ids;
 pub mod map;
 pub mod message;
 pub mod node;
+pub mod placement;
 pub mod pump;
 pub mod replay;
 pub mod ring;
@@ -31,6 +32,7 @@ pub mod stats;
 pub mod supervisor;
 pub mod tables;
 pub mod timer;
+pub mod token;
 
 pub use config::{Capacity, ConfigError, DiskAccess, NodeAddrs, NodeConfig, Timing};
 pub use election::Reason;

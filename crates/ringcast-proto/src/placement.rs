@@ -1,0 +1,276 @@
+//! DESIGN 6 and claim 13: where a stream is served. The supervisor picks a
+//! node that reaches a healthy disk holding the title, has spare capacity,
+//! and is least loaded relative to its capacity; placements in flight count
+//! as load until the node's own reports catch up, so a burst cannot overfill
+//! a node.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::ids::{DiskId, NodeId};
+use crate::map::ClusterMap;
+use crate::tables::Tables;
+
+/// How long a placement counts as load before the node's reports take over.
+pub const RESERVATION: Duration = Duration::from_secs(3);
+
+/// Why no node can take a stream.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlaceError {
+    /// No disk holds the title.
+    #[error("no disk holds this title")]
+    UnknownTitle,
+    /// The disks holding it are failed or unreachable from every live node.
+    #[error("no live node reaches a working disk holding this title")]
+    NoHealthyReplica,
+    /// Every node that could serve it is full (admission control: 503).
+    #[error("every node that could serve this title is at capacity")]
+    NoCapacity,
+}
+
+/// A placement decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The node to serve from.
+    pub node: NodeId,
+    /// The disk to read.
+    pub disk: DiskId,
+}
+
+/// Placements in flight, per node, each counted until it expires.
+#[derive(Clone, Debug, Default)]
+pub struct Reservations {
+    by_node: BTreeMap<NodeId, Vec<Instant>>,
+}
+
+impl Reservations {
+    /// Counts one more stream on `node` until `now + RESERVATION`.
+    pub fn reserve(&mut self, node: NodeId, now: Instant) {
+        self.by_node
+            .entry(node)
+            .or_default()
+            .push(now + RESERVATION);
+    }
+
+    /// Streams in flight on `node` at `now`.
+    pub fn count(&mut self, node: NodeId, now: Instant) -> u32 {
+        let Some(list) = self.by_node.get_mut(&node) else {
+            return 0;
+        };
+        list.retain(|until| *until > now);
+        list.len() as u32
+    }
+
+    /// Forgets the reservations of a node that failed or left.
+    pub fn forget(&mut self, node: NodeId) {
+        self.by_node.remove(&node);
+    }
+}
+
+/// Chooses where to serve a title held on `replicas`. `sticky` is the node
+/// already serving this stream: kept while it can still serve it, so a
+/// player's next request does not move without need.
+pub fn choose(
+    map: &ClusterMap,
+    tables: &Tables,
+    replicas: &[DiskId],
+    reservations: &mut Reservations,
+    sticky: Option<NodeId>,
+    now: Instant,
+) -> Result<Placement, PlaceError> {
+    if replicas.is_empty() {
+        return Err(PlaceError::UnknownTitle);
+    }
+    let mut reachable = false;
+    let mut best: Option<(u64, NodeId, DiskId)> = None;
+    for node in map.ring.iter().copied() {
+        let Some(disk) = replicas
+            .iter()
+            .copied()
+            .find(|d| tables.serves_from(node, *d))
+        else {
+            continue;
+        };
+        reachable = true;
+        let Some(usage) = tables.usage(node) else {
+            continue;
+        };
+        let streams = usage.load.streams + reservations.count(node, now);
+        let cap = usage.capacity.max_streams;
+        let bytes_full = usage.capacity.max_bytes_per_s > 0
+            && usage.load.bytes_per_s >= usage.capacity.max_bytes_per_s;
+        if streams >= cap || bytes_full {
+            continue;
+        }
+        if sticky == Some(node) {
+            return Ok(Placement { node, disk });
+        }
+        // Load relative to capacity, in millionths, then the node id: deterministic.
+        let ratio = u64::from(streams) * 1_000_000 / u64::from(cap.max(1));
+        if best.is_none_or(|(r, n, _)| (ratio, node) < (r, n)) {
+            best = Some((ratio, node, disk));
+        }
+    }
+    match best {
+        Some((_, node, disk)) => Ok(Placement { node, disk }),
+        None if reachable => Err(PlaceError::NoCapacity),
+        None => Err(PlaceError::NoHealthyReplica),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Capacity, NodeAddrs};
+    use crate::ids::{Epoch, Incarnation, Rank};
+    use crate::map::{Member, MemberStatus};
+    use crate::message::DiskReport;
+    use crate::tables::Load;
+
+    fn cluster(nodes: &[(u32, &[u32], u32)]) -> (ClusterMap, Tables) {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let mut tables = Tables::default();
+        let mut members = Vec::new();
+        for (id, disks, cap) in nodes {
+            let disks: Vec<DiskId> = disks.iter().map(|d| DiskId(*d)).collect();
+            tables.record_join(
+                NodeId(*id),
+                Capacity {
+                    max_streams: *cap,
+                    max_bytes_per_s: 0,
+                },
+                &disks,
+            );
+            members.push(Member {
+                id: NodeId(*id),
+                incarnation: Incarnation(1),
+                addrs: NodeAddrs {
+                    ring: addr,
+                    http: addr,
+                },
+                status: MemberStatus::Up,
+            });
+        }
+        let map = ClusterMap {
+            supervisor: NodeId(nodes[0].0),
+            epoch: Epoch(1),
+            supervisor_rank: Rank(0),
+            version: 1,
+            servers: vec![],
+            ring: members.iter().map(|m| m.id).collect(),
+            members,
+        };
+        (map, tables)
+    }
+
+    #[test]
+    fn the_least_loaded_node_relative_to_capacity_is_chosen() {
+        let (map, mut tables) = cluster(&[(1, &[1], 10), (2, &[1], 100)]);
+        tables.record_load(
+            NodeId(1),
+            Load {
+                streams: 2,
+                bytes_per_s: 0,
+            },
+        );
+        tables.record_load(
+            NodeId(2),
+            Load {
+                streams: 10,
+                bytes_per_s: 0,
+            },
+        );
+        let now = Instant::now();
+        let p = choose(
+            &map,
+            &tables,
+            &[DiskId(1)],
+            &mut Reservations::default(),
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            Placement {
+                node: NodeId(2),
+                disk: DiskId(1)
+            }
+        );
+    }
+
+    #[test]
+    fn placements_in_flight_fill_a_node_before_its_reports_do() {
+        let (map, tables) = cluster(&[(1, &[1], 2)]);
+        let now = Instant::now();
+        let mut r = Reservations::default();
+        for _ in 0..2 {
+            let p = choose(&map, &tables, &[DiskId(1)], &mut r, None, now).unwrap();
+            r.reserve(p.node, now);
+        }
+        assert_eq!(
+            choose(&map, &tables, &[DiskId(1)], &mut r, None, now),
+            Err(PlaceError::NoCapacity)
+        );
+        let later = now + RESERVATION + Duration::from_millis(1);
+        assert!(choose(&map, &tables, &[DiskId(1)], &mut r, None, later).is_ok());
+    }
+
+    #[test]
+    fn a_failed_disk_or_broken_path_is_never_chosen() {
+        let (map, mut tables) = cluster(&[(1, &[1, 2], 10), (2, &[1], 10)]);
+        let broken = |disk| DiskReport {
+            disk: DiskId(disk),
+            ok: false,
+            capacity_bytes: 0,
+            used_bytes: 0,
+            catalog: 0,
+        };
+        tables.record_disk_report(NodeId(2), &broken(1));
+        tables.evaluate_disks(2);
+        let now = Instant::now();
+        let mut r = Reservations::default();
+        let p = choose(&map, &tables, &[DiskId(1)], &mut r, None, now).unwrap();
+        assert_eq!(p.node, NodeId(1), "n2's path to d1 is broken");
+        tables.record_disk_report(NodeId(1), &broken(1));
+        tables.evaluate_disks(2);
+        assert_eq!(
+            choose(&map, &tables, &[DiskId(1)], &mut r, None, now),
+            Err(PlaceError::NoHealthyReplica)
+        );
+        let p = choose(&map, &tables, &[DiskId(1), DiskId(2)], &mut r, None, now).unwrap();
+        assert_eq!(
+            p,
+            Placement {
+                node: NodeId(1),
+                disk: DiskId(2)
+            },
+            "the replica on d2"
+        );
+        assert_eq!(
+            choose(&map, &tables, &[], &mut r, None, now),
+            Err(PlaceError::UnknownTitle)
+        );
+    }
+
+    #[test]
+    fn a_stream_stays_on_its_node_while_that_node_can_serve_it() {
+        let (map, mut tables) = cluster(&[(1, &[1], 10), (2, &[1], 10)]);
+        tables.record_load(
+            NodeId(2),
+            Load {
+                streams: 5,
+                bytes_per_s: 0,
+            },
+        );
+        let now = Instant::now();
+        let mut r = Reservations::default();
+        let p = choose(&map, &tables, &[DiskId(1)], &mut r, Some(NodeId(2)), now).unwrap();
+        assert_eq!(p.node, NodeId(2));
+        tables.forget_node(NodeId(2));
+        let p = choose(&map, &tables, &[DiskId(1)], &mut r, Some(NodeId(2)), now).unwrap();
+        assert_eq!(p.node, NodeId(1), "moved once its node is gone");
+    }
+}
