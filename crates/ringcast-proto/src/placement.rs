@@ -120,6 +120,111 @@ pub fn choose(
     }
 }
 
+/// One stream the supervisor placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// The disks holding its title.
+    pub replicas: Vec<DiskId>,
+    /// Where it is served now.
+    pub placement: Placement,
+    /// When a request of it was last placed.
+    pub last_seen: Instant,
+}
+
+/// Claim 13: the supervisor's book of streams, so that when a node or disk
+/// fails every stream of it is reassigned at once, with capacity reserved on
+/// the new node, and the stream's next request goes there. It is soft state:
+/// a new supervisor starts with an empty book and places each stream afresh
+/// on its next request, which is still correct (the player resumes by range).
+#[derive(Clone, Debug, Default)]
+pub struct StreamBook {
+    streams: BTreeMap<u64, StreamEntry>,
+    /// Reservations of capacity in flight.
+    pub reservations: Reservations,
+}
+
+/// Streams not heard of for this long are dropped from the book.
+pub const STREAM_IDLE: Duration = Duration::from_secs(120);
+
+impl StreamBook {
+    /// Places a request of stream `id` (sticky to its current node while
+    /// that node can serve it) and records it.
+    pub fn place(
+        &mut self,
+        id: u64,
+        replicas: Vec<DiskId>,
+        map: &ClusterMap,
+        tables: &Tables,
+        now: Instant,
+    ) -> Result<Placement, PlaceError> {
+        let sticky = self.streams.get(&id).map(|e| e.placement.node);
+        let placement = choose(map, tables, &replicas, &mut self.reservations, sticky, now)?;
+        if sticky != Some(placement.node) {
+            self.reservations.reserve(placement.node, now);
+        }
+        self.streams.insert(
+            id,
+            StreamEntry {
+                replicas,
+                placement,
+                last_seen: now,
+            },
+        );
+        self.streams
+            .retain(|_, e| now.saturating_duration_since(e.last_seen) < STREAM_IDLE);
+        Ok(placement)
+    }
+
+    /// Claim 13: moves every stream that can no longer be served where it is
+    /// (its node is gone, or its disk or path failed) to a node that can,
+    /// reserving capacity there. Returns (stream, new placement) for each
+    /// stream moved; a stream with nowhere to go stays listed and is placed
+    /// again on its next request.
+    pub fn reassign(
+        &mut self,
+        map: &ClusterMap,
+        tables: &Tables,
+        now: Instant,
+    ) -> Vec<(u64, Placement)> {
+        let mut moved = Vec::new();
+        for (id, entry) in &mut self.streams {
+            let p = entry.placement;
+            if map.is_up(p.node) && tables.serves_from(p.node, p.disk) {
+                continue;
+            }
+            self.reservations.forget(p.node);
+            if let Ok(new) = choose(
+                map,
+                tables,
+                &entry.replicas,
+                &mut self.reservations,
+                None,
+                now,
+            ) {
+                self.reservations.reserve(new.node, now);
+                entry.placement = new;
+                moved.push((*id, new));
+            }
+        }
+        moved
+    }
+
+    /// Where stream `id` is served now, if the book knows it.
+    pub fn get(&self, id: u64) -> Option<&StreamEntry> {
+        self.streams.get(&id)
+    }
+
+    /// Streams in the book.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether the book is empty.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +357,49 @@ mod tests {
         assert_eq!(
             choose(&map, &tables, &[], &mut r, None, now),
             Err(PlaceError::UnknownTitle)
+        );
+    }
+
+    #[test]
+    fn every_stream_of_a_failed_node_is_reassigned_at_once_within_capacity() {
+        let (mut map, mut tables) = cluster(&[(1, &[1], 10), (2, &[1], 10), (3, &[1], 3)]);
+        let now = Instant::now();
+        let mut book = StreamBook::default();
+        // Fill n1 up: make it the least loaded by loading the others.
+        tables.record_load(
+            NodeId(2),
+            Load {
+                streams: 8,
+                bytes_per_s: 0,
+            },
+        );
+        tables.record_load(
+            NodeId(3),
+            Load {
+                streams: 1,
+                bytes_per_s: 0,
+            },
+        );
+        for id in 0..4 {
+            let p = book.place(id, vec![DiskId(1)], &map, &tables, now).unwrap();
+            assert_eq!(p.node, NodeId(1));
+        }
+        map.member_mut(NodeId(1)).unwrap().status = MemberStatus::Failed;
+        map.reform_ring(&[NodeId(1), NodeId(2), NodeId(3)]);
+        tables.forget_node(NodeId(1));
+        let moved = book.reassign(&map, &tables, now);
+        assert_eq!(moved.len(), 4, "every stream of n1 moved");
+        let on = |n| moved.iter().filter(|(_, p)| p.node == NodeId(n)).count();
+        // n3 had room for 2 (capacity 3, load 1), n2 for 2 (capacity 10, load 8).
+        assert_eq!((on(2), on(3)), (2, 2), "{moved:?}");
+        for (id, p) in &moved {
+            assert_eq!(book.get(*id).unwrap().placement, *p);
+        }
+        assert_eq!(book.len(), 4);
+        // A fifth stream finds nobody with room: admission control.
+        assert_eq!(
+            book.place(9, vec![DiskId(1)], &map, &tables, now),
+            Err(PlaceError::NoCapacity)
         );
     }
 
