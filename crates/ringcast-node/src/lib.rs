@@ -6,8 +6,10 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod catalog;
 pub mod clusterfile;
 pub mod configsvc;
+pub mod disks;
 pub mod runtime;
 pub mod settings;
 pub mod transport;

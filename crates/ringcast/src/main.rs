@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod http;
 mod node_cmd;
+mod play_cmd;
 mod status_cmd;
 mod up_cmd;
 
@@ -84,6 +85,20 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Downloads a title through the cluster, resuming across node failures.
+    Play {
+        /// The play URL, e.g. http://127.0.0.1:8501/v1/play/movie.mp4.
+        url: String,
+        /// Output file (default: the title's file name).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Read at most this many bytes per second (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_rate: u64,
+        /// Print plain progress lines instead of a bar.
+        #[arg(long)]
+        plain: bool,
     },
     /// Measures the cluster with real processes.
     Bench {
@@ -223,6 +238,25 @@ fn run(cli: Cli) -> Result<()> {
                 })
             }
         },
+        Command::Play {
+            url,
+            out,
+            max_rate,
+            plain,
+        } => {
+            let (path, parts) = play_cmd::run(&play_cmd::PlayOptions {
+                url,
+                out,
+                max_rate,
+                plain,
+            })?;
+            let total: u64 = parts.iter().map(|p| p.len).sum();
+            println!("{}: {total} bytes, length and ETag checked", path.display());
+            for p in &parts {
+                println!("  bytes {}..{} from {}", p.start, p.start + p.len, p.from);
+            }
+            Ok(())
+        }
         Command::Bench { command } => match command {
             BenchCommand::Failover {
                 nodes,

@@ -72,6 +72,9 @@ fn a_higher_priority_node_does_not_preempt_when_preemption_is_off() {
     isolate_network();
     let mut spec = Spec::new(4);
     spec.preempt = false;
+    // Slower timers: this test also asserts no takeover ever happens, which a
+    // starved machine could otherwise cause at 20 ms.
+    spec.interval_ms = 100;
     let mut c = Cluster::write(&spec);
     // Without preemption the first supervisor stays: start n2 alone first.
     c.spawn(2);
