@@ -9,9 +9,14 @@ pub mod api;
 pub mod catalog;
 pub mod clusterfile;
 pub mod configsvc;
+pub mod daemon;
 pub mod disks;
+pub mod httpd;
+pub mod range;
 pub mod runtime;
 pub mod settings;
+pub mod stream;
+pub mod streaming;
 pub mod transport;
 
 pub use ringcast_proto as proto;

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ringcast_node::proto::{LocalEvent, NodeId};
-use ringcast_node::runtime::Runtime;
 use ringcast_node::settings::NodeSettings;
-use ringcast_node::{api, clusterfile, configsvc};
+use ringcast_node::{clusterfile, configsvc, daemon};
 
 /// Where a node gets its configuration.
 pub enum Source {
@@ -43,21 +42,11 @@ pub fn run(settings: NodeSettings) -> Result<()> {
 async fn serve(settings: NodeSettings) -> Result<()> {
     let http: SocketAddr = settings.proto.addrs.http;
     let id = settings.proto.node;
-    let runtime = Runtime::bind(settings)?;
-    let shared = runtime.shared();
-    let listener = tokio::net::TcpListener::bind(http)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {http}"))?;
-    let app = api::router(shared.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
+    let mut daemon = daemon::start(settings).await?;
+    let shared = daemon.shared.clone();
     tracing::info!("node {id} running; HTTP on http://{http}");
-    let mut node = tokio::spawn(runtime.run());
     tokio::select! {
-        r = &mut node => { r.context("the node's loop failed")?; return Ok(()); }
+        r = &mut daemon.node => { r.context("the node's loop failed")?; return Ok(()); }
         s = stop_signal() => { s?; }
     }
     tracing::info!("node {id} leaving the cluster");
@@ -65,7 +54,7 @@ async fn serve(settings: NodeSettings) -> Result<()> {
         return Ok(());
     }
     tokio::select! {
-        r = tokio::time::timeout(Duration::from_secs(3), &mut node) => {
+        r = tokio::time::timeout(Duration::from_secs(3), &mut daemon.node) => {
             if r.is_err() {
                 tracing::warn!("node {id} did not hear its leave acknowledged in 3 s; stopping anyway");
             }

@@ -1,0 +1,505 @@
+//! DESIGN 6 and claim 13 at the node: the library of each disk this node
+//! reaches, placement of play requests (by the supervisor), the signed
+//! redirect, the resolver of stream requests for the data path, and the
+//! reassignment of streams when a node or disk fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path as AxPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ringcast_proto::placement::{PlaceError, StreamBook};
+use ringcast_proto::token::StreamToken;
+use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{self, Catalog, Title};
+use crate::runtime::Shared;
+use crate::stream::{Refusal, RequestHead, Resolve, Resolved, StreamCounters};
+
+/// How long a stream token stays valid: long enough to start the request.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// The path prefix of the data path.
+pub const STREAM_PREFIX: &str = "/v1/streams/";
+/// Largest HLS playlist the node rewrites.
+pub const MAX_PLAYLIST: u64 = 1 << 20;
+
+/// Everything the node needs to place and serve streams.
+#[derive(Debug)]
+pub struct Streaming {
+    me: NodeId,
+    key: [u8; 32],
+    mounts: BTreeMap<DiskId, PathBuf>,
+    /// This node's own scans of its disks' libraries.
+    pub catalogs: RwLock<BTreeMap<DiskId, Catalog>>,
+    /// The supervisor's view: titles of every disk, by digest.
+    known: Mutex<BTreeMap<DiskId, (u64, BTreeSet<String>)>>,
+    book: Mutex<StreamBook>,
+    shared: Arc<Shared>,
+    /// Streams being served, for the load this node reports.
+    pub counters: Arc<StreamCounters>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The play and place query: which stream a request belongs to.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    /// The client's stream id; a new one is drawn when absent.
+    pub stream: Option<u64>,
+}
+
+/// The supervisor's answer to `GET /v1/place/...`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PlaceAnswer {
+    /// Where the client goes next.
+    pub location: String,
+    /// The serving node.
+    pub node: NodeId,
+}
+
+/// A disk's library as one node serves it: `GET /v1/disks/{disk}/catalog`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CatalogAnswer {
+    /// The digest the node reports on the ring.
+    pub digest: u64,
+    /// The titles.
+    pub titles: Vec<String>,
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+fn unavailable(message: &str, retry_after: u64) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, retry_after.to_string())],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+impl Streaming {
+    /// Streaming for this node: its disks' mount points and the cluster key.
+    pub fn new(
+        me: NodeId,
+        key: [u8; 32],
+        mounts: BTreeMap<DiskId, PathBuf>,
+        shared: Arc<Shared>,
+        counters: Arc<StreamCounters>,
+    ) -> Arc<Streaming> {
+        Arc::new(Streaming {
+            me,
+            key,
+            mounts,
+            catalogs: RwLock::new(BTreeMap::new()),
+            known: Mutex::new(BTreeMap::new()),
+            book: Mutex::new(StreamBook::default()),
+            shared,
+            counters,
+        })
+    }
+
+    /// The routes of placement: play, place and catalogs.
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/play/{*title}", get(play))
+            .route("/v1/place/{*title}", get(place))
+            .route("/v1/disks/{disk}/catalog", get(catalog_of))
+            .with_state(self.clone())
+    }
+
+    /// The digest of this node's catalog of `disk` (0 before the first scan).
+    pub fn digest(&self, disk: DiskId) -> u64 {
+        self.catalogs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&disk)
+            .map_or(0, Catalog::digest)
+    }
+
+    /// Rescans every disk's library; returns the disks whose catalog changed.
+    pub fn rescan(&self) -> Vec<DiskId> {
+        let mut changed = Vec::new();
+        for (disk, mount) in &self.mounts {
+            let previous = self
+                .catalogs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(disk)
+                .map(Catalog::digest);
+            match catalog::rescan_if_changed(mount, previous) {
+                Ok(Some(c)) => {
+                    self.catalogs
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(*disk, c);
+                    changed.push(*disk);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("cannot scan the library of disk {disk}: {e}"),
+            }
+        }
+        changed
+    }
+
+    /// The supervisor's knowledge of which disks hold `title`, refreshing
+    /// the catalog of every disk whose reported digest changed.
+    fn replicas(&self, title: &Title) -> Vec<DiskId> {
+        let snap = self.shared.snapshot();
+        let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
+            return Vec::new();
+        };
+        let mut replicas = Vec::new();
+        for row in &tables.disk_usage {
+            let cached = self
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&row.disk)
+                .map(|(d, _)| *d);
+            if cached != Some(row.catalog) {
+                if let Some(titles) = self.fetch_catalog(row.disk, map, tables) {
+                    self.known
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(row.disk, (row.catalog, titles));
+                }
+            }
+            let holds = self
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&row.disk)
+                .is_some_and(|(_, t)| t.contains(title.as_str()));
+            if holds {
+                replicas.push(row.disk);
+            }
+        }
+        replicas
+    }
+
+    /// Reads the catalog of `disk` locally or from a node that serves it.
+    fn fetch_catalog(
+        &self,
+        disk: DiskId,
+        map: &ringcast_proto::ClusterMap,
+        tables: &ringcast_proto::Tables,
+    ) -> Option<BTreeSet<String>> {
+        if let Some(c) = self
+            .catalogs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&disk)
+        {
+            return Some(c.titles.keys().map(|t| t.as_str().to_string()).collect());
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_millis(500))
+            .build();
+        for node in &map.ring {
+            if *node == self.me || !tables.serves_from(*node, disk) {
+                continue;
+            }
+            let Some(http) = map.member(*node).map(|m| m.addrs.http) else {
+                continue;
+            };
+            let url = format!("http://{http}/v1/disks/{}/catalog", disk.0);
+            let answer = agent
+                .get(&url)
+                .call()
+                .ok()
+                .and_then(|r| r.into_json::<CatalogAnswer>().ok());
+            if let Some(a) = answer {
+                return Some(a.titles.into_iter().collect());
+            }
+        }
+        None
+    }
+
+    /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
+    fn decide(&self, title: &Title, stream: u64) -> Result<PlaceAnswer, Response> {
+        let replicas = self.replicas(title);
+        let snap = self.shared.snapshot();
+        let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
+            return Err(unavailable("the cluster is forming", 1));
+        };
+        let placed = self.book.lock().unwrap_or_else(|e| e.into_inner()).place(
+            stream,
+            replicas,
+            map,
+            tables,
+            Instant::now(),
+        );
+        let p = match placed {
+            Ok(p) => p,
+            Err(PlaceError::UnknownTitle) => {
+                return Err(refusal(StatusCode::NOT_FOUND, "no disk holds this title"))
+            }
+            Err(e @ PlaceError::NoCapacity) => return Err(unavailable(&e.to_string(), 1)),
+            Err(e @ PlaceError::NoHealthyReplica) => return Err(unavailable(&e.to_string(), 2)),
+        };
+        let http = map
+            .member(p.node)
+            .map(|m| m.addrs.http)
+            .ok_or_else(|| unavailable("the chosen node vanished", 1))?;
+        let token = StreamToken {
+            title: title.as_str().to_string(),
+            disk: p.disk,
+            node: p.node,
+            stream,
+            expires: unix_now() + TOKEN_LIFETIME.as_secs(),
+        }
+        .sign(&self.key);
+        Ok(PlaceAnswer {
+            location: format!("http://{http}{STREAM_PREFIX}{token}/{}", title.as_str()),
+            node: p.node,
+        })
+    }
+
+    /// Claim 13: moves the streams of whatever failed; called on map and disk changes.
+    pub fn reassign(&self) -> usize {
+        let snap = self.shared.snapshot();
+        if snap.role != Role::Supervisor {
+            return 0;
+        }
+        let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
+            return 0;
+        };
+        let moved = self
+            .book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reassign(map, tables, Instant::now());
+        moved.len()
+    }
+
+    /// Reports this node's load and disks to the protocol (claim 4).
+    pub async fn report_load(&self, interval: Duration) {
+        let mut last = (Instant::now(), self.counters.snapshot().bytes_sent);
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            let snap = self.counters.snapshot();
+            let now = (Instant::now(), snap.bytes_sent);
+            let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
+            let load = ringcast_proto::Load {
+                streams: u32::try_from(snap.active_streams).unwrap_or(u32::MAX),
+                bytes_per_s: ((now.1 - last.1) as f64 / secs) as u64,
+            };
+            last = now;
+            if self
+                .shared
+                .control
+                .send(LocalEvent::Load(load))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+async fn play(
+    State(s): State<Arc<Streaming>>,
+    AxPath(title): AxPath<String>,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    let title = match catalog::parse_title(&title) {
+        Ok(t) => t,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let stream = q.stream.unwrap_or_else(random_stream);
+    let snap = s.shared.snapshot();
+    let answer = if snap.role == Role::Supervisor {
+        let s2 = s.clone();
+        match tokio::task::spawn_blocking(move || s2.decide(&title, stream)).await {
+            Ok(a) => a,
+            Err(_) => Err(refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "placement failed",
+            )),
+        }
+    } else {
+        ask_supervisor(&snap, &title, stream).await
+    };
+    match answer {
+        Ok(a) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, a.location)],
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+fn random_stream() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).unwrap_or_default();
+    u64::from_le_bytes(b) >> 1
+}
+
+/// A member forwards the decision to the supervisor, so the client sees one redirect.
+async fn ask_supervisor(
+    snap: &crate::runtime::Snapshot,
+    title: &Title,
+    stream: u64,
+) -> Result<PlaceAnswer, Response> {
+    let Some(map) = snap.map.as_ref() else {
+        return Err(unavailable("the cluster is forming", 1));
+    };
+    let Some(http) = map.member(map.supervisor).map(|m| m.addrs.http) else {
+        return Err(unavailable("no supervisor is known", 1));
+    };
+    let url = format!("http://{http}/v1/place/{}?stream={stream}", title.as_str());
+    let result = tokio::task::spawn_blocking(move || {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .redirects(0)
+            .build();
+        match agent.get(&url).call() {
+            Ok(r) => r
+                .into_json::<PlaceAnswer>()
+                .map_err(|_| unavailable("the supervisor's answer was not understood", 1)),
+            Err(ureq::Error::Status(code, r)) => {
+                let retry = r.header("retry-after").map(String::from);
+                let body = r.into_string().unwrap_or_default();
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+                let mut resp = (status, body).into_response();
+                if let Some(v) = retry.and_then(|v| v.parse().ok()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Err(resp)
+            }
+            Err(_) => Err(unavailable("the supervisor does not answer", 1)),
+        }
+    })
+    .await;
+    result.unwrap_or_else(|_| Err(unavailable("placement failed", 1)))
+}
+
+async fn place(
+    State(s): State<Arc<Streaming>>,
+    AxPath(title): AxPath<String>,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    if s.shared.snapshot().role != Role::Supervisor {
+        return refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this node is not the supervisor",
+        );
+    }
+    let title = match catalog::parse_title(&title) {
+        Ok(t) => t,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let stream = q.stream.unwrap_or_else(random_stream);
+    let s2 = s.clone();
+    match tokio::task::spawn_blocking(move || s2.decide(&title, stream)).await {
+        Ok(Ok(a)) => Json(a).into_response(),
+        Ok(Err(r)) => r,
+        Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "placement failed"),
+    }
+}
+
+async fn catalog_of(State(s): State<Arc<Streaming>>, AxPath(disk): AxPath<u32>) -> Response {
+    let catalogs = s.catalogs.read().unwrap_or_else(|e| e.into_inner());
+    match catalogs.get(&DiskId(disk)) {
+        Some(c) => Json(CatalogAnswer {
+            digest: c.digest(),
+            titles: c.titles.keys().map(|t| t.as_str().to_string()).collect(),
+        })
+        .into_response(),
+        None => refusal(StatusCode::NOT_FOUND, "this node does not reach that disk"),
+    }
+}
+
+impl Streaming {
+    fn resolve_token(&self, rest: &str) -> Result<(StreamToken, Title, PathBuf), Refusal> {
+        let deny = |status: u16, message: &str| Refusal::new(status, message);
+        let (token, title) = rest
+            .split_once('/')
+            .ok_or_else(|| deny(404, "no such stream"))?;
+        let token = StreamToken::verify(token, &self.key, unix_now())
+            .map_err(|e| deny(403, &e.to_string()))?;
+        if token.node != self.me {
+            return Err(deny(403, "the stream token is for another node"));
+        }
+        if token.title != title {
+            return Err(deny(403, "the stream token is for another title"));
+        }
+        let title = catalog::parse_title(title).map_err(|e| deny(400, &e.to_string()))?;
+        let mount = self
+            .mounts
+            .get(&token.disk)
+            .ok_or_else(|| deny(404, "this node does not reach that disk"))?;
+        let (_file, path) = catalog::open_title(mount, &title).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => deny(404, "no such title on that disk"),
+            std::io::ErrorKind::PermissionDenied => deny(404, "no such title on that disk"),
+            _ => Refusal::new(503, "the disk cannot be read; ask the play URL again")
+                .with_header("Retry-After", "1"),
+        })?;
+        Ok((token, title, path))
+    }
+}
+
+impl Resolve for Streaming {
+    fn resolve(&self, req: &RequestHead) -> Result<Resolved, Refusal> {
+        let rest = req.path.strip_prefix(STREAM_PREFIX).unwrap_or_default();
+        let (token, title, path) = self.resolve_token(rest)?;
+        let content_type = crate::stream::content_type_for(title.as_str());
+        if title.as_str().ends_with(".m3u8") {
+            return playlist(&path, &title, token.stream, content_type);
+        }
+        Ok(Resolved::File {
+            path,
+            content_type: content_type.into(),
+            disk: token.disk.0,
+        })
+    }
+}
+
+/// HLS: the playlist's segment URIs are rewritten to play URLs of the same
+/// stream, so every segment request goes through placement.
+fn playlist(
+    path: &std::path::Path,
+    title: &Title,
+    stream: u64,
+    content_type: &str,
+) -> Result<Resolved, Refusal> {
+    let unreadable = |m: &str| Refusal::new(503, m).with_header("Retry-After", "1");
+    let meta = std::fs::metadata(path).map_err(|_| unreadable("the playlist cannot be read"))?;
+    if meta.len() > MAX_PLAYLIST {
+        return Err(unreadable("the playlist is too large"));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|_| unreadable("the playlist cannot be read"))?;
+    let folder = title.folder().map(|f| format!("{f}/")).unwrap_or_default();
+    let mut out = String::with_capacity(text.len() * 2);
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.contains("://") || l.starts_with('/') {
+            out.push_str(line);
+        } else {
+            out.push_str(&format!("/v1/play/{folder}{l}?stream={stream}"));
+        }
+        out.push('\n');
+    }
+    let etag = format!("\"pl-{:x}-{}\"", meta.len(), stream);
+    Ok(Resolved::Bytes {
+        body: out.into_bytes(),
+        content_type: content_type.to_string().into(),
+        etag,
+    })
+}
