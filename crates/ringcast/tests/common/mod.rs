@@ -58,6 +58,10 @@ pub struct Spec {
     pub unicast: bool,
     pub preempt: bool,
     pub interval_ms: u64,
+    /// Disks: (disk id, the nodes that reach it). Mounted at `<dir>/disks/d<id>`.
+    pub disks: Vec<(u32, Vec<u32>)>,
+    /// Concurrent streams each node may serve.
+    pub max_streams: u32,
 }
 
 impl Spec {
@@ -67,6 +71,8 @@ impl Spec {
             unicast: false,
             preempt: true,
             interval_ms: 20,
+            disks: Vec::new(),
+            max_streams: 100,
         }
     }
 }
@@ -108,13 +114,27 @@ impl Cluster {
             t / 2,
             spec.preempt,
         );
+        toml = toml.replace("preempt = ", "disk_check_interval_ms = 100\npreempt = ");
         for id in &spec.nodes {
             let ring = free_port();
             let h: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             http.insert(*id, h);
             toml.push_str(&format!(
-                "[[node]]\nid = {id}\nring = \"127.0.0.1:{ring}\"\nhttp = \"{h}\"\nmax_streams = 100\nmax_bytes_per_s = 1000000000\n\n"
+                "[[node]]\nid = {id}\nring = \"127.0.0.1:{ring}\"\nhttp = \"{h}\"\nmax_streams = {}\nmax_bytes_per_s = 1000000000\n\n",
+                spec.max_streams
             ));
+            for (disk, reached_by) in &spec.disks {
+                if !reached_by.contains(id) {
+                    continue;
+                }
+                let mount = dir.join("disks").join(format!("d{disk}"));
+                std::fs::create_dir_all(mount.join("library")).unwrap();
+                toml.push_str(&format!(
+                    "[[node.disk]]\nid = {disk}\nmount = \"{}\"\nprobe = \"{}\"\n\n",
+                    mount.display(),
+                    mount.join(format!(".probe-n{id}")).display()
+                ));
+            }
         }
         let file = dir.join("cluster.toml");
         std::fs::write(&file, toml).unwrap();
@@ -186,6 +206,48 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The library folder of disk `disk`.
+    pub fn library(&self, disk: u32) -> PathBuf {
+        self.dir
+            .join("disks")
+            .join(format!("d{disk}"))
+            .join("library")
+    }
+
+    /// Writes `bytes` as title `name` on `disk` (by rename, as a library should be written).
+    pub fn put_title(&self, disk: u32, name: &str, bytes: &[u8]) {
+        let path = self.library(disk).join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp = path.with_extension("part");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    /// Asks node `via` where to play `title`: the redirect's Location, or the error status.
+    pub fn place(&self, via: u32, title: &str) -> Result<String, u16> {
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(Duration::from_secs(2))
+            .build();
+        match agent
+            .get(&format!("{}/v1/play/{title}", self.url(via)))
+            .call()
+        {
+            Ok(r) if r.status() == 307 => Ok(r.header("location").unwrap().to_string()),
+            Ok(r) => Err(r.status()),
+            Err(ureq::Error::Status(code, _)) => Err(code),
+            Err(_) => Err(0),
+        }
+    }
+
+    /// The node whose HTTP address appears in `url`.
+    pub fn node_of(&self, url: &str) -> Option<u32> {
+        self.http
+            .iter()
+            .find(|(_, a)| url.contains(&a.to_string()))
+            .map(|(id, _)| *id)
     }
 
     pub fn running(&self) -> Vec<u32> {

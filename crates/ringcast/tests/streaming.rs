@@ -1,0 +1,269 @@
+//! Streaming through real node processes and real files: placement and the
+//! signed redirect, byte-exact resume when the serving node is killed,
+//! admission control, refused tokens and paths, and disk failures.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{isolate_network, Cluster, Reap, Spec, BIN, LIMIT};
+use sha2::{Digest, Sha256};
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Three nodes; disk 1 is shared by n2 and n3; disk 2 is n1's alone.
+fn cluster(max_streams: u32) -> Cluster {
+    let mut spec = Spec::new(3);
+    spec.disks = vec![(1, vec![2, 3]), (2, vec![1])];
+    spec.max_streams = max_streams;
+    let c = Cluster::start(&spec);
+    c.wait_agree(1, &[1, 2, 3]);
+    c
+}
+
+fn wait_placeable(c: &Cluster, title: &str) -> String {
+    let mut last = Err(0);
+    let start = Instant::now();
+    while start.elapsed() < LIMIT {
+        last = c.place(2, title);
+        if let Ok(loc) = &last {
+            return loc.clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{title} never became playable: {last:?}\n{}", c.describe());
+}
+
+fn get(url: &str) -> Result<(u16, Vec<u8>), u16> {
+    match ureq::get(url).call() {
+        Ok(r) => {
+            let status = r.status();
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
+            Ok((status, body))
+        }
+        Err(ureq::Error::Status(code, _)) => Err(code),
+        Err(_) => Err(0),
+    }
+}
+
+#[test]
+fn a_title_is_placed_on_a_node_that_reaches_it_and_served_byte_exact() {
+    isolate_network();
+    let c = cluster(10);
+    let movie = random_bytes(3 << 20, 7);
+    c.put_title(1, "movie.mp4", &movie);
+    let location = wait_placeable(&c, "movie.mp4");
+    let node = c.node_of(&location).expect("the redirect names a node");
+    assert!(
+        [2, 3].contains(&node),
+        "disk 1 is reached by n2 and n3, not n{node}"
+    );
+    assert!(
+        location.contains("/v1/streams/") && location.ends_with("/movie.mp4"),
+        "{location}"
+    );
+    let (status, body) = get(&location).unwrap();
+    assert_eq!(status, 200);
+    assert!(body == movie, "the bytes differ");
+    // Titles in a folder (an HLS rendition) work too, with the playlist rewritten.
+    c.put_title(1, "show/seg_000.ts", &random_bytes(1000, 3));
+    c.put_title(
+        1,
+        "show/index.m3u8",
+        b"#EXTM3U\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
+    );
+    let playlist = wait_placeable(&c, "show/index.m3u8");
+    let (_, text) = get(&playlist).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("/v1/play/show/seg_000.ts?stream="), "{text}");
+}
+
+#[test]
+fn sigkill_of_the_serving_node_halfway_and_ringcast_play_completes_byte_exact() {
+    isolate_network();
+    let mut c = cluster(10);
+    let movie = random_bytes(4 << 20, 11);
+    c.put_title(1, "movie.mp4", &movie);
+    wait_placeable(&c, "movie.mp4");
+    let out = c.dir.join("download.mp4");
+    let mut play = Command::new(BIN)
+        .args([
+            "play",
+            &format!("{}/v1/play/movie.mp4", c.url(1)),
+            "--plain",
+            "--max-rate",
+            "2000000",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(play.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("reading from "), "{first}");
+    let serving = c.node_of(&first).expect("a node's address");
+    let start = Instant::now();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1 << 20 {
+        assert!(start.elapsed() < LIMIT, "the download does not progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill(serving);
+    let stderr = play.stderr.take().unwrap();
+    let mut guard = Reap(vec![play]);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = guard.0[0].wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut { stderr }, &mut err).unwrap();
+    assert!(status.success(), "{err}\n{rest:?}");
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(
+        Sha256::digest(&got),
+        Sha256::digest(&movie),
+        "SHA-256 of the download"
+    );
+    let resumed = rest
+        .iter()
+        .find(|l| l.starts_with("reading from "))
+        .expect("a resume");
+    let other = c.node_of(resumed).unwrap();
+    assert_ne!(other, serving, "resumed from another node: {rest:?}");
+}
+
+#[test]
+fn beyond_capacity_the_answer_is_503_with_retry_after() {
+    isolate_network();
+    // n2 and n3 reach disk 1; one stream each.
+    let c = cluster(1);
+    c.put_title(1, "a.mp4", &random_bytes(1000, 1));
+    wait_placeable(&c, "a.mp4");
+    // The wait took one placement; one more fits, the third does not.
+    assert!(c.place(1, "a.mp4").is_ok());
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    match agent.get(&format!("{}/v1/play/a.mp4", c.url(3))).call() {
+        Err(ureq::Error::Status(503, r)) => {
+            assert!(r.header("retry-after").is_some(), "Retry-After is set");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
+
+#[test]
+fn forged_expired_and_traversing_requests_are_refused() {
+    isolate_network();
+    let c = cluster(10);
+    c.put_title(1, "movie.mp4", &random_bytes(1000, 5));
+    std::fs::write(c.dir.join("secret.txt"), "do not serve").unwrap();
+    let location = wait_placeable(&c, "movie.mp4");
+    // Altering one character of the token breaks its signature.
+    let (head, tail) = location.split_once("/v1/streams/").unwrap();
+    let (token, title) = tail.split_once('/').unwrap();
+    let mut forged: Vec<char> = token.chars().collect();
+    forged[3] = if forged[3] == '0' { '1' } else { '0' };
+    let forged: String = forged.into_iter().collect();
+    assert_eq!(
+        get(&format!("{head}/v1/streams/{forged}/{title}")),
+        Err(403)
+    );
+    // The right token for another title is refused.
+    assert_eq!(
+        get(&format!("{head}/v1/streams/{token}/other.mp4")),
+        Err(403)
+    );
+    // Traversal through the play URL: 400 or 404, never the file.
+    for bad in [
+        "..%2Fsecret.txt",
+        "%2E%2E/secret.txt",
+        "a/../../secret.txt",
+        ".hidden",
+        "a%00b",
+    ] {
+        match c.place(2, bad) {
+            Err(400) | Err(404) => {}
+            other => panic!("{bad}: expected 400 or 404, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_shared_disk_failing_for_both_nodes_moves_streams_to_a_replica() {
+    isolate_network();
+    let c = cluster(10);
+    let movie = random_bytes(100_000, 9);
+    c.put_title(1, "movie.mp4", &movie);
+    let first = wait_placeable(&c, "movie.mp4");
+    let on = c.node_of(&first).unwrap();
+    assert!([2, 3].contains(&on), "only n2 and n3 reach disk 1");
+    // One node's probe location breaks: only that node's path is broken.
+    let probe = |n: u32| c.dir.join("disks").join("d1").join(format!(".probe-n{n}"));
+    let _ = std::fs::remove_file(probe(on));
+    std::fs::create_dir_all(probe(on).join("blocked")).unwrap();
+    c.wait("the broken path is avoided", |c| {
+        let v = c.view(1).unwrap();
+        let broken = v["tables"]["topology"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| {
+                row["node"] == on
+                    && row["disks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|l| l["disk"] == 1 && l["status"] == "Broken")
+            });
+        broken
+            && c.place(1, "movie.mp4")
+                .is_ok_and(|l| c.node_of(&l) != Some(on))
+    });
+    // A replica appears on disk 2 (n1's); then both nodes' probes of disk 1
+    // fail: the disk is declared failed and the replica serves.
+    c.put_title(2, "movie.mp4", &movie);
+    for n in [2, 3] {
+        let _ = std::fs::remove_file(probe(n));
+        std::fs::create_dir_all(probe(n).join("blocked")).unwrap();
+    }
+    c.wait("disk 1 is declared failed", |c| {
+        c.view(3).is_some_and(|v| {
+            v["tables"]["disk_usage"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["disk"] == 1 && d["status"] == "Failed")
+        })
+    });
+    let mut location = String::new();
+    c.wait("the replica on disk 2 (n1's) is placed", |c| {
+        c.place(2, "movie.mp4").is_ok_and(|l| {
+            location = l;
+            c.node_of(&location) == Some(1)
+        })
+    });
+    let got = ureq::get(&location).call();
+    let body = match got {
+        Ok(r) => {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut b).unwrap();
+            b
+        }
+        Err(ureq::Error::Status(code, r)) => {
+            panic!("{code}: {}", r.into_string().unwrap_or_default())
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert!(body == movie);
+}
