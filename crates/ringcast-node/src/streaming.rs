@@ -76,6 +76,13 @@ pub struct CatalogAnswer {
     pub titles: Vec<String>,
 }
 
+/// A refusal as an HTTP response, boxed: responses are large and mostly unused.
+type Refused = Box<Response>;
+
+fn refused(r: Response) -> Refused {
+    Box::new(r)
+}
+
 fn refusal(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
 }
@@ -228,11 +235,11 @@ impl Streaming {
     }
 
     /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
-    fn decide(&self, title: &Title, stream: u64) -> Result<PlaceAnswer, Response> {
+    fn decide(&self, title: &Title, stream: u64) -> Result<PlaceAnswer, Refused> {
         let replicas = self.replicas(title);
         let snap = self.shared.snapshot();
         let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
-            return Err(unavailable("the cluster is forming", 1));
+            return Err(refused(unavailable("the cluster is forming", 1)));
         };
         let placed = self.book.lock().unwrap_or_else(|e| e.into_inner()).place(
             stream,
@@ -244,15 +251,20 @@ impl Streaming {
         let p = match placed {
             Ok(p) => p,
             Err(PlaceError::UnknownTitle) => {
-                return Err(refusal(StatusCode::NOT_FOUND, "no disk holds this title"))
+                return Err(refused(refusal(
+                    StatusCode::NOT_FOUND,
+                    "no disk holds this title",
+                )))
             }
-            Err(e @ PlaceError::NoCapacity) => return Err(unavailable(&e.to_string(), 1)),
-            Err(e @ PlaceError::NoHealthyReplica) => return Err(unavailable(&e.to_string(), 2)),
+            Err(e @ PlaceError::NoCapacity) => return Err(refused(unavailable(&e.to_string(), 1))),
+            Err(e @ PlaceError::NoHealthyReplica) => {
+                return Err(refused(unavailable(&e.to_string(), 2)))
+            }
         };
         let http = map
             .member(p.node)
             .map(|m| m.addrs.http)
-            .ok_or_else(|| unavailable("the chosen node vanished", 1))?;
+            .ok_or_else(|| refused(unavailable("the chosen node vanished", 1)))?;
         let token = StreamToken {
             title: title.as_str().to_string(),
             disk: p.disk,
@@ -326,10 +338,10 @@ async fn play(
         let s2 = s.clone();
         match tokio::task::spawn_blocking(move || s2.decide(&title, stream)).await {
             Ok(a) => a,
-            Err(_) => Err(refusal(
+            Err(_) => Err(refused(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "placement failed",
-            )),
+            ))),
         }
     } else {
         ask_supervisor(&snap, &title, stream).await
@@ -340,7 +352,7 @@ async fn play(
             [(header::LOCATION, a.location)],
         )
             .into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -355,12 +367,12 @@ async fn ask_supervisor(
     snap: &crate::runtime::Snapshot,
     title: &Title,
     stream: u64,
-) -> Result<PlaceAnswer, Response> {
+) -> Result<PlaceAnswer, Refused> {
     let Some(map) = snap.map.as_ref() else {
-        return Err(unavailable("the cluster is forming", 1));
+        return Err(refused(unavailable("the cluster is forming", 1)));
     };
     let Some(http) = map.member(map.supervisor).map(|m| m.addrs.http) else {
-        return Err(unavailable("no supervisor is known", 1));
+        return Err(refused(unavailable("no supervisor is known", 1)));
     };
     let url = format!("http://{http}/v1/place/{}?stream={stream}", title.as_str());
     let result = tokio::task::spawn_blocking(move || {
@@ -371,7 +383,7 @@ async fn ask_supervisor(
         match agent.get(&url).call() {
             Ok(r) => r
                 .into_json::<PlaceAnswer>()
-                .map_err(|_| unavailable("the supervisor's answer was not understood", 1)),
+                .map_err(|_| refused(unavailable("the supervisor's answer was not understood", 1))),
             Err(ureq::Error::Status(code, r)) => {
                 let retry = r.header("retry-after").map(String::from);
                 let body = r.into_string().unwrap_or_default();
@@ -380,13 +392,13 @@ async fn ask_supervisor(
                 if let Some(v) = retry.and_then(|v| v.parse().ok()) {
                     resp.headers_mut().insert(header::RETRY_AFTER, v);
                 }
-                Err(resp)
+                Err(refused(resp))
             }
-            Err(_) => Err(unavailable("the supervisor does not answer", 1)),
+            Err(_) => Err(refused(unavailable("the supervisor does not answer", 1))),
         }
     })
     .await;
-    result.unwrap_or_else(|_| Err(unavailable("placement failed", 1)))
+    result.unwrap_or_else(|_| Err(refused(unavailable("placement failed", 1))))
 }
 
 async fn place(
@@ -408,7 +420,7 @@ async fn place(
     let s2 = s.clone();
     match tokio::task::spawn_blocking(move || s2.decide(&title, stream)).await {
         Ok(Ok(a)) => Json(a).into_response(),
-        Ok(Err(r)) => r,
+        Ok(Err(r)) => *r,
         Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "placement failed"),
     }
 }
