@@ -316,6 +316,39 @@ pub fn render_metrics(shared: &Shared, snap: &Snapshot) -> String {
         "ringcast_epoch {}",
         snap.map.as_ref().map_or(0, |m| m.epoch.0)
     );
+    if let Some(streams) = shared.streams.get() {
+        let st = streams.snapshot();
+        let gauges = [
+            (
+                "ringcast_streams_active",
+                "gauge",
+                "Streams whose body is being sent now.",
+                st.active_streams,
+            ),
+            (
+                "ringcast_stream_requests_total",
+                "counter",
+                "Stream requests answered.",
+                st.requests,
+            ),
+            (
+                "ringcast_stream_bytes_sent_total",
+                "counter",
+                "Body bytes of streams sent.",
+                st.bytes_sent,
+            ),
+            (
+                "ringcast_sendfile_bytes_total",
+                "counter",
+                "File bytes sent with sendfile (zero-copy).",
+                st.sendfile_bytes,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
     family(
         &mut out,
         "ringcast_uptime_seconds",

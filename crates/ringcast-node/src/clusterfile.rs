@@ -1134,6 +1134,18 @@ pub fn local_cluster(
     nodes: u32,
     base_port: Option<u16>,
 ) -> Result<PathBuf, ConfigFileError> {
+    local_cluster_with_disks(dir, nodes, base_port, false)
+}
+
+/// [`local_cluster`], and with `disks` one disk per node under `dir/disks/d<k>`,
+/// each shared by two nodes (disk k by nodes k and k+1, the last with node 1),
+/// each node probing its own failure detection location on it (claim 3).
+pub fn local_cluster_with_disks(
+    dir: &Path,
+    nodes: u32,
+    base_port: Option<u16>,
+    disks: bool,
+) -> Result<PathBuf, ConfigFileError> {
     if nodes == 0 || nodes as usize > MAX_NODES {
         return Err(ConfigFileError::NodeCount(nodes));
     }
@@ -1162,8 +1174,44 @@ pub fn local_cluster(
         &format!("{}\n", hex::encode(token)),
     )?;
     let path = dir.join("cluster.toml");
-    write_private(&path, &local_cluster_toml(group, &ports))?;
+    let mut text = local_cluster_toml(group, &ports);
+    if disks {
+        text = with_shared_disks(&text, dir, nodes)?;
+    }
+    write_private(&path, &text)?;
     Ok(path)
+}
+
+/// Adds the shared disks of a local cluster to each `[[node]]` table, and
+/// creates their mount points and library folders.
+fn with_shared_disks(text: &str, dir: &Path, nodes: u32) -> Result<String, ConfigFileError> {
+    let mount = |k: u32| dir.join("disks").join(format!("d{k}"));
+    for k in 1..=nodes {
+        let lib = mount(k).join(crate::catalog::LIBRARY_DIR);
+        fs::create_dir_all(&lib).map_err(|source| ConfigFileError::Write { path: lib, source })?;
+    }
+    let mut out = String::new();
+    let mut blocks = text.split("\n[[node]]\n");
+    out.push_str(blocks.next().unwrap_or_default());
+    for (i, block) in blocks.enumerate() {
+        let node = i as u32 + 1;
+        out.push_str("\n[[node]]\n");
+        out.push_str(block);
+        let previous = if node == 1 { nodes } else { node - 1 };
+        let mut reached = vec![node];
+        if previous != node {
+            reached.push(previous);
+        }
+        for k in reached {
+            let m = mount(k);
+            out.push_str(&format!(
+                "\n[[node.disk]]\nid = {k}\nmount = \"{}\"\nprobe = \"{}\"\n",
+                m.display(),
+                m.join(format!(".ringcast-probe-n{node}")).display()
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn fixed_ports(base: u16, nodes: u32) -> Result<LocalPorts, ConfigFileError> {

@@ -72,6 +72,7 @@ pub async fn start(settings: NodeSettings) -> Result<Daemon, DaemonError> {
         .await
         .map_err(|source| DaemonError::Listen { addr: http, source })?;
     let counters = Arc::new(StreamCounters::new());
+    let _ = shared.streams.set(counters.clone());
     let mounts: BTreeMap<_, _> = disks
         .iter()
         .map(|d| (d.id, std::path::PathBuf::from(&d.mount)))

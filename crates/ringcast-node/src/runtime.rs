@@ -109,6 +109,8 @@ pub struct Shared {
     pub io: IoCounters,
     /// When the node started.
     pub started: Instant,
+    /// The data path's counters, once streaming runs.
+    pub streams: std::sync::OnceLock<Arc<crate::stream::StreamCounters>>,
 }
 
 impl Shared {
@@ -192,6 +194,7 @@ impl Runtime {
             control: control_tx,
             io: IoCounters::default(),
             started: now,
+            streams: std::sync::OnceLock::new(),
         });
         Ok(Runtime {
             node,

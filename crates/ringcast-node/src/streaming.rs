@@ -56,6 +56,8 @@ fn unix_now() -> u64 {
 pub struct StreamQuery {
     /// The client's stream id; a new one is drawn when absent.
     pub stream: Option<u64>,
+    /// On `/v1/place`: the HTTP address of the node the client asked.
+    pub entry: Option<String>,
 }
 
 /// The supervisor's answer to `GET /v1/place/...`.
@@ -235,7 +237,7 @@ impl Streaming {
     }
 
     /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
-    fn decide(&self, title: &Title, stream: u64) -> Result<PlaceAnswer, Refused> {
+    fn decide(&self, title: &Title, stream: u64, entry: String) -> Result<PlaceAnswer, Refused> {
         let replicas = self.replicas(title);
         let snap = self.shared.snapshot();
         let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
@@ -270,6 +272,7 @@ impl Streaming {
             disk: p.disk,
             node: p.node,
             stream,
+            entry,
             expires: unix_now() + TOKEN_LIFETIME.as_secs(),
         }
         .sign(&self.key);
@@ -334,9 +337,15 @@ async fn play(
     };
     let stream = q.stream.unwrap_or_else(random_stream);
     let snap = s.shared.snapshot();
+    let entry = snap
+        .map
+        .as_ref()
+        .and_then(|m| m.member(s.me))
+        .map(|m| m.addrs.http.to_string())
+        .unwrap_or_default();
     let answer = if snap.role == Role::Supervisor {
         let s2 = s.clone();
-        match tokio::task::spawn_blocking(move || s2.decide(&title, stream)).await {
+        match tokio::task::spawn_blocking(move || s2.decide(&title, stream, entry)).await {
             Ok(a) => a,
             Err(_) => Err(refused(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -344,7 +353,7 @@ async fn play(
             ))),
         }
     } else {
-        ask_supervisor(&snap, &title, stream).await
+        ask_supervisor(&snap, &title, stream, &entry).await
     };
     match answer {
         Ok(a) => (
@@ -367,6 +376,7 @@ async fn ask_supervisor(
     snap: &crate::runtime::Snapshot,
     title: &Title,
     stream: u64,
+    entry: &str,
 ) -> Result<PlaceAnswer, Refused> {
     let Some(map) = snap.map.as_ref() else {
         return Err(refused(unavailable("the cluster is forming", 1)));
@@ -374,7 +384,10 @@ async fn ask_supervisor(
     let Some(http) = map.member(map.supervisor).map(|m| m.addrs.http) else {
         return Err(refused(unavailable("no supervisor is known", 1)));
     };
-    let url = format!("http://{http}/v1/place/{}?stream={stream}", title.as_str());
+    let url = format!(
+        "http://{http}/v1/place/{}?stream={stream}&entry={entry}",
+        title.as_str()
+    );
     let result = tokio::task::spawn_blocking(move || {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(2))
@@ -417,8 +430,17 @@ async fn place(
         Err(e) => return refusal(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let stream = q.stream.unwrap_or_else(random_stream);
+    let entry = match q.entry.as_deref().map(str::parse::<std::net::SocketAddr>) {
+        Some(Ok(addr)) => addr.to_string(),
+        _ => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "entry must be the asking node's host:port",
+            )
+        }
+    };
     let s2 = s.clone();
-    match tokio::task::spawn_blocking(move || s2.decide(&title, stream)).await {
+    match tokio::task::spawn_blocking(move || s2.decide(&title, stream, entry)).await {
         Ok(Ok(a)) => Json(a).into_response(),
         Ok(Err(r)) => *r,
         Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "placement failed"),
@@ -472,7 +494,7 @@ impl Resolve for Streaming {
         let (token, title, path) = self.resolve_token(rest)?;
         let content_type = crate::stream::content_type_for(title.as_str());
         if title.as_str().ends_with(".m3u8") {
-            return playlist(&path, &title, token.stream, content_type);
+            return playlist(&path, &title, &token, content_type);
         }
         Ok(Resolved::File {
             path,
@@ -487,9 +509,10 @@ impl Resolve for Streaming {
 fn playlist(
     path: &std::path::Path,
     title: &Title,
-    stream: u64,
+    token: &StreamToken,
     content_type: &str,
 ) -> Result<Resolved, Refusal> {
+    let stream = token.stream;
     let unreadable = |m: &str| Refusal::new(503, m).with_header("Retry-After", "1");
     let meta = std::fs::metadata(path).map_err(|_| unreadable("the playlist cannot be read"))?;
     if meta.len() > MAX_PLAYLIST {
@@ -504,7 +527,10 @@ fn playlist(
         if l.is_empty() || l.starts_with('#') || l.contains("://") || l.starts_with('/') {
             out.push_str(line);
         } else {
-            out.push_str(&format!("/v1/play/{folder}{l}?stream={stream}"));
+            out.push_str(&format!(
+                "http://{}/v1/play/{folder}{l}?stream={stream}",
+                token.entry
+            ));
         }
         out.push('\n');
     }

@@ -26,6 +26,9 @@ pub struct StreamToken {
     pub node: NodeId,
     /// The stream the request belongs to (placement keeps a stream on its node).
     pub stream: u64,
+    /// The HTTP address of the node the client asked (`host:port`): an HLS
+    /// playlist's segments are sent back there, through placement.
+    pub entry: String,
     /// Unix time in seconds after which the token is refused.
     pub expires: u64,
 }
@@ -122,6 +125,7 @@ mod tests {
             disk: DiskId(3),
             node: NodeId(2),
             stream: 77,
+            entry: "127.0.0.1:8501".into(),
             expires: 1_000,
         }
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::http;
-use crate::up_cmd::LocalCluster;
+use crate::up_cmd::{Library, LocalCluster};
 
 /// The last line of `ringcast bench failover --json`.
 #[derive(Debug, Serialize)]
@@ -102,7 +102,7 @@ pub fn failover(nodes: u32, trials: u32, dir: Option<&Path>, json: bool) -> Resu
     if !(1..=1000).contains(&trials) {
         bail!("--trials must be between 1 and 1000, not {trials}");
     }
-    let mut cluster = LocalCluster::start(nodes, dir)?;
+    let mut cluster = LocalCluster::start(nodes, dir, &Library::Empty)?;
     cluster.wait_formed(Duration::from_secs(20))?;
     let bases: Vec<(u32, String)> = cluster.nodes.iter().map(|n| (n.0, n.1.clone())).collect();
     let mut failovers = Vec::new();

@@ -1,6 +1,7 @@
 //! `ringcast`: the command-line program, a thin layer over the library crates.
 
 mod bench_cmd;
+mod bench_stream;
 mod http;
 mod node_cmd;
 mod play_cmd;
@@ -38,6 +39,10 @@ enum Command {
         /// Directory for the cluster file and node logs (a temporary one by default).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Serve the files of this folder (each title on two disks) instead of
+        /// the embedded library.
+        #[arg(long)]
+        library: Option<PathBuf>,
     },
     /// Runs one node of a cluster.
     Node {
@@ -133,6 +138,28 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Concurrent clients reading titles through ringcast and, with
+    /// --vs-nginx, the same files from nginx, in the same run.
+    Stream {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: u32,
+        /// Also measure nginx (installed from Debian when missing) with the same load.
+        #[arg(long)]
+        vs_nginx: bool,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Size of the file read, MiB.
+        #[arg(long, default_value_t = 64)]
+        file_mb: u32,
+        /// Directory for the cluster and library (temporary by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print only the JSON line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,7 +201,18 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up { nodes, dir } => up_cmd::run(nodes, dir.as_deref()),
+        Command::Up {
+            nodes,
+            dir,
+            library,
+        } => {
+            let library = match library {
+                Some(p) if !p.is_dir() => bail!("--library {} is not a folder", p.display()),
+                Some(p) => up_cmd::Library::Dir(p),
+                None => up_cmd::Library::Embedded,
+            };
+            up_cmd::run(nodes, dir.as_deref(), &library)
+        }
         Command::Node {
             config,
             config_url,
@@ -265,6 +303,24 @@ fn run(cli: Cli) -> Result<()> {
                 json,
             } => {
                 let report = bench_cmd::failover(nodes, trials, dir.as_deref(), json)?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            BenchCommand::Stream {
+                clients,
+                vs_nginx,
+                seconds,
+                file_mb,
+                dir,
+                json: _,
+            } => {
+                let report = bench_stream::stream(&bench_stream::StreamBenchOptions {
+                    clients,
+                    vs_nginx,
+                    seconds,
+                    file_mb,
+                    dir,
+                })?;
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }

@@ -24,8 +24,9 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Writes a cluster file for `n` nodes into `dir` (a fresh temporary one
-    /// when `None`) and starts one process per node.
-    pub fn start(n: u32, dir: Option<&Path>) -> Result<LocalCluster> {
+    /// when `None`), with one disk per node shared by two nodes, puts the
+    /// library on the disks (each title on two), and starts one process per node.
+    pub fn start(n: u32, dir: Option<&Path>, library: &Library) -> Result<LocalCluster> {
         if !(1..=64).contains(&n) {
             bail!("--nodes must be between 1 and 64, not {n}");
         }
@@ -38,7 +39,9 @@ impl LocalCluster {
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let file = clusterfile::local_cluster(&dir, n, None)?;
+        let file = clusterfile::local_cluster_with_disks(&dir, n, None, true)?;
+        let titles = library.files(&dir)?;
+        place_titles(&dir, n, &titles)?;
         let cf = clusterfile::load(&file)?;
         let mut cluster = LocalCluster {
             file: file.clone(),
@@ -179,8 +182,182 @@ impl Drop for LocalCluster {
     }
 }
 
+/// What a local cluster serves.
+pub enum Library {
+    /// Nothing.
+    Empty,
+    /// A small playable library made with ffmpeg (an H.264 MP4 and an HLS
+    /// rendition), generated once into a cache; empty without ffmpeg.
+    Embedded,
+    /// The files of a folder (depth 1 or 2, names valid as titles).
+    Dir(PathBuf),
+}
+
+impl Library {
+    /// The (title, source file) pairs to serve.
+    fn files(&self, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+        let root = match self {
+            Library::Empty => return Ok(Vec::new()),
+            Library::Dir(p) => p.clone(),
+            Library::Embedded => match embedded_library(dir)? {
+                Some(p) => p,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut out = Vec::new();
+        for entry in walk(&root)? {
+            let rel = entry
+                .strip_prefix(&root)
+                .context("a library file outside its folder")?
+                .to_string_lossy()
+                .into_owned();
+            if ringcast_node::catalog::parse_title(&rel).is_ok() {
+                out.push((rel, entry));
+            } else {
+                eprintln!("skipping {}: not a valid title name", entry.display());
+            }
+        }
+        if out.is_empty() {
+            eprintln!(
+                "note: the library {} has no playable titles",
+                root.display()
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn walk(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let read =
+        |p: &Path| std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()));
+    for e in read(root)? {
+        let path = e?.path();
+        if path.is_dir() {
+            for f in read(&path)? {
+                let f = f?.path();
+                if f.is_file() {
+                    out.push(f);
+                }
+            }
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Generates the embedded library with ffmpeg into a cache folder, once.
+fn embedded_library(dir: &Path) -> Result<Option<PathBuf>> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| dir.to_path_buf())
+        .join("ringcast")
+        .join("library-v2");
+    if cache.join("movie.mp4").exists() && cache.join("show").join("index.m3u8").exists() {
+        return Ok(Some(cache));
+    }
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        eprintln!("note: ffmpeg is not installed, so the embedded library is empty; install ffmpeg or give --library DIR");
+        return Ok(None);
+    }
+    eprintln!(
+        "generating the embedded library with ffmpeg into {} ...",
+        cache.display()
+    );
+    std::fs::create_dir_all(cache.join("show"))
+        .with_context(|| format!("cannot create {}", cache.display()))?;
+    let source = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-t",
+        "20",
+    ];
+    let codecs = [
+        "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-c:a", "aac",
+    ];
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("ffmpeg")
+            .args(["-y", "-loglevel", "error"])
+            .args(args)
+            .output()
+            .context("cannot run ffmpeg")?;
+        if !out.status.success() {
+            bail!(
+                "ffmpeg failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let mp4 = cache.join("movie.mp4");
+    let mut args: Vec<&str> = source.to_vec();
+    args.extend(codecs);
+    args.extend(["-movflags", "+faststart"]);
+    let mp4s = mp4.to_string_lossy().into_owned();
+    args.push(&mp4s);
+    run(&args)?;
+    let playlist = cache.join("show").join("index.m3u8");
+    let segments = cache.join("show").join("seg_%03d.ts");
+    let (pl, seg) = (
+        playlist.to_string_lossy().into_owned(),
+        segments.to_string_lossy().into_owned(),
+    );
+    let mut args: Vec<&str> = source.to_vec();
+    args.extend(codecs);
+    args.extend([
+        "-f",
+        "hls",
+        "-hls_time",
+        "2",
+        "-hls_playlist_type",
+        "vod",
+        "-hls_segment_filename",
+        &seg,
+        &pl,
+    ]);
+    run(&args)?;
+    Ok(Some(cache))
+}
+
+/// Puts each title on two disks: title i on disk (i mod n)+1 and the next one.
+fn place_titles(dir: &Path, n: u32, titles: &[(String, PathBuf)]) -> Result<()> {
+    for (i, (title, source)) in titles.iter().enumerate() {
+        let first = (i as u32 % n) + 1;
+        let second = first % n + 1;
+        for disk in [first, second] {
+            let target = dir
+                .join("disks")
+                .join(format!("d{disk}"))
+                .join("library")
+                .join(title);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            if target.exists() {
+                continue;
+            }
+            if std::fs::hard_link(source, &target).is_err() {
+                std::fs::copy(source, &target).with_context(|| {
+                    format!("cannot copy {} to {}", source.display(), target.display())
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `ringcast up` until Ctrl-C.
-pub fn run(nodes: u32, dir: Option<&Path>) -> Result<()> {
+pub fn run(nodes: u32, dir: Option<&Path>, library: &Library) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,9 +365,19 @@ pub fn run(nodes: u32, dir: Option<&Path>) -> Result<()> {
     // Listen for Ctrl-C before anything starts, so an early one still stops
     // the nodes cleanly instead of killing `up` alone.
     let mut interrupted = rt.block_on(async { Interrupt::listen() })?;
-    let mut cluster = LocalCluster::start(nodes, dir)?;
+    let mut cluster = LocalCluster::start(nodes, dir, library)?;
     for (id, http, _) in &cluster.nodes {
         println!("node {id} {http}");
+    }
+    let titles: Vec<String> = library
+        .files(cluster.dir())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    if let (Some(first), Some((_, http, _))) = (titles.first(), cluster.nodes.first()) {
+        eprintln!("titles:       {}", titles.join(", "));
+        eprintln!("play one:     ringcast play {http}/v1/play/{first}");
     }
     eprintln!("cluster file: {}", cluster.file.display());
     eprintln!("node logs:    {}/node-*.log", cluster.dir().display());

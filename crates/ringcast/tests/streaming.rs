@@ -267,3 +267,162 @@ fn a_shared_disk_failing_for_both_nodes_moves_streams_to_a_replica() {
     };
     assert!(body == movie);
 }
+
+#[test]
+fn curl_with_retry_and_continue_survives_the_serving_node_dying() {
+    isolate_network();
+    let mut c = cluster(10);
+    let movie = random_bytes(4 << 20, 13);
+    c.put_title(1, "movie.mp4", &movie);
+    wait_placeable(&c, "movie.mp4");
+    let out = c.dir.join("curl.mp4");
+    let curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-L",
+            "--retry",
+            "10",
+            "--retry-all-errors",
+            "--retry-delay",
+            "1",
+            "-C",
+            "-",
+            "--limit-rate",
+            "2M",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(format!("{}/v1/play/movie.mp4", c.url(1)))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl is installed by scripts/install-test-deps");
+    let mut guard = Reap(vec![curl]);
+    let start = Instant::now();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1 << 20 {
+        assert!(start.elapsed() < LIMIT, "curl does not progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Whichever of n2 and n3 serves it now dies.
+    let serving = [2, 3].into_iter().find(|n| {
+        c.metrics(*n)
+            .lines()
+            .any(|l| l == "ringcast_streams_active 1")
+    });
+    let victim = serving.unwrap_or(2);
+    c.kill(victim);
+    let status = guard.0[0].wait().unwrap();
+    assert!(status.success(), "curl failed");
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), movie.len());
+    assert_eq!(
+        Sha256::digest(&got),
+        Sha256::digest(&movie),
+        "SHA-256 of curl's download"
+    );
+}
+
+#[test]
+fn ffmpeg_reads_the_hls_rendition_through_the_cluster_while_a_node_dies() {
+    isolate_network();
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        panic!("ffmpeg is missing: scripts/install-test-deps installs it");
+    }
+    // n1 is the entry and has no disk; n2, n3, n4 share disk 1.
+    let mut spec = Spec::new(4);
+    spec.disks = vec![(1, vec![2, 3, 4])];
+    let mut c = Cluster::start(&spec);
+    c.wait_agree(1, &[1, 2, 3, 4]);
+    // A real HLS rendition: 12 s of video in 2 s segments.
+    let src = c.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let made = Command::new("ffmpeg")
+        .args([
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "12",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-g",
+            "50",
+            "-pix_fmt",
+            "yuv420p",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_segment_filename",
+        ])
+        .arg(src.join("seg_%03d.ts"))
+        .arg(src.join("index.m3u8"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        c.put_title(1, &format!("show/{name}"), &std::fs::read(&f).unwrap());
+    }
+    wait_placeable(&c, "show/index.m3u8");
+    // The same remux from the files themselves is the reference.
+    let reference = c.dir.join("reference.ts");
+    let st = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-i"])
+        .arg(src.join("index.m3u8"))
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(&reference)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = c.dir.join("through-cluster.ts");
+    let ff = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-re", "-i"])
+        .arg(format!("{}/v1/play/show/index.m3u8", c.url(1)))
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Reap(vec![ff]);
+    // Once ffmpeg has read a few segments, the node serving them dies.
+    let start = Instant::now();
+    let served = |c: &Cluster, n: u32| {
+        c.metrics(n)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("ringcast_stream_requests_total ")
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let victim = loop {
+        if let Some(n) = [2, 3, 4].into_iter().find(|n| served(&c, *n) >= 3) {
+            break n;
+        }
+        assert!(start.elapsed() < LIMIT, "ffmpeg does not read segments");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.kill(victim);
+    let status = guard.0[0].wait().unwrap();
+    assert!(status.success(), "ffmpeg failed");
+    let got = std::fs::read(&out).unwrap();
+    let want = std::fs::read(&reference).unwrap();
+    assert_eq!(got.len(), want.len(), "same length as the local remux");
+    assert!(
+        got == want,
+        "the remux through the cluster equals the local one"
+    );
+}
