@@ -137,7 +137,11 @@ async fn probe_loop(
         if let Some(e) = &outcome.error {
             tracing::warn!("disk {disk} probe failed: {e}");
         }
-        let report = outcome.to_report(disk, streaming.digest(disk));
+        let mut report = outcome.to_report(disk, streaming.digest(disk));
+        // Claim 4: the disk's load as this node reads it.
+        let (streams, bytes_per_s) = streaming.disk_load(disk);
+        report.streams = streams;
+        report.bytes_per_s = bytes_per_s;
         if shared
             .control
             .send(LocalEvent::DiskProbe(report))

@@ -89,6 +89,8 @@ impl ProbeOutcome {
             capacity_bytes: self.capacity_bytes,
             used_bytes: self.used_bytes,
             catalog,
+            streams: 0,
+            bytes_per_s: 0,
         }
     }
 

@@ -40,6 +40,7 @@ pub struct Streaming {
     /// The supervisor's view: titles of every disk, by digest.
     known: Mutex<BTreeMap<DiskId, (u64, BTreeSet<String>)>>,
     book: Mutex<StreamBook>,
+    disk_bytes: Mutex<BTreeMap<DiskId, (Instant, u64)>>,
     shared: Arc<Shared>,
     /// Streams being served, for the load this node reports.
     pub counters: Arc<StreamCounters>,
@@ -114,6 +115,7 @@ impl Streaming {
             catalogs: RwLock::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
             book: Mutex::new(StreamBook::default()),
+            disk_bytes: Mutex::new(BTreeMap::new()),
             shared,
             counters,
         })
@@ -297,6 +299,27 @@ impl Streaming {
             .unwrap_or_else(|e| e.into_inner())
             .reassign(map, tables, Instant::now());
         moved.len()
+    }
+
+    /// Streams and bytes per second this node reads from `disk`, measured
+    /// since the previous call for the same disk.
+    pub fn disk_load(&self, disk: DiskId) -> (u32, u64) {
+        let snap = self.counters.snapshot();
+        let Some(d) = snap.disks.get(&disk.0) else {
+            return (0, 0);
+        };
+        let now = Instant::now();
+        let mut last = self.disk_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let (then, bytes) = last
+            .insert(disk, (now, d.bytes_sent))
+            .unwrap_or((now, d.bytes_sent));
+        let secs = now.duration_since(then).as_secs_f64();
+        let rate = if secs > 0.0 {
+            (d.bytes_sent.saturating_sub(bytes) as f64 / secs) as u64
+        } else {
+            0
+        };
+        (u32::try_from(d.active_streams).unwrap_or(u32::MAX), rate)
     }
 
     /// Reports this node's load and disks to the protocol (claim 4).

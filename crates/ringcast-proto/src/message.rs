@@ -76,6 +76,10 @@ pub struct DiskReport {
     /// Digest of the disk's library (titles, sizes, times), so the supervisor
     /// knows when to refresh its catalog of the disk.
     pub catalog: u64,
+    /// Streams this node reads from the disk now (claim 4, disk usage).
+    pub streams: u32,
+    /// Bytes per second this node reads from the disk.
+    pub bytes_per_s: u64,
 }
 
 /// Claim 8: a node's declaration that its upstream neighbour failed.

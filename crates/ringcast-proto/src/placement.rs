@@ -332,6 +332,8 @@ mod tests {
             capacity_bytes: 0,
             used_bytes: 0,
             catalog: 0,
+            streams: 0,
+            bytes_per_s: 0,
         };
         tables.record_disk_report(NodeId(2), &broken(1));
         tables.evaluate_disks(2);

@@ -23,6 +23,12 @@ pub struct DiskLink {
     pub disk: DiskId,
     /// Whether this node's path to it works.
     pub status: DiskAccessStatus,
+    /// Streams this node reads from it.
+    #[serde(default)]
+    pub streams: u32,
+    /// Bytes per second this node reads from it.
+    #[serde(default)]
+    pub bytes_per_s: u64,
 }
 
 /// Claim 4: one row of the cluster topology table.
@@ -138,6 +144,8 @@ impl Tables {
             .map(|d| DiskLink {
                 disk: *d,
                 status: DiskAccessStatus::Ok,
+                streams: 0,
+                bytes_per_s: 0,
             })
             .collect();
         upsert_by(
@@ -202,15 +210,20 @@ impl Tables {
         if let Ok(i) = self.topology.binary_search_by_key(&node, |r| r.node) {
             let row = &mut self.topology[i];
             match row.disks.iter_mut().find(|l| l.disk == report.disk) {
-                Some(link) if link.status != status => {
-                    link.status = status;
-                    changed = Some(path_change(node, report.disk, status));
+                Some(link) => {
+                    if link.status != status {
+                        link.status = status;
+                        changed = Some(path_change(node, report.disk, status));
+                    }
+                    link.streams = report.streams;
+                    link.bytes_per_s = report.bytes_per_s;
                 }
-                Some(_) => {}
                 None => {
                     row.disks.push(DiskLink {
                         disk: report.disk,
                         status,
+                        streams: report.streams,
+                        bytes_per_s: report.bytes_per_s,
                     });
                     row.disks.sort_by_key(|l| l.disk);
                     if status == DiskAccessStatus::Broken {
@@ -240,12 +253,18 @@ impl Tables {
         let mut changes = Vec::new();
         for row in &mut self.disk_usage {
             let (mut reach, mut broken) = (0usize, 0usize);
+            let (mut streams, mut bytes_per_s) = (0u32, 0u64);
             for t in &self.topology {
                 if let Some(link) = t.disks.iter().find(|l| l.disk == row.disk) {
                     reach += 1;
                     broken += usize::from(link.status == DiskAccessStatus::Broken);
+                    streams = streams.saturating_add(link.streams);
+                    bytes_per_s = bytes_per_s.saturating_add(link.bytes_per_s);
                 }
             }
+            // Claim 4: a disk's load is what every node reading it reports.
+            row.streams = streams;
+            row.bytes_per_s = bytes_per_s;
             let needed = (quorum as usize).min(reach).max(1);
             let failed = broken >= needed;
             let status = if failed {

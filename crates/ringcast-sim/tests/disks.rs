@@ -34,6 +34,8 @@ fn report(disk: DiskId, ok: bool) -> LocalEvent {
         capacity_bytes: 1000,
         used_bytes: 10,
         catalog: 7,
+        streams: 0,
+        bytes_per_s: 0,
     })
 }
 
@@ -124,4 +126,35 @@ fn a_new_supervisor_rebuilds_the_disk_table_from_the_ring() {
     sim.run_until(Duration::from_secs(2), check::converged)
         .expect("takeover");
     everyone_sees(&mut sim, SHARED, DiskStatus::Failed);
+}
+
+#[test]
+fn a_shared_disks_load_is_the_sum_of_what_its_readers_report() {
+    // Claim 4: the disk usage table shows each disk's current loading.
+    let mut sim = cluster(6);
+    for (node, streams) in [(2, 3), (3, 4)] {
+        sim.local(
+            node,
+            LocalEvent::DiskProbe(DiskReport {
+                disk: SHARED,
+                ok: true,
+                capacity_bytes: 1000,
+                used_bytes: 10,
+                catalog: 7,
+                streams,
+                bytes_per_s: u64::from(streams) * 1000,
+            }),
+        );
+    }
+    sim.run_until(Duration::from_secs(2), |s| {
+        s.live().iter().all(|id| {
+            s.node(*id)
+                .tables()
+                .and_then(|t| t.disk(SHARED))
+                .is_some_and(|d| {
+                    d.streams == 7 && d.bytes_per_s == 7000 && d.capacity_bytes == 1000
+                })
+        })
+    })
+    .expect("every node sees disk 100 read by 7 streams at 7000 B/s");
 }

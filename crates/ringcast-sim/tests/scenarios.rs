@@ -636,6 +636,8 @@ fn a_failed_disk_probe_rides_the_ring_to_the_supervisors_topology() {
         capacity_bytes: 0,
         used_bytes: 0,
         catalog: 0,
+        streams: 0,
+        bytes_per_s: 0,
     };
     s.local(3, LocalEvent::DiskProbe(report));
     wait(&mut s, "every node sees n3's path to d3 broken", |s| {

@@ -108,6 +108,28 @@ pub fn print_table(view: &Value) {
         .map(|n| format!("n{n}"))
         .collect();
     println!("ring: {}", ring.join(" -> "));
+    let disks = view["tables"]["disk_usage"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !disks.is_empty() {
+        println!(
+            "{:<6} {:<7} {:>10} {:>10} {:>8} {:>12}",
+            "DISK", "STATUS", "SIZE_MB", "USED_MB", "STREAMS", "READ_MB_S"
+        );
+        for d in disks {
+            let mb = |v: &serde_json::Value| v.as_u64().unwrap_or(0) / (1 << 20);
+            println!(
+                "{:<6} {:<7} {:>10} {:>10} {:>8} {:>12.1}",
+                format!("d{}", d["disk"]),
+                d["status"].as_str().unwrap_or("?"),
+                mb(&d["capacity_bytes"]),
+                mb(&d["used_bytes"]),
+                d["streams"],
+                d["bytes_per_s"].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20)
+            );
+        }
+    }
 }
 
 /// Follows a node's event stream, printing one line per event, until interrupted.

@@ -118,7 +118,12 @@ fn cluster_map() -> impl Strategy<Value = ClusterMap> {
 
 fn node_topology() -> impl Strategy<Value = NodeTopology> {
     let status = prop_oneof![Just(DiskAccessStatus::Ok), Just(DiskAccessStatus::Broken)];
-    let link = (disk_id(), status).prop_map(|(disk, status)| DiskLink { disk, status });
+    let link = (disk_id(), status).prop_map(|(disk, status)| DiskLink {
+        disk,
+        status,
+        streams: disk.0 % 7,
+        bytes_per_s: u64::from(disk.0) * 3,
+    });
     (node_id(), vec(link, 0..4)).prop_map(|(node, disks)| NodeTopology { node, disks })
 }
 
@@ -218,6 +223,8 @@ fn disk_report() -> impl Strategy<Value = DiskReport> {
             capacity_bytes,
             used_bytes,
             catalog: capacity_bytes ^ used_bytes,
+            streams: (used_bytes % 1000) as u32,
+            bytes_per_s: capacity_bytes / 3,
         },
     )
 }
