@@ -290,6 +290,11 @@ impl Sim {
         let i = id as usize - 1;
         let seed = self.rng.gen();
         let m = &mut self.machines[i];
+        // A new life is above every life before it, refutations included, as
+        // the daemon's start time in milliseconds is.
+        if let Some(n) = &m.node {
+            m.incarnation = m.incarnation.max(n.incarnation());
+        }
         m.incarnation = m.incarnation.next();
         m.paused_until = None;
         let keyring = Keyring::new(KeyId(1), SIM_KEY);
@@ -318,6 +323,9 @@ impl Sim {
     /// Crashes node `id`: it stops at once, sending nothing more.
     pub fn crash(&mut self, id: u32) {
         let m = &mut self.machines[id as usize - 1];
+        if let Some(n) = &m.node {
+            m.incarnation = m.incarnation.max(n.incarnation());
+        }
         m.node = None;
         m.timer_gen += 1;
         self.note(format!("crash n{id}"));

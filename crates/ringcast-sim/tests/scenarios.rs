@@ -653,3 +653,25 @@ fn a_failed_disk_probe_rides_the_ring_to_the_supervisors_topology() {
         })
     });
 }
+
+#[test]
+fn campaign_seed_5587_a_restart_above_a_refuted_life_is_heard() {
+    // Regression: a node restarted with a life below its own last refutation
+    // was refused by every replay window and two supervisors never merged.
+    use ringcast_sim::campaign::{run_seed, CampaignConfig, Faults};
+    let cfg = CampaignConfig {
+        nodes: 16,
+        first_seed: 5587,
+        seeds: 1,
+        faults: Faults::All,
+        timing: ringcast_proto::Timing::lan(),
+        fault_time: Duration::from_secs(3),
+        threads: 1,
+    };
+    let report = run_seed(5587, &cfg);
+    assert!(
+        report.violations.is_empty(),
+        "{}",
+        report.violations.join("\n\n")
+    );
+}

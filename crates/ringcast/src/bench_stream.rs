@@ -199,11 +199,11 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
          read into a 256 KiB buffer and discarded, every download checked for its full length; \
          MB = 10^6 bytes of body per second of wall time (until the last download started \
          before the end finishes); TTFB = connect + request until the first body byte of the \
-         file request. ringcast: {NODES} node processes, each download = GET /v1/play (a 307 \
-         placed by the supervisor, any node asked in turn; counted in the wall time, not in \
-         TTFB) + GET of the stream URL, served with sendfile(2) ({d} downloads{refused}); \
-         rss_kb_per_stream = growth of the nodes' summed VmRSS from before the load to mid-run, \
-         per client. {nginx_line}",
+         file request. ringcast: {NODES} node processes, each client one stream (one stream \
+         id), each download = GET /v1/play?stream=ID (a 307 placed by the supervisor, the \
+         nodes asked in turn; counted in the wall time, not in TTFB) + GET of the stream URL, \
+         served with sendfile(2) ({d} downloads{refused}); rss_kb_per_stream = growth of the \
+         nodes' summed VmRSS from before the load to mid-run, per client. {nginx_line}",
         mb = opts.file_mb,
         c = opts.clients,
         s = opts.seconds,
@@ -269,15 +269,26 @@ impl Drop for Scratch {
     }
 }
 
+/// A seed that differs from run to run.
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32
+}
+
 /// Writes `size` pseudo-random bytes (incompressible, nothing to dedupe).
 fn write_random_file(path: &Path, size: u64) -> Result<()> {
     let mut file =
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id()) << 32;
-    let mut state = seed | 1;
+    let mut state = seed() | 1;
     let mut chunk = vec![0u8; MIB as usize];
     let mut left = size;
     while left > 0 {
@@ -489,6 +500,9 @@ fn client(
     abort: &AtomicBool,
 ) -> Result<ClientResult> {
     let agent = play_agent();
+    // One client is one stream: every download of it asks the play URL
+    // with the same stream id, as `ringcast play` does when it resumes.
+    let stream = (seed() ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 1;
     let mut buf = vec![0u8; BUF];
     let mut out = ClientResult {
         ttfb_ms: Vec::new(),
@@ -499,9 +513,9 @@ fn client(
         let url = match target {
             Target::Direct(url) => url.clone(),
             Target::Ringcast(plays) => {
-                let play = &plays[turn % plays.len()];
+                let play = format!("{}?stream={stream}", plays[turn % plays.len()]);
                 turn += 1;
-                match place(&agent, play)? {
+                match place(&agent, &play)? {
                     Placed::At(loc) => loc,
                     Placed::Busy(wait) => {
                         out.refused += 1;
