@@ -275,7 +275,9 @@ fn measure_detection(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Op
     }
 }
 
-fn percentile(values: &mut [f64], p: f64) -> f64 {
+/// The nearest-rank percentile `p` (0-100) of `values`; 0 when empty. Shared by
+/// every benchmark so their figures mean the same.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ringcast_sim::campaign::percentile;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -77,15 +78,6 @@ fn until_all(
         worst = worst.max(t?);
     }
     Ok(worst)
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
 }
 
 fn lists(v: &Value, node: u32, status: &str) -> bool {

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, killpg, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::{geteuid, Pid};
+use ringcast_sim::campaign::percentile;
 use serde::Serialize;
 
 use crate::up_cmd::{Library, LocalCluster};
@@ -77,6 +78,34 @@ const BUF: usize = 256 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MIB: u64 = 1 << 20;
 
+/// Set by Ctrl-C or SIGTERM: the bench stops its clients, then its nodes and
+/// nginx (in their own process groups, so the signal does not reach them)
+/// are stopped by their guards and the temporary folder is removed.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn catch_interrupts() {
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted; the nodes and nginx were stopped");
+    }
+    Ok(())
+}
+
 /// Runs the streaming benchmark.
 pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
     if !(1..=512).contains(&opts.clients) {
@@ -89,6 +118,7 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
         bail!("--file-mb must be between 1 and 4096, not {}", opts.file_mb);
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    catch_interrupts();
     // Fail before the long ringcast run, not after it.
     let nginx_exe = if opts.vs_nginx {
         Some(ensure_nginx()?)
@@ -107,6 +137,7 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
         lib.display()
     );
     write_random_file(&lib.join(TITLE), size)?;
+    check_interrupted()?;
 
     // ringcast.
     let cluster_dir = root.join("cluster");
@@ -122,6 +153,7 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
     );
     let mut cluster = LocalCluster::start(NODES, Some(&cluster_dir), &Library::Dir(lib.clone()))?;
     let sup = cluster.wait_formed(Duration::from_secs(30))?;
+    check_interrupted()?;
     let plays: Vec<String> = cluster
         .nodes
         .iter()
@@ -184,6 +216,12 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
     let nginx_ttfb_ms_p99 = nginx
         .as_ref()
         .map(|n| round(percentile(&mut n.ttfb_ms.clone(), 99.0), 3));
+    let mut place_ms = rc.place_ms.clone();
+    let placement = format!(
+        "play request p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&mut place_ms, 50.0),
+        percentile(&mut place_ms, 99.0)
+    );
     let refused = if rc.refused > 0 {
         format!(
             ", {} placements refused with 503 (retried after Retry-After, at most 1 s)",
@@ -202,8 +240,9 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
          file request. ringcast: {NODES} node processes, each client one stream (one stream \
          id), each download = GET /v1/play?stream=ID (a 307 placed by the supervisor, the \
          nodes asked in turn; counted in the wall time, not in TTFB) + GET of the stream URL, \
-         served with sendfile(2) ({d} downloads{refused}); rss_kb_per_stream = growth of the \
-         nodes' summed VmRSS from before the load to mid-run, per client. {nginx_line}",
+         served with sendfile(2) ({d} downloads, {placement}{refused}); rss_kb_per_stream = \
+         growth of the nodes' summed VmRSS from before the load to mid-run, per client. \
+         {nginx_line}",
         mb = opts.file_mb,
         c = opts.clients,
         s = opts.seconds,
@@ -231,15 +270,6 @@ fn round(v: f64, digits: i32) -> f64 {
 }
 
 /// Nearest-rank percentile.
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
-}
-
 /// The bench's working folder; a temporary one is removed when dropped.
 struct Scratch {
     path: PathBuf,
@@ -304,6 +334,7 @@ fn write_random_file(path: &Path, size: u64) -> Result<()> {
         file.write_all(&chunk[..n])
             .with_context(|| format!("cannot write {}", path.display()))?;
         left -= n as u64;
+        check_interrupted()?;
     }
     file.flush()
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -387,6 +418,7 @@ fn wait_playable(plays: &[String], limit: Duration) -> Result<()> {
                 Ok(Placed::Busy(_)) => "503".to_string(),
                 Err(e) => format!("{e:#}"),
             };
+            check_interrupted()?;
             if Instant::now() > deadline {
                 bail!(
                     "{play} did not redirect within {} s (last answer: {last})",
@@ -480,6 +512,8 @@ enum Target {
 struct Run {
     mb_s: f64,
     ttfb_ms: Vec<f64>,
+    /// Time of each answered play request (ringcast only).
+    place_ms: Vec<f64>,
     downloads: u64,
     refused: u64,
     rss_mid_kb: Option<u64>,
@@ -488,6 +522,7 @@ struct Run {
 /// Per client: TTFB of each download and 503s seen.
 struct ClientResult {
     ttfb_ms: Vec<f64>,
+    place_ms: Vec<f64>,
     refused: u64,
 }
 
@@ -506,6 +541,7 @@ fn client(
     let mut buf = vec![0u8; BUF];
     let mut out = ClientResult {
         ttfb_ms: Vec::new(),
+        place_ms: Vec::new(),
         refused: 0,
     };
     let mut turn = index;
@@ -515,8 +551,12 @@ fn client(
             Target::Ringcast(plays) => {
                 let play = format!("{}?stream={stream}", plays[turn % plays.len()]);
                 turn += 1;
+                let asked = Instant::now();
                 match place(&agent, &play)? {
-                    Placed::At(loc) => loc,
+                    Placed::At(loc) => {
+                        out.place_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+                        loc
+                    }
                     Placed::Busy(wait) => {
                         out.refused += 1;
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -568,6 +608,9 @@ fn run_load(
         let mut next_report = start + Duration::from_secs(1);
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                abort.store(true, Ordering::Relaxed);
+            }
             let now = Instant::now();
             if rss_mid.is_none() && now >= mid && !pids.is_empty() {
                 rss_mid = rss_kb(pids).ok();
@@ -593,11 +636,14 @@ fn run_load(
             .collect();
         (results, wall, rss_mid)
     });
+    check_interrupted()?;
     let mut ttfb_ms = Vec::new();
+    let mut place_ms = Vec::new();
     let mut refused = 0;
     for r in results {
         let r = r.with_context(|| format!("{label}: a download failed"))?;
         ttfb_ms.extend(r.ttfb_ms);
+        place_ms.extend(r.place_ms);
         refused += r.refused;
     }
     if !pids.is_empty() && rss_mid_kb.is_none() {
@@ -618,6 +664,7 @@ fn run_load(
         mb_s,
         downloads: ttfb_ms.len() as u64,
         ttfb_ms,
+        place_ms,
         refused,
         rss_mid_kb,
     })
@@ -796,6 +843,7 @@ impl Nginx {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
+            check_interrupted()?;
             if Instant::now() > deadline {
                 bail!(
                     "nginx did not serve {url} within 15 s: {last:#}; its logs: {}",
