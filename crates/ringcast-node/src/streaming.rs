@@ -41,6 +41,9 @@ pub struct Streaming {
     known: Mutex<BTreeMap<DiskId, (u64, BTreeSet<String>)>>,
     book: Mutex<StreamBook>,
     disk_bytes: Mutex<BTreeMap<DiskId, (Instant, u64)>>,
+    /// One client for the node's own requests (placement, catalogs), so
+    /// connections to the supervisor are kept alive between requests.
+    agent: ureq::Agent,
     shared: Arc<Shared>,
     /// Streams being served, for the load this node reports.
     pub counters: Arc<StreamCounters>,
@@ -116,6 +119,10 @@ impl Streaming {
             known: Mutex::new(BTreeMap::new()),
             book: Mutex::new(StreamBook::default()),
             disk_bytes: Mutex::new(BTreeMap::new()),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(2))
+                .redirects(0)
+                .build(),
             shared,
             counters,
         })
@@ -215,9 +222,7 @@ impl Streaming {
         {
             return Some(c.titles.keys().map(|t| t.as_str().to_string()).collect());
         }
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_millis(500))
-            .build();
+        let agent = &self.agent;
         for node in &map.ring {
             if *node == self.me || !tables.serves_from(*node, disk) {
                 continue;
@@ -376,7 +381,7 @@ async fn play(
             ))),
         }
     } else {
-        ask_supervisor(&snap, &title, stream, &entry).await
+        ask_supervisor(s.agent.clone(), &snap, &title, stream, &entry).await
     };
     match answer {
         Ok(a) => (
@@ -396,6 +401,7 @@ fn random_stream() -> u64 {
 
 /// A member forwards the decision to the supervisor, so the client sees one redirect.
 async fn ask_supervisor(
+    agent: ureq::Agent,
     snap: &crate::runtime::Snapshot,
     title: &Title,
     stream: u64,
@@ -411,27 +417,21 @@ async fn ask_supervisor(
         "http://{http}/v1/place/{}?stream={stream}&entry={entry}",
         title.as_str()
     );
-    let result = tokio::task::spawn_blocking(move || {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(2))
-            .redirects(0)
-            .build();
-        match agent.get(&url).call() {
-            Ok(r) => r
-                .into_json::<PlaceAnswer>()
-                .map_err(|_| refused(unavailable("the supervisor's answer was not understood", 1))),
-            Err(ureq::Error::Status(code, r)) => {
-                let retry = r.header("retry-after").map(String::from);
-                let body = r.into_string().unwrap_or_default();
-                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
-                let mut resp = (status, body).into_response();
-                if let Some(v) = retry.and_then(|v| v.parse().ok()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                Err(refused(resp))
+    let result = tokio::task::spawn_blocking(move || match agent.get(&url).call() {
+        Ok(r) => r
+            .into_json::<PlaceAnswer>()
+            .map_err(|_| refused(unavailable("the supervisor's answer was not understood", 1))),
+        Err(ureq::Error::Status(code, r)) => {
+            let retry = r.header("retry-after").map(String::from);
+            let body = r.into_string().unwrap_or_default();
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut resp = (status, body).into_response();
+            if let Some(v) = retry.and_then(|v| v.parse().ok()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            Err(_) => Err(refused(unavailable("the supervisor does not answer", 1))),
+            Err(refused(resp))
         }
+        Err(_) => Err(refused(unavailable("the supervisor does not answer", 1))),
     })
     .await;
     result.unwrap_or_else(|_| Err(refused(unavailable("placement failed", 1))))
