@@ -856,6 +856,12 @@ fn respond(head: &RequestHead, mut e: Entity) -> Plan {
     }
     let mut headers = validators.clone();
     headers.push(("Accept-Ranges".into(), "bytes".into()));
+    // Browser players (hls.js, a dashboard on another node) read streams cross-origin.
+    headers.push(("Access-Control-Allow-Origin".into(), "*".into()));
+    headers.push((
+        "Access-Control-Expose-Headers".into(),
+        "Content-Range, Content-Length, ETag, Accept-Ranges".into(),
+    ));
     let ranges = if head.method == "GET" {
         let mut range_fields = head.headers_named("range");
         match (range_fields.next(), range_fields.next()) {

@@ -386,7 +386,10 @@ async fn play(
     match answer {
         Ok(a) => (
             StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, a.location)],
+            [
+                (header::LOCATION, a.location),
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_string()),
+            ],
         )
             .into_response(),
         Err(r) => *r,

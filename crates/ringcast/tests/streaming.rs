@@ -78,6 +78,12 @@ fn a_title_is_placed_on_a_node_that_reaches_it_and_served_byte_exact() {
     let (status, body) = get(&location).unwrap();
     assert_eq!(status, 200);
     assert!(body == movie, "the bytes differ");
+    let cors = ureq::head(&location).call().unwrap();
+    assert_eq!(
+        cors.header("access-control-allow-origin"),
+        Some("*"),
+        "browser players may read it"
+    );
     // Titles in a folder (an HLS rendition) work too, with the playlist rewritten.
     c.put_title(1, "show/seg_000.ts", &random_bytes(1000, 3));
     c.put_title(
