@@ -59,14 +59,19 @@ impl Drop for Daemon {
     }
 }
 
-/// Starts every part of a node.
-pub async fn start(settings: NodeSettings) -> Result<Daemon, DaemonError> {
+/// Starts every part of a node. `state_dir` keeps the node's last life
+/// across restarts (see [`crate::life`]).
+pub async fn start(
+    settings: NodeSettings,
+    state_dir: Option<&std::path::Path>,
+) -> Result<Daemon, DaemonError> {
     let http = settings.proto.addrs.http;
     let me: NodeId = settings.proto.node;
     let key = settings.keys[0].1;
     let disks = settings.proto.disks.clone();
     let probe = ProbeConfig::from_timing(&settings.proto.timing);
-    let runtime = Runtime::bind(settings)?;
+    let life = state_dir.map(|d| crate::life::LifeFile::new(d, me));
+    let runtime = Runtime::bind(settings, life)?;
     let shared = runtime.shared();
     let listener = tokio::net::TcpListener::bind(http)
         .await

@@ -12,6 +12,7 @@ pub mod configsvc;
 pub mod daemon;
 pub mod disks;
 pub mod httpd;
+pub mod life;
 pub mod range;
 pub mod runtime;
 pub mod settings;

@@ -16,6 +16,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::life::LifeFile;
 use crate::settings::NodeSettings;
 use crate::transport::{Transport, MAX_DATAGRAM};
 
@@ -151,6 +152,7 @@ pub struct Runtime {
     shared: Arc<Shared>,
     control: mpsc::Receiver<LocalEvent>,
     held: Option<ClusterMap>,
+    life: Option<LifeFile>,
 }
 
 fn unix_ms() -> u64 {
@@ -161,10 +163,20 @@ fn unix_ms() -> u64 {
 
 impl Runtime {
     /// Builds the protocol node and binds its sockets.
-    pub fn bind(settings: NodeSettings) -> Result<Runtime, NodeError> {
+    pub fn bind(settings: NodeSettings, life: Option<LifeFile>) -> Result<Runtime, NodeError> {
         let now = Instant::now();
-        // A new life at every start: the wall clock in milliseconds grows across restarts.
-        let incarnation = Incarnation(unix_ms());
+        // A new life at every start, above every earlier one.
+        let incarnation = life
+            .as_ref()
+            .map_or(Incarnation(unix_ms()), |f| f.next(unix_ms()));
+        if let Some(f) = &life {
+            if let Err(e) = f.record(incarnation) {
+                tracing::warn!(
+                    "cannot record the node's life in {}: {e}",
+                    f.path().display()
+                );
+            }
+        }
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).unwrap_or_default();
         let id = settings.proto.node;
@@ -202,6 +214,7 @@ impl Runtime {
             shared,
             control,
             held: None,
+            life,
         })
     }
 
@@ -257,6 +270,14 @@ impl Runtime {
         }
         let id = self.shared.node;
         for e in out.events.drain(..) {
+            if let (Event::Refuted { incarnation }, Some(f)) = (&e, &self.life) {
+                if let Err(err) = f.record(*incarnation) {
+                    tracing::warn!(
+                        "cannot record the node's life in {}: {err}",
+                        f.path().display()
+                    );
+                }
+            }
             self.shared.publish(local_event(id, &e));
         }
         if let Some(map) = self.node.map() {

@@ -226,7 +226,8 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(url)) => node_cmd::Source::Url { url, cache_dir },
                 _ => bail!("give --config FILE or --config-url URL"),
             };
-            node_cmd::run(node_cmd::settings(&source, id)?)
+            let state = node_cmd::state_dir(&source);
+            node_cmd::run(node_cmd::settings(&source, id)?, state)
         }
         Command::Status {
             config,

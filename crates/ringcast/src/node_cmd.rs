@@ -29,20 +29,32 @@ pub fn settings(source: &Source, node: u32) -> Result<NodeSettings> {
     }
 }
 
+/// Where a node keeps its state (its last life): beside the cluster file, or
+/// in the cache of the configuration service's copy.
+pub fn state_dir(source: &Source) -> PathBuf {
+    match source {
+        Source::File(path) => path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf())
+            .join("state"),
+        Source::Url { cache_dir, .. } => cache_dir.clone(),
+    }
+}
+
 /// Runs the node until it has left (after SIGINT or SIGTERM, or `POST /v1/leave`).
-pub fn run(settings: NodeSettings) -> Result<()> {
+pub fn run(settings: NodeSettings, state_dir: PathBuf) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(settings))
+    rt.block_on(serve(settings, state_dir))
 }
 
-async fn serve(settings: NodeSettings) -> Result<()> {
+async fn serve(settings: NodeSettings, state_dir: PathBuf) -> Result<()> {
     let http: SocketAddr = settings.proto.addrs.http;
     let id = settings.proto.node;
-    let mut daemon = daemon::start(settings).await?;
+    let mut daemon = daemon::start(settings, Some(&state_dir)).await?;
     let shared = daemon.shared.clone();
     tracing::info!("node {id} running; HTTP on http://{http}");
     tokio::select! {

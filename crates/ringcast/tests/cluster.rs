@@ -187,3 +187,34 @@ fn leave_over_http_needs_the_admin_token() {
     c.wait_agree(1, &[1, 2]);
     assert_eq!(c.status_of(1, 3).as_deref(), Some("left"));
 }
+
+#[test]
+fn a_restarted_node_starts_above_its_last_life_even_if_the_clock_went_back() {
+    // Replay windows refuse lower lives: a node restarted below its last
+    // one would be deaf. The node keeps its last life beside the cluster file.
+    isolate_network();
+    let mut c = Cluster::write(&Spec::new(3));
+    let far = 9_000_000_000_000u64; // far above any wall-clock millisecond today
+    std::fs::create_dir_all(c.dir.join("state")).unwrap();
+    std::fs::write(c.dir.join("state").join("node-2.life"), format!("{far}\n")).unwrap();
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    c.wait_agree(1, &[1, 2, 3]);
+    let life = |c: &Cluster| {
+        c.view(1).unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == 2)
+            .and_then(|n| n["incarnation"].as_u64())
+            .unwrap()
+    };
+    assert_eq!(life(&c), far + 1);
+    // A restart goes above that again, and the cluster hears it.
+    c.kill(2);
+    c.spawn(2);
+    c.wait("n2 is back with a newer life", |c| {
+        c.agrees(1, &[1, 2, 3]) && life(c) == far + 2
+    });
+}
