@@ -407,6 +407,10 @@ impl Node {
         self.stats.supervisor_changes += 1;
         self.events
             .push_back(Event::BecameSupervisor { epoch, reason });
+        // What this node's ring already knows counts at once: its own
+        // declarations, and the accumulated reports of the others.
+        self.apply_own_declarations(now);
+        self.apply_ring_entries(now);
         if matches!(reason, Reason::Takeover | Reason::Resume | Reason::Handover)
             && previous != self.cfg.node
         {
@@ -476,7 +480,7 @@ impl Node {
                     // wins over its members (claim 22, partitions healing).
                     if n.map.epoch > view.map.epoch {
                         view.map.epoch = n.map.epoch;
-                        view.map.version += 1;
+                        view.map.version = view.map.version.saturating_add(1);
                     }
                     self.notify_now = true;
                 }
@@ -768,29 +772,44 @@ impl Node {
 
     /// Claim 8: upstream silent for `miss_limit` periods.
     fn on_upstream_silent(&mut self, now: Instant) {
-        let Some(d) = self.ring.declare_upstream() else {
-            return;
-        };
-        self.stats.failure_declarations += 1;
-        self.events
-            .push_back(Event::UpstreamDeclared { node: d.node });
+        if let Some(d) = self.ring.declare_upstream() {
+            self.stats.failure_declarations += 1;
+            self.events
+                .push_back(Event::UpstreamDeclared { node: d.node });
+        }
         if self.role == Role::Supervisor {
-            let me = self.cfg.node;
-            let declared = self
-                .view
-                .as_mut()
-                .is_some_and(|v| v.apply_declaration(&d, me, &self.cfg.priority));
-            if declared {
-                self.events.push_back(Event::NodeFailed {
-                    node: d.node,
-                    declared_by: me,
-                });
-                self.notify_now = true;
-                self.follow_ring(now);
-            }
+            // A declaration made while a member (it may never have reached
+            // the old supervisor) counts as soon as this node supervises.
+            self.apply_own_declarations(now);
         } else {
             self.send_status();
         }
+    }
+
+    /// Claim 9: as supervisor, marks failed every node this node itself declared.
+    fn apply_own_declarations(&mut self, now: Instant) {
+        let me = self.cfg.node;
+        let pending: Vec<_> = self.ring.declarations().copied().collect();
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        let mut declared = Vec::new();
+        for d in pending {
+            if view.apply_declaration(&d, me, &self.cfg.priority) {
+                declared.push(d.node);
+            }
+        }
+        if declared.is_empty() {
+            return;
+        }
+        for node in declared {
+            self.events.push_back(Event::NodeFailed {
+                node,
+                declared_by: me,
+            });
+        }
+        self.notify_now = true;
+        self.follow_ring(now);
     }
 
     // ----- sending -----

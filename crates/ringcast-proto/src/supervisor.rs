@@ -131,7 +131,7 @@ impl View {
     /// Claim 6: re-forms the ring and bumps the map's version after a change.
     fn changed(&mut self, priority: &[NodeId]) {
         self.map.reform_ring(priority);
-        self.map.version += 1;
+        self.map.version = self.map.version.saturating_add(1);
     }
 
     /// Claim 12: this view taken over by `me`: `me` becomes the supervisor of a

@@ -675,3 +675,58 @@ fn campaign_seed_5587_a_restart_above_a_refuted_life_is_heard() {
         report.violations.join("\n\n")
     );
 }
+
+#[test]
+fn the_supervisor_and_its_downstream_crashing_together_are_both_marked_failed() {
+    // Found by the `model` fuzz target: n3 declared its upstream n2 towards
+    // the dead n1, then took over with n2 still listed up, and the ring
+    // stayed broken through n2 for good.
+    for seed in 0..20 {
+        let mut s = formed(5, 100 + seed);
+        s.crash(1);
+        s.crash(2);
+        converge(&mut s);
+        assert_cluster(&s, 3, &[3, 4, 5]);
+        assert!(
+            s.all_list(&s.live(), 2, MemberStatus::Failed),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn an_absurd_map_version_from_a_keyholder_does_not_overflow() {
+    // Found by the `node_datagram` fuzz target: a notification with
+    // epoch and version at u64::MAX made the preempting node's version overflow.
+    use ringcast_proto::map::ClusterMap;
+    use ringcast_proto::message::Notify;
+    use ringcast_proto::{Epoch, Rank, Tables};
+    let mut s = sim(5, 21);
+    s.start(4);
+    s.run_for(Duration::from_millis(10));
+    let addrs = s.machine(5).cfg.addrs;
+    let notify = Message::Notify(Notify {
+        addrs,
+        map: ClusterMap {
+            supervisor: NodeId(5),
+            epoch: Epoch(u64::MAX),
+            supervisor_rank: Rank(4),
+            version: u64::MAX,
+            servers: vec![],
+            members: vec![],
+            ring: vec![],
+        },
+        tables: Tables::default(),
+    });
+    let key = Keyring::new(KeyId(1), ringcast_sim::world::SIM_KEY);
+    let mut sealer = Sealer::new(ClusterId(1), 1, NodeId(5), Incarnation(1), 1400);
+    for frame in sealer.seal(&key, &notify.encode()).unwrap() {
+        s.inject(4, frame);
+    }
+    s.run_for(Duration::from_millis(200));
+    assert_eq!(
+        s.node(4).role(),
+        Role::Supervisor,
+        "n4 preempted and kept running"
+    );
+}
