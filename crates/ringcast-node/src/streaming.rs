@@ -173,31 +173,21 @@ impl Streaming {
 
     /// The supervisor's knowledge of which disks hold `title`, refreshing
     /// the catalog of every disk whose reported digest changed.
-    fn replicas(&self, title: &Title) -> Vec<DiskId> {
-        let snap = self.shared.snapshot();
-        let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
-            return Vec::new();
-        };
+    fn replicas(
+        &self,
+        title: &Title,
+        map: &ringcast_proto::ClusterMap,
+        tables: &ringcast_proto::Tables,
+    ) -> Vec<DiskId> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut replicas = Vec::new();
         for row in &tables.disk_usage {
-            let cached = self
-                .known
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&row.disk)
-                .map(|(d, _)| *d);
-            if cached != Some(row.catalog) {
+            if known.get(&row.disk).map(|(d, _)| *d) != Some(row.catalog) {
                 if let Some(titles) = self.fetch_catalog(row.disk, map, tables) {
-                    self.known
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(row.disk, (row.catalog, titles));
+                    known.insert(row.disk, (row.catalog, titles));
                 }
             }
-            let holds = self
-                .known
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            let holds = known
                 .get(&row.disk)
                 .is_some_and(|(_, t)| t.contains(title.as_str()));
             if holds {
@@ -245,11 +235,11 @@ impl Streaming {
 
     /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
     fn decide(&self, title: &Title, stream: u64, entry: String) -> Result<PlaceAnswer, Refused> {
-        let replicas = self.replicas(title);
         let snap = self.shared.snapshot();
         let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
             return Err(refused(unavailable("the cluster is forming", 1)));
         };
+        let replicas = self.replicas(title, map, tables);
         let placed = self.book.lock().unwrap_or_else(|e| e.into_inner()).place(
             stream,
             replicas,

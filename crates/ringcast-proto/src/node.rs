@@ -816,7 +816,6 @@ impl Node {
 
     fn flush(&mut self, now: Instant) {
         if self.notify_now && self.role == Role::Supervisor {
-            self.notify_now = false;
             if let Some(view) = self.view.as_ref() {
                 let notify = Notify {
                     addrs: view.supervisor_addrs,
@@ -827,9 +826,7 @@ impl Node {
             }
             self.timers
                 .set(Timer::Notify, now + self.cfg.timing.notify_interval);
-            if self.role == Role::Supervisor {
-                self.follow_ring(now);
-            }
+            self.follow_ring(now);
         }
         self.notify_now = false;
     }

@@ -137,7 +137,6 @@ impl View {
     /// Claim 12: this view taken over by `me`: `me` becomes the supervisor of a
     /// new epoch, listed up; the previous supervisor, if another node, is
     /// marked `previous_status`.
-    #[allow(clippy::too_many_arguments)]
     pub fn take_over(
         &mut self,
         me: Member,

@@ -61,12 +61,8 @@ enum Command {
     },
     /// Shows the cluster: supervisor, epoch, every node's status and role.
     Status {
-        /// The cluster file (asks its nodes).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// A node's HTTP address, e.g. http://127.0.0.1:8501.
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        target: Target,
         /// Print the JSON of /v1/cluster.
         #[arg(long)]
         json: bool,
@@ -76,12 +72,8 @@ enum Command {
     },
     /// Follows the cluster's events until interrupted.
     Events {
-        /// The cluster file (asks its nodes).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// A node's HTTP address.
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        target: Target,
         /// Print each event as JSON.
         #[arg(long)]
         json: bool,
@@ -119,6 +111,23 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+/// Which running cluster a command asks.
+#[derive(clap::Args)]
+struct Target {
+    /// The cluster file (asks its nodes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A node's HTTP address, e.g. http://127.0.0.1:8501.
+    #[arg(long)]
+    url: Option<String>,
+}
+
+impl Target {
+    fn bases(&self) -> Result<Vec<String>> {
+        status_cmd::targets(self.config.as_deref(), self.url.as_deref())
+    }
 }
 
 #[derive(Subcommand)]
@@ -230,12 +239,11 @@ fn run(cli: Cli) -> Result<()> {
             node_cmd::run(node_cmd::settings(&source, id)?, state)
         }
         Command::Status {
-            config,
-            url,
+            target,
             json,
             no_follow,
         } => {
-            let targets = status_cmd::targets(config.as_deref(), url.as_deref())?;
+            let targets = target.bases()?;
             let view = status_cmd::fetch(&targets, !no_follow)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
@@ -244,10 +252,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Events { config, url, json } => {
-            let targets = status_cmd::targets(config.as_deref(), url.as_deref())?;
-            status_cmd::follow_events(&targets, json)
-        }
+        Command::Events { target, json } => status_cmd::follow_events(&target.bases()?, json),
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => {
                 let cf = clusterfile::load(&file)?;
