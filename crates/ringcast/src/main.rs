@@ -201,6 +201,17 @@ fn init_logs(json: bool) {
     }
 }
 
+/// Writes to standard output. Returns false when the reader went away
+/// (`| head`), which ends a command quietly rather than as an error.
+pub(crate) fn print_out(text: &str) -> Result<bool> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to standard output"),
+    }
+}
+
 fn main() {
     if let Err(e) = run(Cli::parse()) {
         eprintln!("ringcast: {e:#}");
@@ -246,9 +257,9 @@ fn run(cli: Cli) -> Result<()> {
             let targets = target.bases()?;
             let view = status_cmd::fetch(&targets, !no_follow)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&view)?))?;
             } else {
-                status_cmd::print_table(&view);
+                print_out(&status_cmd::table(&view))?;
             }
             Ok(())
         }

@@ -58,16 +58,20 @@ fn follow_supervisor(agent: &ureq::Agent, view: Value) -> Value {
     }
 }
 
-/// Prints the cluster as a table.
-pub fn print_table(view: &Value) {
-    println!(
+/// The cluster as a table.
+pub fn table(view: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "cluster {}   supervisor n{}   epoch {}   (answered by n{})",
         view["cluster"].as_str().unwrap_or("?"),
         view["supervisor"],
         view["epoch"],
         view["node"]
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{:<6} {:<7} {:<11} {:<22} {:<22} LOAD",
         "NODE", "STATUS", "ROLE", "RING", "HTTP"
     );
@@ -91,7 +95,8 @@ pub fn print_table(view: &Value) {
         } else {
             "-"
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:<6} {:<7} {:<11} {:<22} {:<22} {}",
             format!("n{}", n["id"]),
             n["status"].as_str().unwrap_or("?"),
@@ -107,19 +112,21 @@ pub fn print_table(view: &Value) {
         .flatten()
         .map(|n| format!("n{n}"))
         .collect();
-    println!("ring: {}", ring.join(" -> "));
+    let _ = writeln!(out, "ring: {}", ring.join(" -> "));
     let disks = view["tables"]["disk_usage"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     if !disks.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<6} {:<7} {:>10} {:>10} {:>8} {:>12}",
             "DISK", "STATUS", "SIZE_MB", "USED_MB", "STREAMS", "READ_MB_S"
         );
         for d in disks {
             let mb = |v: &serde_json::Value| v.as_u64().unwrap_or(0) / (1 << 20);
-            println!(
+            let _ = writeln!(
+                out,
                 "{:<6} {:<7} {:>10} {:>10} {:>8} {:>12.1}",
                 format!("d{}", d["disk"]),
                 d["status"].as_str().unwrap_or("?"),
@@ -130,6 +137,7 @@ pub fn print_table(view: &Value) {
             );
         }
     }
+    out
 }
 
 /// Follows a node's event stream, printing one line per event, until interrupted.
@@ -150,18 +158,21 @@ pub fn follow_events(targets: &[String], json: bool) -> Result<()> {
                         continue;
                     };
                     let data = data.trim();
-                    if json {
-                        println!("{data}");
-                        continue;
+                    let text = if json {
+                        format!("{data}\n")
+                    } else {
+                        let e: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                        let at = e["at_ms"].as_u64().unwrap_or(0);
+                        format!(
+                            "{}  n{:<4} {}\n",
+                            clock(at),
+                            e["observer"],
+                            e["text"].as_str().unwrap_or(data)
+                        )
+                    };
+                    if !crate::print_out(&text)? {
+                        return Ok(());
                     }
-                    let e: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-                    let at = e["at_ms"].as_u64().unwrap_or(0);
-                    println!(
-                        "{}  n{:<4} {}",
-                        clock(at),
-                        e["observer"],
-                        e["text"].as_str().unwrap_or(data)
-                    );
                 }
                 bail!("{url} closed the event stream");
             }
