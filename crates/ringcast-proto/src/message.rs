@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{Capacity, NodeAddrs};
-use crate::ids::{DiskId, Epoch, Incarnation, NodeId};
+use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::ClusterMap;
 use crate::tables::{Load, Tables};
 
@@ -21,6 +21,22 @@ pub struct Notify {
     pub map: ClusterMap,
     /// Topology, node usage and disk usage (claims 4 and 11).
     pub tables: Tables,
+}
+
+/// Claim 10: the supervisor's periodic notification while its map and
+/// tables are the ones it last sent in full: who it is and which map it
+/// holds, without the map and tables. A node that lacks that map asks for it
+/// with a join request, which the supervisor answers with a full [`Notify`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    /// The supervisor's addresses.
+    pub addrs: NodeAddrs,
+    /// Its rank in the priority list.
+    pub supervisor_rank: Rank,
+    /// The epoch of its reign.
+    pub epoch: Epoch,
+    /// The version of the map it holds.
+    pub version: u64,
 }
 
 /// Claim 12: posted once by a node that has just taken over.
@@ -144,6 +160,8 @@ pub enum Message {
     Leave(Leave),
     /// Ring status (unicast to the downstream neighbour).
     Status(Status),
+    /// Supervisor notification without map and tables (bus).
+    Beat(Beat),
 }
 
 /// The kind of a message, for counters and logs.
@@ -159,16 +177,19 @@ pub enum MessageKind {
     Leave,
     /// [`Message::Status`].
     Status,
+    /// [`Message::Beat`].
+    Beat,
 }
 
 impl MessageKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [MessageKind; 5] = [
+    pub const ALL: [MessageKind; 6] = [
         MessageKind::Notify,
         MessageKind::SupervisorUpdate,
         MessageKind::Join,
         MessageKind::Leave,
         MessageKind::Status,
+        MessageKind::Beat,
     ];
 
     /// A short lowercase name, for metrics labels.
@@ -179,6 +200,7 @@ impl MessageKind {
             MessageKind::Join => "join",
             MessageKind::Leave => "leave",
             MessageKind::Status => "status",
+            MessageKind::Beat => "beat",
         }
     }
 }
@@ -197,6 +219,7 @@ impl Message {
             Message::Join(_) => MessageKind::Join,
             Message::Leave(_) => MessageKind::Leave,
             Message::Status(_) => MessageKind::Status,
+            Message::Beat(_) => MessageKind::Beat,
         }
     }
 

@@ -19,12 +19,22 @@ use crate::frame::{self, FrameError, Keyring, Opener, Sealer};
 use crate::health::LocalHealth;
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::{ClusterMap, Member, MemberStatus};
-use crate::message::{DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate};
+use crate::message::{
+    Beat, DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate,
+};
 use crate::ring::Ring;
 use crate::stats::Stats;
 use crate::supervisor::{JoinOutcome, View};
 use crate::tables::{Load, Tables};
 use crate::timer::{Timer, Timers};
+
+/// Claim 10: after its map or tables change, a supervisor sends them in full
+/// this many more periodic times before it beats.
+const FULL_REPEATS: u32 = 2;
+
+/// Claim 10: one periodic notification in this many is full even when
+/// nothing changed, so every member re-checks its place now and then.
+const FULL_EVERY: u32 = 10;
 
 /// What part a node plays right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +70,15 @@ pub struct Node {
     load: Load,
     disks: BTreeMap<DiskId, DiskReport>,
     notify_now: bool,
+    /// The pending notification is the periodic one: a beat will do if
+    /// nothing changed since the last full notification.
+    beat_ok: bool,
+    /// Epoch, map version and tables of the last full notification.
+    last_full: Option<(Epoch, u64, Tables)>,
+    /// Periodic full notifications still to send after a change.
+    full_repeats: u32,
+    /// Beats sent since the last full notification.
+    beats_since_full: u32,
     newest_config_seen: u32,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -115,6 +134,10 @@ impl Node {
             load: Load::default(),
             disks: BTreeMap::new(),
             notify_now: false,
+            beat_ok: false,
+            last_full: None,
+            full_repeats: 0,
+            beats_since_full: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -160,6 +183,7 @@ impl Node {
             Message::Join(j) => self.on_join(from, j),
             Message::Leave(l) => self.on_leave(now, from, l),
             Message::Status(s) => self.on_status(now, from, s),
+            Message::Beat(b) => self.on_beat(now, from, b),
         }
         self.flush(now);
     }
@@ -275,6 +299,7 @@ impl Node {
             Timer::Notify => {
                 if self.role == Role::Supervisor {
                     self.notify_now = true;
+                    self.beat_ok = true;
                 }
             }
             Timer::SupervisorSilence => self.on_supervisor_silent(now),
@@ -496,6 +521,41 @@ impl Node {
                     .is_none_or(|held| election::supersedes(&n.map, held));
                 if newer {
                     self.adopt(now, n);
+                }
+            }
+        }
+    }
+
+    /// Claim 10: a supervisor's beat. It keeps a member's supervisor alive
+    /// when it names the map the member holds; a node missing that map (a
+    /// listener, a member that lost a full notification, a rival supervisor)
+    /// makes the beating supervisor send its map in full.
+    fn on_beat(&mut self, now: Instant, from: NodeId, b: Beat) {
+        if self.ranks.get(&from) != Some(&b.supervisor_rank) {
+            return self.reject("inconsistent_beat");
+        }
+        self.highest_epoch = self.highest_epoch.max(b.epoch);
+        match self.role {
+            Role::Left => {}
+            Role::Listening => {
+                // A supervisor is there: ask to join instead of forming a
+                // cluster; its full notification answers the request.
+                self.send_join();
+                self.timers
+                    .set(Timer::Listen, now + self.cfg.timing.notification_time);
+            }
+            // A rival supervisor: a full notification settles who yields.
+            Role::Supervisor => self.notify_now = true,
+            Role::Member => {
+                let Some(map) = self.map() else { return };
+                let beat = (b.epoch, core::cmp::Reverse(b.supervisor_rank), b.version);
+                let from_ours = map.supervisor == from && map.epoch == b.epoch;
+                let (missing, newer) = (b.version > map.version, beat > map.precedence());
+                if from_ours {
+                    self.arm_supervisor_silence(now);
+                }
+                if (from_ours && missing) || (!from_ours && newer) {
+                    self.send_join();
                 }
             }
         }
@@ -817,18 +877,46 @@ impl Node {
     fn flush(&mut self, now: Instant) {
         if self.notify_now && self.role == Role::Supervisor {
             if let Some(view) = self.view.as_ref() {
-                let notify = Notify {
-                    addrs: view.supervisor_addrs,
-                    map: view.map.clone(),
-                    tables: view.tables.clone(),
+                let unchanged = self.last_full.as_ref().is_some_and(|(e, v, t)| {
+                    *e == view.map.epoch && *v == view.map.version && *t == view.tables
+                });
+                let message = if !unchanged {
+                    self.full_repeats = FULL_REPEATS;
+                    None
+                } else if self.beat_ok
+                    && self.full_repeats == 0
+                    && self.beats_since_full + 1 < FULL_EVERY
+                {
+                    self.beats_since_full += 1;
+                    Some(Message::Beat(Beat {
+                        addrs: view.supervisor_addrs,
+                        supervisor_rank: view.map.supervisor_rank,
+                        epoch: view.map.epoch,
+                        version: view.map.version,
+                    }))
+                } else {
+                    if self.beat_ok {
+                        self.full_repeats = self.full_repeats.saturating_sub(1);
+                    }
+                    None
                 };
-                self.send(Destination::Bus, Message::Notify(notify));
+                let message = message.unwrap_or_else(|| {
+                    self.beats_since_full = 0;
+                    self.last_full = Some((view.map.epoch, view.map.version, view.tables.clone()));
+                    Message::Notify(Notify {
+                        addrs: view.supervisor_addrs,
+                        map: view.map.clone(),
+                        tables: view.tables.clone(),
+                    })
+                });
+                self.send(Destination::Bus, message);
             }
             self.timers
                 .set(Timer::Notify, now + self.cfg.timing.notify_interval);
             self.follow_ring(now);
         }
         self.notify_now = false;
+        self.beat_ok = false;
     }
 
     fn send_status(&mut self) {

@@ -12,6 +12,7 @@
 pub mod campaign;
 pub mod check;
 pub mod demo;
+pub mod hierarchy;
 pub mod world;
 
 pub use world::{NetFaults, Sim, SimConfig};

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use ringcast_proto::Timing;
 use ringcast_sim::campaign::{self, CampaignConfig, Faults};
+use ringcast_sim::hierarchy::{self, HierarchyConfig, Shape};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,46 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Claim 5: a hierarchy of clusters (each cluster a node of its parent):
+    /// cold start, supervisors killed at every level, whole sub-clusters
+    /// killed; the last line is a JSON summary.
+    Hierarchy {
+        /// Members per cluster at each level, root first: 22x22x22 is 10,648
+        /// machines in three levels.
+        #[arg(long, default_value = "22x22x22")]
+        shape: Shape,
+        /// Simulated seconds to run.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Seed (default: SIM_SEED or 1).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Status and notify interval of the leaf clusters, milliseconds.
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        /// How many times slower each level runs than the level below it.
+        #[arg(long, default_value_t = 3)]
+        slowdown: u32,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+fn seed_or_env(seed: Option<u64>) -> Result<u64> {
+    match seed {
+        Some(s) => Ok(s),
+        None => match std::env::var("SIM_SEED") {
+            Ok(v) => v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("SIM_SEED must be a number, not {v:?}")),
+            Err(_) => Ok(1),
+        },
+    }
+}
+
+fn threads_or_cores(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn main() -> Result<()> {
@@ -96,15 +137,7 @@ fn main() -> Result<()> {
             if !(0.0..=3600.0).contains(&fault_seconds) {
                 bail!("--fault-seconds must be between 0 and 3600, not {fault_seconds}");
             }
-            let first_seed = match first_seed {
-                Some(s) => s,
-                None => match std::env::var("SIM_SEED") {
-                    Ok(v) => v
-                        .parse()
-                        .map_err(|_| anyhow::anyhow!("SIM_SEED must be a number, not {v:?}"))?,
-                    Err(_) => 1,
-                },
-            };
+            let first_seed = seed_or_env(first_seed)?;
             let timing = Timing::with_interval(Duration::from_millis(interval_ms), miss_limit);
             let cfg = CampaignConfig {
                 nodes,
@@ -116,8 +149,7 @@ fn main() -> Result<()> {
                 },
                 timing,
                 fault_time: Duration::from_secs_f64(fault_seconds),
-                threads: threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                threads: threads_or_cores(threads),
             };
             eprintln!(
                 "campaign: seeds {}..{} ({} nodes, faults {:?})",
@@ -136,6 +168,47 @@ fn main() -> Result<()> {
             });
             let _ = reports;
             println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Hierarchy {
+            shape,
+            seconds,
+            seed,
+            interval_ms,
+            slowdown,
+            threads,
+        } => {
+            if !(1.0..=3600.0).contains(&seconds) {
+                bail!("--seconds must be between 1 and 3600, not {seconds}");
+            }
+            if !(1..=60_000).contains(&interval_ms) {
+                bail!("--interval-ms must be between 1 and 60000, not {interval_ms}");
+            }
+            if !(1..=20).contains(&slowdown) {
+                bail!("--slowdown must be between 1 and 20, not {slowdown}");
+            }
+            let cfg = HierarchyConfig {
+                shape,
+                seed: seed_or_env(seed)?,
+                duration: Duration::from_secs_f64(seconds),
+                leaf_timing: Timing::with_interval(Duration::from_millis(interval_ms), 3),
+                slowdown,
+                threads: threads_or_cores(threads),
+            };
+            eprintln!(
+                "hierarchy: shape {} ({} machines), seed {}, {} simulated seconds",
+                cfg.shape,
+                cfg.shape.machines(),
+                cfg.seed,
+                seconds
+            );
+            let summary = hierarchy::run(&cfg, &mut |line| eprintln!("  {line}"));
+            for v in &summary.violation_examples {
+                eprintln!("VIOLATION: {v}");
+            }
+            println!("{}", serde_json::to_string(&summary)?);
+            if summary.violations > 0 {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

@@ -90,6 +90,10 @@ pub struct Machine {
     paused_until: Option<Instant>,
     /// Every event it emitted, with the virtual time since start.
     pub events: Vec<(Duration, Event)>,
+    /// Bytes it sent (a bus datagram counts once).
+    pub sent: u64,
+    /// Bytes delivered to it.
+    pub received: u64,
 }
 
 impl Machine {
@@ -223,6 +227,8 @@ impl Sim {
                 timer_gen: 0,
                 paused_until: None,
                 events: Vec::new(),
+                sent: 0,
+                received: 0,
             })
             .collect();
         Sim {
@@ -466,6 +472,9 @@ impl Sim {
             return;
         };
         let now = self.now;
+        if self.machines[to].node.is_some() {
+            self.machines[to].received += bytes.len() as u64;
+        }
         let Some(node) = self.machines[to].node.as_mut() else {
             return;
         };
@@ -522,6 +531,7 @@ impl Sim {
 
     fn send(&mut self, from: usize, t: Transmit) {
         self.traffic.sent += t.payload.len() as u64;
+        self.machines[from].sent += t.payload.len() as u64;
         let bytes = Arc::new(t.payload);
         match t.destination {
             Destination::Bus => {
@@ -625,6 +635,39 @@ impl Sim {
         m.node
             .as_ref()
             .is_some_and(|n| n.incarnation() == incarnation && n.role() != Role::Left)
+    }
+
+    /// The live supervisor that speaks for this cluster, with its life: the
+    /// one of the newest epoch if a partition left several (claim 5: it holds
+    /// the cluster's seat in the parent cluster).
+    pub fn speaker(&self) -> Option<(u32, Incarnation)> {
+        self.machines
+            .iter()
+            .filter_map(|m| m.node.as_ref().map(|n| (m.id.0, n)))
+            .filter(|(_, n)| n.role() == Role::Supervisor)
+            .max_by_key(|(id, n)| (n.map().map(|m| m.epoch), std::cmp::Reverse(*id)))
+            .map(|(id, n)| (id, n.incarnation()))
+    }
+
+    /// Whether every live node follows one supervisor that is itself live:
+    /// the cluster is served again (the failover measure of every level).
+    pub fn follows_one_live_supervisor(&self) -> bool {
+        let mut live = self
+            .machines
+            .iter()
+            .filter_map(|m| m.node.as_ref())
+            .filter(|n| n.role() != Role::Left);
+        let Some(first) = live.next() else {
+            return true;
+        };
+        let Some(sup) = first.supervisor() else {
+            return false;
+        };
+        live.all(|n| n.supervisor() == Some(sup))
+            && self
+                .machines
+                .get((sup.0 as usize).wrapping_sub(1))
+                .is_some_and(Machine::is_live)
     }
 
     /// The map node `id` holds.

@@ -730,3 +730,58 @@ fn an_absurd_map_version_from_a_keyholder_does_not_overflow() {
         "n4 preempted and kept running"
     );
 }
+
+#[test]
+fn a_quiet_supervisor_beats_between_full_notifications() {
+    let mut s = sim(5, 41);
+    s.start_all();
+    converge(&mut s);
+    s.run_for(Duration::from_millis(200));
+    let (full, beats) = (
+        sent(&s, 1, MessageKind::Notify),
+        sent(&s, 1, MessageKind::Beat),
+    );
+    s.run_for(Duration::from_secs(1));
+    let full = sent(&s, 1, MessageKind::Notify) - full;
+    let beats = sent(&s, 1, MessageKind::Beat) - beats;
+    // 50 periodic notifications in a second: one in ten is full.
+    assert!((4..=6).contains(&full), "{full} full notifications");
+    assert!((44..=46).contains(&beats), "{beats} beats");
+    assert_cluster(&s, 1, &[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_member_that_missed_a_change_asks_for_the_map_when_it_hears_a_newer_beat() {
+    let mut s = sim(11, 42);
+    for id in 1..=10 {
+        s.start(id);
+    }
+    converge(&mut s);
+    s.run_for(Duration::from_millis(300));
+    // n7 hears nothing from the supervisor while n11 joins (between n10
+    // and n1 on the ring, away from n7) and the full notifications of that
+    // change are repeated; the cut is shorter than n7's takeover wait. Then
+    // the link comes back and n7 hears only beats naming a newer map.
+    s.cut(1, 7);
+    s.start(11);
+    wait(&mut s, "n11 joined", |s| {
+        s.map_of(1)
+            .and_then(|m| m.member(NodeId(11)))
+            .is_some_and(|m| m.status == MemberStatus::Up)
+    });
+    s.run_for(Duration::from_millis(45));
+    let stale = s.map_of(7).expect("n7 has a map").version;
+    assert!(stale < s.map_of(1).expect("n1 has a map").version);
+    s.heal();
+    let took = wait(&mut s, "n7 holds the supervisor's map", |s| {
+        s.map_of(7).map(|m| m.version) == s.map_of(1).map(|m| m.version)
+    });
+    // The next beat (20 ms) makes n7 ask; the answer is a full notification.
+    assert!(
+        took < Duration::from_millis(30),
+        "n7 got the map after {took:?}, not at the next beat"
+    );
+    converge(&mut s);
+    assert_cluster(&s, 1, &(1..=11).collect::<Vec<_>>());
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
