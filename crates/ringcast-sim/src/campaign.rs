@@ -20,8 +20,15 @@ use crate::world::{NetFaults, Sim, SimConfig};
 pub enum Faults {
     /// None: a quiet network; no live node may ever be marked failed.
     None,
-    /// Loss, duplication, reordering, partitions, crashes, restarts, pauses and leaves.
+    /// Safety mode: loss, duplication, reordering, partitions, crashes,
+    /// restarts, pauses and leaves of any node; safety is checked after
+    /// every step, convergence once the faults end.
     All,
+    /// Liveness mode: the same faults, but only outside a healthy majority
+    /// (never crashed, paused or left, never split, at most 5% loss); the
+    /// majority must never go longer than [`liveness_bound`] without one
+    /// live supervisor that all of it follows.
+    Minority,
 }
 
 /// How a campaign runs.
@@ -58,6 +65,8 @@ pub struct SeedReport {
     pub detect: Option<Duration>,
     /// Bytes sent and received per node per second on the quiet network.
     pub bytes_per_node_per_s: f64,
+    /// Liveness mode: the longest the majority went unserved.
+    pub majority_unserved: Option<Duration>,
 }
 
 /// The campaign's summary: the last line of `ringcast-sim campaign`.
@@ -67,8 +76,12 @@ pub struct Summary {
     pub seeds: u64,
     /// Nodes per seed.
     pub nodes: u32,
-    /// "none" or "all".
+    /// "none", "all" (safety mode) or "minority" (liveness mode).
     pub faults: &'static str,
+    /// Liveness mode: the longest the healthy majority went without a
+    /// supervisor it all followed, 99th percentile over seeds, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub majority_unserved_ms_p99: Option<f64>,
     /// Violations found (seeds with at least one).
     pub violations: u64,
     /// Seeds that failed, first few.
@@ -93,6 +106,13 @@ pub struct Summary {
     pub miss_limit: u32,
     /// Wall-clock seconds the campaign took.
     pub wall_s: f64,
+}
+
+/// Liveness mode: the longest a healthy majority may go without a supervisor
+/// it all follows: the last-ranked node's takeover wait after a missed
+/// notification, and a ring's detection, three times over.
+pub fn liveness_bound(timing: &Timing, nodes: u32) -> Duration {
+    (timing.notification_time + timing.takeover_step * nodes + timing.upstream_timeout()) * 3
 }
 
 /// The deadline for convergence once the network is quiet.
@@ -141,6 +161,14 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
     let bytes = (sim.traffic.sent - before.sent) + (sim.traffic.received - before.received);
     report.bytes_per_node_per_s = bytes as f64 / f64::from(cfg.nodes) / window.as_secs_f64();
 
+    if cfg.faults == Faults::Minority {
+        report.majority_unserved = Some(inject_minority_faults(&mut sim, cfg));
+        heal_everything(&mut sim);
+        if sim.run_until(limit, check::converged).is_err() {
+            let why = check::not_converged(&sim).unwrap_or_default();
+            sim.violation(format!("no convergence after the faults ended: {why}"));
+        }
+    }
     if cfg.faults == Faults::All {
         inject_faults(&mut sim, cfg);
         heal_everything(&mut sim);
@@ -197,6 +225,98 @@ fn inject_faults(sim: &mut Sim, cfg: &CampaignConfig) {
             _ => {}
         }
     }
+}
+
+/// Liveness mode: faults outside a random healthy majority; returns the
+/// longest the majority went without one live supervisor it all followed
+/// (a violation beyond [`liveness_bound`]).
+fn inject_minority_faults(sim: &mut Sim, cfg: &CampaignConfig) -> Duration {
+    let n = cfg.nodes;
+    let mut ids: Vec<u32> = (1..=n).collect();
+    ids.shuffle(sim.rng());
+    let majority: Vec<u32> = ids[..(n / 2 + 1) as usize].to_vec();
+    let minority: Vec<u32> = ids[(n / 2 + 1) as usize..].to_vec();
+    let loss = sim.rng().gen_range(0.0..0.05);
+    let duplicate = sim.rng().gen_range(0.0..0.05);
+    let delay_max = Duration::from_micros(sim.rng().gen_range(500..5000));
+    sim.set_net(NetFaults {
+        loss,
+        duplicate,
+        delay_min: Duration::from_micros(50),
+        delay_max,
+    });
+    let bound = liveness_bound(&cfg.timing, n);
+    let tick = Duration::from_millis(5);
+    let end = sim.now() + cfg.fault_time;
+    let (mut unserved_since, mut worst) = (None, Duration::ZERO);
+    let mut next_fault = sim.now();
+    while sim.now() < end {
+        sim.run_for(tick);
+        let now = sim.now();
+        if majority_served(sim, &majority) {
+            unserved_since = None;
+        } else {
+            let since = *unserved_since.get_or_insert(now);
+            worst = worst.max(now - since);
+        }
+        if now < next_fault || minority.is_empty() {
+            continue;
+        }
+        next_fault = now + Duration::from_millis(sim.rng().gen_range(20..300));
+        let id = minority[sim.rng().gen_range(0..minority.len())];
+        let running = sim.machine(id).node.is_some();
+        match sim.rng().gen_range(0..10) {
+            0 | 1 if running => sim.crash(id),
+            2 | 3 if !running || !sim.machine(id).is_live() => sim.start(id),
+            4 => {
+                // The majority stays in one piece, with some of the minority.
+                let mut cut: Vec<u32> = minority
+                    .iter()
+                    .copied()
+                    .filter(|_| sim.rng().gen_bool(0.5))
+                    .collect();
+                if cut.is_empty() {
+                    cut.push(id);
+                }
+                sim.partition(&[&cut]);
+            }
+            5 => sim.heal(),
+            6 if running => {
+                let pause = Duration::from_millis(sim.rng().gen_range(10..300));
+                sim.pause(id, pause);
+            }
+            7 if running => sim.leave(id),
+            _ => {}
+        }
+    }
+    if worst > bound {
+        sim.violation(format!(
+            "the healthy majority {majority:?} went {worst:?} without a supervisor it all followed (bound {bound:?})"
+        ));
+    }
+    worst
+}
+
+/// Whether every node of `majority` follows one supervisor that runs and
+/// supervises (it may be outside the majority).
+fn majority_served(sim: &Sim, majority: &[u32]) -> bool {
+    let Some(sup) = sim
+        .machine(majority[0])
+        .node
+        .as_ref()
+        .and_then(|n| n.supervisor())
+    else {
+        return false;
+    };
+    let follows = majority
+        .iter()
+        .all(|id| sim.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(sup));
+    let supervises = sim
+        .machines
+        .get((sup.0 as usize).wrapping_sub(1))
+        .and_then(|m| m.node.as_ref())
+        .is_some_and(|n| n.role() == Role::Supervisor);
+    follows && supervises
 }
 
 fn heal_everything(sim: &mut Sim) {
@@ -325,6 +445,7 @@ pub fn run(
     let mut failover = collect(&|r| r.failover.map(ms));
     let mut detect = collect(&|r| r.detect.map(ms));
     let mut bytes = collect(&|r| Some(r.bytes_per_node_per_s));
+    let mut unserved = collect(&|r| r.majority_unserved.map(ms));
     let failing: Vec<u64> = reports
         .iter()
         .filter(|r| !r.violations.is_empty())
@@ -336,7 +457,9 @@ pub fn run(
         faults: match cfg.faults {
             Faults::None => "none",
             Faults::All => "all",
+            Faults::Minority => "minority",
         },
+        majority_unserved_ms_p99: (!unserved.is_empty()).then(|| percentile(&mut unserved, 99.0)),
         violations: failing.len() as u64,
         failing_seeds: failing.iter().take(20).copied().collect(),
         formation_ms_p50: percentile(&mut formation, 50.0),

@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use ringcast_proto::event::{Event, LocalEvent};
+use ringcast_proto::tables::aggregate;
 use ringcast_proto::{Capacity, ClusterId, MemberStatus, NodeId, Timing};
 use ringcast_proto::{Incarnation, Load};
 use serde::Serialize;
@@ -437,28 +438,7 @@ impl Hierarchy {
         let world = &self.clusters[cluster].world;
         let (id, _) = world.speaker()?;
         let node = world.machine(id).node.as_ref()?;
-        let (map, tables) = (node.map()?, node.tables()?);
-        let mut capacity = Capacity {
-            max_streams: 0,
-            max_bytes_per_s: 0,
-        };
-        let mut load = Load::default();
-        for usage in &tables.node_usage {
-            let up = map
-                .member(usage.node)
-                .is_some_and(|m| m.status == MemberStatus::Up);
-            if up {
-                capacity.max_streams = capacity
-                    .max_streams
-                    .saturating_add(usage.capacity.max_streams);
-                capacity.max_bytes_per_s = capacity
-                    .max_bytes_per_s
-                    .saturating_add(usage.capacity.max_bytes_per_s);
-                load.streams = load.streams.saturating_add(usage.load.streams);
-                load.bytes_per_s = load.bytes_per_s.saturating_add(usage.load.bytes_per_s);
-            }
-        }
-        Some((capacity, load))
+        Some(aggregate(node.map()?, node.tables()?))
     }
 
     /// Hands each seat its sub-cluster's current load when it changed.

@@ -20,8 +20,13 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum FaultArg {
+    /// A quiet network: no live node may ever be marked failed.
     None,
+    /// Safety mode: any fault on any node.
     All,
+    /// Liveness mode: faults only outside a healthy majority, which must
+    /// keep a supervisor throughout.
+    Minority,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +151,7 @@ fn main() -> Result<()> {
                 faults: match faults {
                     FaultArg::None => Faults::None,
                     FaultArg::All => Faults::All,
+                    FaultArg::Minority => Faults::Minority,
                 },
                 timing,
                 fault_time: Duration::from_secs_f64(fault_seconds),

@@ -606,6 +606,31 @@ fn a_short_campaign_with_every_fault_finds_no_violation() {
 }
 
 #[test]
+fn a_healthy_majority_keeps_a_supervisor_while_the_minority_fails_around_it() {
+    // Liveness mode: crashes, restarts, pauses, leaves and partitions of the
+    // minority only; the majority is never without a supervisor it all
+    // follows for longer than the liveness bound.
+    use ringcast_sim::campaign::{self, liveness_bound, CampaignConfig, Faults};
+    let cfg = CampaignConfig {
+        nodes: 9,
+        first_seed: 3000,
+        seeds: 12,
+        faults: Faults::Minority,
+        timing: ringcast_proto::Timing::lan(),
+        fault_time: Duration::from_secs(2),
+        threads: 2,
+    };
+    let (summary, reports) = campaign::run(&cfg, |_, _| {});
+    let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let bound = liveness_bound(&cfg.timing, cfg.nodes);
+    assert!(reports
+        .iter()
+        .all(|r| r.majority_unserved.is_some_and(|d| d <= bound)));
+    assert!(summary.majority_unserved_ms_p99.is_some());
+}
+
+#[test]
 fn a_quiet_campaign_never_marks_a_live_node_failed() {
     use ringcast_sim::campaign::{self, CampaignConfig, Faults};
     let cfg = CampaignConfig {
