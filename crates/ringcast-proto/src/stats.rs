@@ -5,6 +5,31 @@ use std::time::Duration;
 
 use crate::message::MessageKind;
 
+/// Every reason a node drops a datagram for (`Stats::rejected`'s keys): the
+/// frame layer's ([`crate::frame::FrameError::reason`]), a body that is not a
+/// message, and messages whose content contradicts their sender.
+pub const REJECT_REASONS: [&str; 19] = [
+    "too_short",
+    "too_long",
+    "bad_magic",
+    "unknown_version",
+    "wrong_cluster",
+    "from_self",
+    "unknown_sender",
+    "unknown_key",
+    "bad_tag",
+    "bad_part",
+    "replayed",
+    "stale_incarnation",
+    "message_too_long",
+    "counter_exhausted",
+    "malformed",
+    "inconsistent_notify",
+    "inconsistent_update",
+    "inconsistent_join",
+    "inconsistent_leave",
+];
+
 /// Upper bounds of the buckets of latency histograms: from 5 ms (a fast
 /// disk probe, a ring of 1 ms periods) to a minute (a hung disk, a slow
 /// ring), in roughly 2.5x steps so every setting lands mid-range.

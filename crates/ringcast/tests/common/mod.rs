@@ -166,8 +166,16 @@ impl Cluster {
 
     /// Starts node `id` from another cluster file (a wrong key, say).
     pub fn spawn_with(&mut self, id: u32, file: &Path) {
+        self.spawn_custom(id, file, &[], &[]);
+    }
+
+    /// Starts node `id` with global options before `node` (such as
+    /// `--log-format json`) and extra environment variables.
+    pub fn spawn_custom(&mut self, id: u32, file: &Path, global: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dir.join(format!("node-{id}.log"))).unwrap();
         let child = Command::new(BIN)
+            .args(global)
+            .envs(env.iter().copied())
             .args(["node", "--config"])
             .arg(file)
             .args(["--node", &id.to_string()])
