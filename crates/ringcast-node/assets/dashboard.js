@@ -428,7 +428,11 @@
       select.replaceChildren(...titles.map((t) =>
         h('option', { value: t.title, textContent: `${t.title} (${t.content_type})` })));
       if (current) select.value = current;
-      if (titles.length === 0) $('player-status').textContent = 'The cluster has no playable titles.';
+      if (!state.playing) {
+        $('player-status').textContent = titles.length === 0
+          ? 'The cluster has no playable titles.'
+          : `${titles.length} playable titles. Pick one and press Play; kill nodes and watch it keep playing.`;
+      }
     } catch (e) {
       $('player-status').textContent = 'cannot list titles: ' + e;
     }

@@ -221,8 +221,8 @@ impl Streaming {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         for row in &tables.disk_usage {
             if known.get(&row.disk).map(|(d, _)| *d) != Some(row.catalog) {
-                if let Some(titles) = self.fetch_catalog(row.disk, map, tables) {
-                    known.insert(row.disk, (row.catalog, titles));
+                if let Some(found) = self.fetch_catalog(row.disk, row.catalog, map, tables) {
+                    known.insert(row.disk, found);
                 }
             }
         }
@@ -268,20 +268,30 @@ impl Streaming {
             .collect()
     }
 
-    /// Reads the catalog of `disk` locally or from a node that serves it.
+    /// Reads the catalog of `disk` whose digest is `wanted`: this node's own
+    /// scan, or a node's that serves the disk. A node whose scan is older or
+    /// newer than the digest the tables report has other titles: the first
+    /// such catalog is returned with its own digest only when none matches,
+    /// so the caller asks again once the scans agree.
     fn fetch_catalog(
         &self,
         disk: DiskId,
+        wanted: u64,
         map: &ringcast_proto::ClusterMap,
         tables: &ringcast_proto::Tables,
-    ) -> Option<BTreeSet<String>> {
+    ) -> Option<(u64, BTreeSet<String>)> {
+        let mut fallback = None;
         if let Some(c) = self
             .catalogs
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&disk)
         {
-            return Some(c.titles.keys().map(|t| t.as_str().to_string()).collect());
+            let titles = c.titles.keys().map(|t| t.as_str().to_string()).collect();
+            if c.digest() == wanted {
+                return Some((wanted, titles));
+            }
+            fallback = Some((c.digest(), titles));
         }
         let agent = &self.agent;
         for node in &map.ring {
@@ -298,10 +308,14 @@ impl Streaming {
                 .ok()
                 .and_then(|r| r.into_json::<CatalogAnswer>().ok());
             if let Some(a) = answer {
-                return Some(a.titles.into_iter().collect());
+                let titles = a.titles.into_iter().collect();
+                if a.digest == wanted {
+                    return Some((wanted, titles));
+                }
+                fallback.get_or_insert((a.digest, titles));
             }
         }
-        None
+        fallback
     }
 
     /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
