@@ -216,10 +216,12 @@
         'data-role': n.status === 'up' ? n.role : 'none',
       });
       g.append(s('circle', { cx: p.x, cy: p.y, r }));
-      const label = s('text', { x: p.x, y: p.y - 3 });
+      const label = s('text', { x: p.x, y: p.y });
       label.textContent = 'n' + n.id;
       g.append(label);
-      const sub = s('text', { x: p.x, y: p.y + 12, class: 'sub' });
+      // The caption sits just outside the circle, towards the ring's centre.
+      const k = (r + 11) / R;
+      const sub = s('text', { x: p.x * (1 - k), y: p.y * (1 - k), class: 'sub' });
       const u = usageOf(v, n.id);
       sub.textContent = n.status !== 'up' ? n.status
         : n.role === 'supervisor' ? 'supervisor'
@@ -470,7 +472,11 @@
         const retry = { maxNumRetry: 20, retryDelayMs: 250, maxRetryDelayMs: 2000 };
         const policy = { default: { maxTimeToFirstByteMs: 5000, maxLoadTimeMs: 20000, timeoutRetry: retry, errorRetry: retry } };
         const hls = new window.Hls({
+          // No worker: the CSP allows none. A short buffer keeps segments
+          // coming through placement, so a failover shows within seconds.
           enableWorker: false,
+          maxBufferLength: 6,
+          maxMaxBufferLength: 12,
           fragLoadPolicy: policy,
           playlistLoadPolicy: policy,
           manifestLoadPolicy: policy,

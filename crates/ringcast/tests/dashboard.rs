@@ -120,7 +120,7 @@ fn artifacts() -> PathBuf {
 /// false, or fails at the deadline with what the page shows.
 async fn wait_for(client: &Client, cluster: &Cluster, what: &str, script: &str) -> Value {
     let start = Instant::now();
-    let mut last = Value::Null;
+    let mut last: Value;
     loop {
         match client.execute(script, vec![]).await {
             Ok(v) if !v.is_null() && v != Value::Bool(false) => return v,
@@ -150,8 +150,62 @@ async fn wait_for(client: &Client, cluster: &Cluster, what: &str, script: &str) 
 const ROWS: &str = "const rows = Array.from(document.querySelectorAll('table.nodes tbody tr'));
     return rows.map(r => [Number(r.dataset.node), r.dataset.status, r.dataset.role]);";
 
+/// A short HLS rendition made with ffmpeg (1 s segments), as (name, bytes).
+fn hls_title(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let out = dir.join("hls-source");
+    std::fs::create_dir_all(&out).unwrap();
+    let made = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x180:rate=25")
+        .args([
+            "-t",
+            "30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-f", "hls", "-hls_time", "1"])
+        .args(["-hls_playlist_type", "vod", "-hls_segment_filename"])
+        .arg(out.join("seg_%03d.ts"))
+        .arg(out.join("index.m3u8"))
+        .status();
+    match made {
+        Ok(st) if st.success() => {}
+        other => panic!(
+            "the dashboard test makes its video with ffmpeg ({other:?}); run \
+             scripts/install-test-deps as root (apt-get install ffmpeg)"
+        ),
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = format!("show/{}", p.file_name().unwrap().to_string_lossy());
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// A script: `[serving node, playhead]` once the video plays past `past`
+/// seconds without error, its last segment from a node other than `not`.
+fn playing_from(past: f64, not: u32) -> String {
+    format!(
+        "const v = document.getElementById('video');
+         const m = /from n(\\d+)/.exec(document.getElementById('player-status').textContent);
+         const ok = v.currentTime > {past} && !v.error && m && Number(m[1]) !== {not};
+         return ok ? [Number(m[1]), v.currentTime] : null;"
+    )
+}
+
 #[test]
-fn the_dashboard_shows_a_killed_node_fail_and_its_event_without_reloading() {
+fn the_dashboard_shows_a_killed_node_fail_and_its_event_and_keeps_playing_without_reloading() {
     isolate_network();
     let (chromium, chromedriver) = browser();
     let mut spec = Spec::new(4);
@@ -164,8 +218,12 @@ fn the_dashboard_shows_a_killed_node_fail_and_its_event_without_reloading() {
         (4, vec![4, 1]),
     ];
     let mut c = Cluster::start(&spec);
+    // The video is on disk 3 only, so n3 or n4 serves it: the test kills
+    // whichever does.
+    for (name, bytes) in hls_title(&c.dir) {
+        c.put_title(3, &name, &bytes);
+    }
     c.wait_agree(1, &[1, 2, 3, 4]);
-    c.put_title(1, "movie.mp4", &[0u8; 4096]);
 
     let profile = c.dir.join("chromium-profile");
     std::fs::create_dir_all(&profile).unwrap();
@@ -215,23 +273,44 @@ fn the_dashboard_shows_a_killed_node_fail_and_its_event_without_reloading() {
             "four disks and the title",
             "return document.querySelectorAll('table.disk-usage tbody tr').length === 4
                && Array.from(document.querySelectorAll('#title-select option'))
-                    .some(o => o.value === 'movie.mp4');",
+                    .some(o => o.value === 'show/index.m3u8');",
         )
         .await;
 
+        // Play it, and find the node that serves its segments.
+        client
+            .execute(
+                "document.getElementById('title-select').value = 'show/index.m3u8';
+                 document.getElementById('play').click(); return true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let serving = wait_for(
+            &client,
+            &c,
+            "the video playing from n3 or n4",
+            &playing_from(1.0, 0),
+        )
+        .await;
+        let victim = serving[0].as_u64().unwrap() as u32;
+        assert!(victim == 3 || victim == 4, "disk 3 is reached by n3 and n4 only: {serving}");
+
         let killed = Instant::now();
-        c.kill(3);
+        c.kill(victim);
         let failed = wait_for(
             &client,
             &c,
-            "n3 failed, in the table, on the ring and in the timeline",
-            "const row = document.querySelector('table.nodes tbody tr[data-node=\"3\"]');
-             const dot = document.querySelector('svg.ring g.node[data-node=\"3\"]');
-             const ev = document.querySelector('#timeline li[data-kind=\"failed\"][data-node=\"3\"]');
-             const ok = row && row.dataset.status === 'failed' && dot
-               && dot.dataset.status === 'failed' && ev
-               && document.querySelectorAll('svg.ring path.edge').length === 3;
-             return ok ? ev.textContent : null;",
+            "the killed node failed, in the table, on the ring and in the timeline",
+            &format!(
+                "const row = document.querySelector('table.nodes tbody tr[data-node=\"{victim}\"]');
+                 const dot = document.querySelector('svg.ring g.node[data-node=\"{victim}\"]');
+                 const ev = document.querySelector('#timeline li[data-kind=\"failed\"][data-node=\"{victim}\"]');
+                 const ok = row && row.dataset.status === 'failed' && dot
+                   && dot.dataset.status === 'failed' && ev
+                   && document.querySelectorAll('svg.ring path.edge').length === 3;
+                 return ok ? ev.textContent : null;"
+            ),
         )
         .await;
         let seen_failed = killed.elapsed();
@@ -240,9 +319,20 @@ fn the_dashboard_shows_a_killed_node_fail_and_its_event_without_reloading() {
         wait_for(
             &client,
             &c,
-            "the supervisor's marked_failed event for n3",
-            "return !!document.querySelector(
-               '#timeline li[data-kind=\"marked_failed\"][data-node=\"3\"][data-observer=\"1\"]');",
+            "the supervisor's marked_failed event",
+            &format!(
+                "return !!document.querySelector(
+                   '#timeline li[data-kind=\"marked_failed\"][data-node=\"{victim}\"][data-observer=\"1\"]');"
+            ),
+        )
+        .await;
+        // The video goes on: segments now come from the survivor, and the
+        // playhead moves on past the buffer it had.
+        let resumed = wait_for(
+            &client,
+            &c,
+            "the video playing on from the other node",
+            &playing_from(serving[1].as_f64().unwrap() + 8.0, victim),
         )
         .await;
         let same = client
@@ -268,11 +358,15 @@ fn the_dashboard_shows_a_killed_node_fail_and_its_event_without_reloading() {
             std::fs::write(&copy, &png).unwrap();
         }
         eprintln!(
-            "dashboard showed the cluster {:.1} s after opening, n3 failed {:.1} s after SIGKILL \
-             ({}); screenshot {}",
+            "dashboard showed the cluster {:.1} s after opening; n{victim} (serving the video \
+             at {:.1} s) failed on the page {:.1} s after SIGKILL ({}); the video played on \
+             from n{} to {:.1} s; screenshot {}",
             shown.as_secs_f64(),
+            serving[1].as_f64().unwrap_or_default(),
             seen_failed.as_secs_f64(),
             failed.as_str().unwrap_or_default().trim(),
+            resumed[0],
+            resumed[1].as_f64().unwrap_or_default(),
             saved.display()
         );
         client.close().await.unwrap();
