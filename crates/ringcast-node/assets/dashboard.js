@@ -43,11 +43,20 @@
     hls: null,
     streamId: null,
     playing: null,
+    stalled: false,
+    kickTimer: null,
+    lastFragAt: 0,
     catalogs: null,
     // Content-Security-Policy violations seen by this page (none expected).
     violations: [],
   };
-  window.ringcastDashboard = { violations: state.violations };
+  // What the player went through (segments, errors, recoveries), newest last.
+  const playerLog = [];
+  function note(line) {
+    playerLog.push(`${clock(Date.now())} ${line}`);
+    if (playerLog.length > 100) playerLog.shift();
+  }
+  window.ringcastDashboard = { violations: state.violations, player: playerLog };
   document.addEventListener('securitypolicyviolation', (e) => {
     state.violations.push(`${e.effectiveDirective} ${e.blockedURI}`);
   });
@@ -450,6 +459,8 @@
 
   function stopPlayer() {
     const video = $('video');
+    clearTimeout(state.kickTimer);
+    state.stalled = false;
     if (state.hls) { state.hls.destroy(); state.hls = null; }
     video.removeAttribute('src');
     video.load();
@@ -482,13 +493,46 @@
           manifestLoadPolicy: policy,
         });
         state.hls = hls;
+        // A stall with nothing arriving (a segment's retries went nowhere,
+        // seen while its node died): restart loading at the playhead, and
+        // again every 3 s while still stalled. Nothing runs otherwise.
+        const kick = (why) => {
+          if (state.hls !== hls || !state.stalled) return;
+          note(`restarting segment loading at ${video.currentTime.toFixed(1)} s (${why})`);
+          hls.startLoad(video.currentTime);
+          clearTimeout(state.kickTimer);
+          state.kickTimer = setTimeout(() => kick('still stalled'), 3000);
+        };
+        video.addEventListener('playing', () => { state.stalled = false; });
         hls.on(window.Hls.Events.FRAG_LOADED, (_, data) => {
+          state.stalled = false;
+          state.lastFragAt = performance.now();
           const from = data.networkDetails && data.networkDetails.responseURL;
           status.textContent = `HLS: segment ${data.frag.sn} from ${nodeOfUrl(from) || 'the cluster'}`;
+          note(status.textContent);
         });
         hls.on(window.Hls.Events.ERROR, (_, data) => {
+          const code = data.response && data.response.code;
+          note(`${data.fatal ? 'fatal' : 'error'} ${data.type} ${data.details}${code ? ' ' + code : ''}`);
           status.textContent = `HLS ${data.fatal ? 'error' : 'retrying'}: ${data.details}`;
+          if (data.details === window.Hls.ErrorDetails.FRAG_LOAD_ERROR && !data.fatal) {
+            // hls.js retries by itself, but a segment whose node died
+            // mid-request is sometimes never asked again: if nothing has
+            // arrived 1.5 s later, ask for it at the playhead.
+            const failedAt = performance.now();
+            setTimeout(() => {
+              if (state.hls === hls && !(state.lastFragAt > failedAt)) {
+                note(`no segment since the error: loading again at ${video.currentTime.toFixed(1)} s`);
+                hls.startLoad(video.currentTime);
+              }
+            }, 1500);
+          }
+          if (data.details === window.Hls.ErrorDetails.BUFFER_STALLED_ERROR && !state.stalled) {
+            state.stalled = true;
+            kick('stalled');
+          }
           if (!data.fatal) return;
+          // Fatal after every retry: start over from where it stands.
           if (data.type === window.Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
           else if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
         });

@@ -249,6 +249,42 @@ fn metrics_of_a_running_node_pass_promtool_and_count_what_happened() {
         );
     }
 
+    // What the docs and the Grafana dashboard name exists.
+    let (types, _) = parse(&c.metrics(1));
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    for doc in ["metrics.md", "grafana-dashboard.json", "prometheus.yml"] {
+        let text = std::fs::read_to_string(docs.join(doc)).unwrap();
+        let mut named = BTreeSet::new();
+        for (i, _) in text.match_indices("ringcast_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            // A Rust path such as ringcast_proto::stats is not a metric.
+            let path = text[i + name.len()..].starts_with("::");
+            if name.len() > "ringcast_".len() && !path {
+                named.insert(name);
+            }
+        }
+        assert!(!named.is_empty(), "{doc} names metrics");
+        for name in named {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(*f)))
+                .unwrap_or(&name);
+            let old = doc == "metrics.md"
+                && [
+                    "ringcast_message_bytes_sent_total",
+                    "ringcast_stream_bytes_sent_total",
+                ]
+                .contains(&family);
+            assert!(
+                old || types.contains_key(family),
+                "{doc} names {name}, which /metrics does not have"
+            );
+        }
+    }
+
     let sup = parse(&c.metrics(1)).1;
     assert!(value(&sup, "ringcast_placements_total", &[("outcome", "placed")]) >= 1.0);
     assert!(
