@@ -259,33 +259,46 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
     Json(answer)
 }
 
-/// The admin token of the request, if it is the configured one; otherwise
-/// the refusal to send.
-fn check_admin(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
-    let Some(expected) = shared.admin_token.as_deref() else {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "no admin token is configured for this cluster\n",
-        )
-            .into_response());
-    };
+/// Why an admin request is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminRefusal {
+    /// The cluster has no admin token: admin actions are off.
+    #[error("no admin token is configured for this cluster")]
+    NotConfigured,
+    /// The request carries no token, or another one.
+    #[error("a valid admin token is required (Authorization: Bearer ...)")]
+    InvalidToken,
+}
+
+impl IntoResponse for AdminRefusal {
+    fn into_response(self) -> Response {
+        let status = match self {
+            AdminRefusal::NotConfigured => StatusCode::FORBIDDEN,
+            AdminRefusal::InvalidToken => StatusCode::UNAUTHORIZED,
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+/// The admin token of the request, if it is the configured one.
+fn check_admin(shared: &Shared, headers: &HeaderMap) -> Result<String, AdminRefusal> {
+    let expected = shared
+        .admin_token
+        .as_deref()
+        .ok_or(AdminRefusal::NotConfigured)?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), expected.as_bytes()) => Ok(g.to_string()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            "a valid admin token is required (Authorization: Bearer ...)\n",
-        )
-            .into_response()),
+        _ => Err(AdminRefusal::InvalidToken),
     }
 }
 
 async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(refusal) = check_admin(&shared, &headers) {
-        return refusal;
+        return refusal.into_response();
     }
     leave_now(&shared).await
 }
@@ -307,7 +320,7 @@ async fn leave_node(
 ) -> Response {
     let token = match check_admin(&shared, &headers) {
         Ok(t) => t,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if NodeId(id) == shared.node {
         return leave_now(&shared).await;

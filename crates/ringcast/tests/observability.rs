@@ -53,6 +53,9 @@ fn promtool_check(text: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
+/// A series' labels other than `le`, in order.
+type Labels = Vec<(String, String)>;
+
 /// One parsed sample: name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
 
@@ -194,7 +197,7 @@ fn metrics_of_a_running_node_pass_promtool_and_count_what_happened() {
             if kind != "histogram" {
                 continue;
             }
-            let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+            let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
             for (name, labels, v) in &samples {
                 if *name != format!("{family}_bucket") {
                     continue;
