@@ -397,3 +397,87 @@ fn the_log_level_comes_from_ringcast_log() {
         "RINGCAST_LOG=warn wins over RUST_LOG:\n{log}"
     );
 }
+
+#[test]
+fn the_dashboard_is_served_with_its_types_a_cluster_only_csp_and_cors() {
+    isolate_network();
+    let mut c = Cluster::start(&Spec::new(3));
+    c.wait_agree(1, &[1, 2, 3]);
+    let get = |path: &str, origin: Option<&str>| {
+        let mut req = c.agent.get(&format!("{}{path}", c.url(2)));
+        if let Some(o) = origin {
+            req = req.set("Origin", o);
+        }
+        req.call().unwrap()
+    };
+    let nodes: Vec<String> = [1, 2, 3].iter().map(|id| c.url(*id)).collect();
+    for (path, ty) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/dashboard/app.js", "text/javascript; charset=utf-8"),
+        ("/dashboard/app.css", "text/css; charset=utf-8"),
+        (
+            "/dashboard/hls.light.min.js",
+            "text/javascript; charset=utf-8",
+        ),
+    ] {
+        let r = get(path, None);
+        assert_eq!(r.header("content-type"), Some(ty), "{path}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        let csp = r.header("content-security-policy").unwrap().to_string();
+        assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        // Sources are 'self', blob: media, data: images and the cluster's nodes only.
+        for source in csp.split(';').flat_map(|d| d.split_whitespace().skip(1)) {
+            let allowed = ["'self'", "'none'", "blob:", "data:"].contains(&source)
+                || nodes.iter().any(|n| n == source);
+            assert!(allowed, "{path}: {source} in {csp}");
+        }
+        for n in &nodes {
+            assert!(csp.contains(n.as_str()), "{path}: {n} in {csp}");
+        }
+    }
+    // CORS: a page from another node of the cluster may read, no one else.
+    let from_node = get("/v1/cluster", Some(&nodes[0]));
+    assert_eq!(
+        from_node.header("access-control-allow-origin"),
+        Some(nodes[0].as_str())
+    );
+    let foreign = get("/v1/cluster", Some("http://example.invalid"));
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+
+    // The dashboard's leave: the token is checked, then node 3 leaves
+    // although node 2 was asked.
+    let url = format!("{}/v1/nodes/3/leave", c.url(2));
+    let denied = c.agent.post(&url).call();
+    assert!(
+        matches!(denied, Err(ureq::Error::Status(401, _))),
+        "{denied:?}"
+    );
+    let wrong = c
+        .agent
+        .post(&url)
+        .set("Authorization", "Bearer nope")
+        .call();
+    assert!(
+        matches!(wrong, Err(ureq::Error::Status(401, _))),
+        "{wrong:?}"
+    );
+    let missing = c
+        .agent
+        .post(&format!("{}/v1/nodes/9/leave", c.url(2)))
+        .set("Authorization", "Bearer test-admin-token")
+        .call();
+    assert!(
+        matches!(missing, Err(ureq::Error::Status(404, _))),
+        "{missing:?}"
+    );
+    let ok = c
+        .agent
+        .post(&url)
+        .set("Authorization", "Bearer test-admin-token")
+        .call()
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+    c.children.remove(&3).map(|mut ch| ch.wait());
+    c.wait_agree(1, &[1, 2]);
+    assert_eq!(c.status_of(1, 3).as_deref(), Some("left"));
+}
