@@ -1,21 +1,24 @@
 //! The node's HTTP API: the cluster as this node sees it, Prometheus metrics,
-//! the event stream, and a guarded leave (claims 4 and 19).
+//! the event stream, and a guarded leave (claims 4 and 19); and the
+//! dashboard's overview, which follows the supervisor.
+//!
+//! Read-only routes that the dashboard of another node of the cluster reads
+//! (`/v1/cluster`, `/v1/events`) allow that node's origin by CORS, and no
+//! other origin.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path as AxPath, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use ringcast_proto::message::MessageKind;
 use ringcast_proto::{LocalEvent, MemberStatus, NodeId, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::runtime::{Shared, Snapshot};
@@ -26,9 +29,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/events", get(events))
         .route("/v1/leave", post(leave))
+        .route("/v1/overview", get(overview))
+        .route("/v1/nodes/{id}/leave", post(leave_node))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(shared)
+        .with_state(shared.clone())
+        .merge(crate::dashboard::routes(shared))
 }
 
 /// One node in `GET /v1/cluster`.
@@ -134,33 +140,220 @@ pub fn cluster_view(shared: &Shared, snap: &Snapshot) -> ClusterView {
     }
 }
 
-async fn cluster(State(shared): State<Arc<Shared>>) -> Json<ClusterView> {
+async fn cluster(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let snap = shared.snapshot();
-    Json(cluster_view(&shared, &snap))
+    with_cors(
+        &shared,
+        &headers,
+        Json(cluster_view(&shared, &snap)).into_response(),
+    )
 }
 
-async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let Some(expected) = shared.admin_token.as_deref() else {
-        return (
-            StatusCode::FORBIDDEN,
-            "no admin token is configured for this cluster\n",
-        )
-            .into_response();
+/// Adds `Access-Control-Allow-Origin` when the request comes from a page
+/// served by a node of this cluster (its `Origin` is a member's HTTP
+/// address), so one node's dashboard can read another's read-only routes.
+fn with_cors(shared: &Shared, headers: &HeaderMap, mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return response;
     };
+    if crate::dashboard::cluster_origins(shared)
+        .iter()
+        .any(|o| o == origin)
+    {
+        if let Ok(v) = HeaderValue::from_str(origin) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+    }
+    response
+}
+
+/// One cluster of `GET /v1/overview`. Today a node knows one cluster; when
+/// clusters nest, a parent's entry comes first and children name it in `parent`.
+#[derive(Debug, Serialize)]
+pub struct ClusterEntry {
+    /// The cluster's id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// The cluster it is a node of, if any (the hierarchy, claim 5).
+    pub parent: Option<u32>,
+    /// Whose view `view` is.
+    pub view_of: NodeId,
+    /// Whether `view` is the supervisor's own (`false`: the answering node's,
+    /// because the supervisor did not answer).
+    pub supervisor_view: bool,
+    /// The cluster as `GET /v1/cluster` of `view_of` shows it.
+    pub view: serde_json::Value,
+}
+
+/// `GET /v1/overview`: what the dashboard shows, as a list of clusters.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    /// The node that answered.
+    pub answered_by: NodeId,
+    /// Its HTTP address.
+    pub answered_by_http: String,
+    /// The clusters, parents before children.
+    pub clusters: Vec<ClusterEntry>,
+}
+
+fn own_overview(shared: &Shared, snap: &Snapshot) -> Overview {
+    let view = cluster_view(shared, snap);
+    let entry = ClusterEntry {
+        id: shared.cluster_id,
+        name: shared.cluster_name.clone(),
+        parent: None,
+        view_of: shared.node,
+        supervisor_view: snap.role == Role::Supervisor,
+        view: serde_json::to_value(&view).unwrap_or_default(),
+    };
+    Overview {
+        answered_by: shared.node,
+        answered_by_http: shared.http.to_string(),
+        clusters: vec![entry],
+    }
+}
+
+/// The supervisor's HTTP address, when this node follows another node.
+fn supervisor_http(shared: &Shared, snap: &Snapshot) -> Option<String> {
+    let map = snap.map.as_ref()?;
+    if snap.role == Role::Supervisor || map.supervisor == shared.node {
+        return None;
+    }
+    map.member(map.supervisor)
+        .filter(|m| m.status == MemberStatus::Up)
+        .map(|m| m.addrs.http.to_string())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .redirects(0)
+        .build()
+}
+
+async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
+    let snap = shared.snapshot();
+    let mut answer = own_overview(&shared, &snap);
+    if let Some(http) = supervisor_http(&shared, &snap) {
+        let url = format!("http://{http}/v1/cluster");
+        let fetched = tokio::task::spawn_blocking(move || {
+            agent()
+                .get(&url)
+                .call()
+                .ok()
+                .and_then(|r| r.into_json::<serde_json::Value>().ok())
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(view) = fetched.filter(|v| v["node_role"] == "supervisor") {
+            let entry = &mut answer.clusters[0];
+            entry.view_of = NodeId(view["node"].as_u64().unwrap_or(0) as u32);
+            entry.supervisor_view = true;
+            entry.view = view;
+        }
+    }
+    Json(answer)
+}
+
+/// Why an admin request is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminRefusal {
+    /// The cluster has no admin token: admin actions are off.
+    #[error("no admin token is configured for this cluster")]
+    NotConfigured,
+    /// The request carries no token, or another one.
+    #[error("a valid admin token is required (Authorization: Bearer ...)")]
+    InvalidToken,
+}
+
+impl IntoResponse for AdminRefusal {
+    fn into_response(self) -> Response {
+        let status = match self {
+            AdminRefusal::NotConfigured => StatusCode::FORBIDDEN,
+            AdminRefusal::InvalidToken => StatusCode::UNAUTHORIZED,
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+/// The admin token of the request, if it is the configured one.
+fn check_admin(shared: &Shared, headers: &HeaderMap) -> Result<String, AdminRefusal> {
+    let expected = shared
+        .admin_token
+        .as_deref()
+        .ok_or(AdminRefusal::NotConfigured)?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "a valid admin token is required (Authorization: Bearer ...)\n",
-        )
-            .into_response();
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), expected.as_bytes()) => Ok(g.to_string()),
+        _ => Err(AdminRefusal::InvalidToken),
     }
+}
+
+async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = check_admin(&shared, &headers) {
+        return refusal.into_response();
+    }
+    leave_now(&shared).await
+}
+
+async fn leave_now(shared: &Shared) -> Response {
     match shared.control.send(LocalEvent::Leave).await {
         Ok(()) => (StatusCode::ACCEPTED, "leaving\n").into_response(),
         Err(_) => (StatusCode::GONE, "the node has already stopped\n").into_response(),
+    }
+}
+
+/// `POST /v1/nodes/{id}/leave`: makes node `id` leave, from any node (the
+/// dashboard's admin action). The admin token is checked here and passed on
+/// to that node's `POST /v1/leave`, which checks it again; it is not stored.
+async fn leave_node(
+    State(shared): State<Arc<Shared>>,
+    AxPath(id): AxPath<u32>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match check_admin(&shared, &headers) {
+        Ok(t) => t,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if NodeId(id) == shared.node {
+        return leave_now(&shared).await;
+    }
+    let snap = shared.snapshot();
+    let Some(http) = snap
+        .map
+        .as_ref()
+        .and_then(|m| m.member(NodeId(id)))
+        .map(|m| m.addrs.http)
+    else {
+        return (StatusCode::NOT_FOUND, "no such node in the cluster map\n").into_response();
+    };
+    let url = format!("http://{http}/v1/leave");
+    let forwarded = tokio::task::spawn_blocking(move || {
+        match agent()
+            .post(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+        {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (502, format!("node {id} at {http} did not answer: {e}\n")),
+        }
+    })
+    .await;
+    match forwarded {
+        Ok((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            body,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "forwarding failed\n").into_response(),
     }
 }
 
@@ -168,16 +361,61 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The query of `GET /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    /// With `view=1`, the stream also carries `event: view` messages: this
+    /// node's overview (as `GET /v1/overview` without following), sent at
+    /// once and whenever its map or tables change, at most twice a second.
+    #[serde(default)]
+    pub view: Option<u8>,
+}
+
+/// How often the event stream checks for a changed view.
+const VIEW_CHECK: Duration = Duration::from_millis(500);
+
 async fn events(
     State(shared): State<Arc<Shared>>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
     let live = BroadcastStream::new(shared.events.subscribe()).filter_map(|e| async { e.ok() });
     let recent = stream::iter(shared.recent_events());
     let all = recent.chain(live).map(|e| {
         let data = serde_json::to_string(&e).unwrap_or_default();
-        Ok(SseEvent::default().event(e.kind).data(data))
+        Ok::<_, Infallible>(SseEvent::default().event(e.kind).data(data))
     });
-    Sse::new(all).keep_alive(KeepAlive::default())
+    let sse = if q.view == Some(1) {
+        let views = view_changes(shared.clone());
+        Sse::new(stream::select(all, views).boxed())
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    } else {
+        Sse::new(all)
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    };
+    with_cors(&shared, &headers, sse)
+}
+
+/// `event: view` messages whenever this node's map or tables change.
+fn view_changes(shared: Arc<Shared>) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(VIEW_CHECK));
+    let mut last: Option<(
+        Option<ringcast_proto::ClusterMap>,
+        Option<ringcast_proto::Tables>,
+    )> = None;
+    ticks.filter_map(move |_| {
+        let snap = shared.snapshot();
+        let key = (snap.map.clone(), snap.tables.clone());
+        let changed = last.as_ref() != Some(&key);
+        last = Some(key);
+        let event = changed.then(|| {
+            let data = serde_json::to_string(&own_overview(&shared, &snap)).unwrap_or_default();
+            Ok(SseEvent::default().event("view").data(data))
+        });
+        async move { event }
+    })
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -187,178 +425,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&shared, &snap),
+        crate::metrics::render(&shared, &snap),
     )
-}
-
-/// The Prometheus text exposition of a node's counters.
-pub fn render_metrics(shared: &Shared, snap: &Snapshot) -> String {
-    let mut out = String::new();
-    let s = &snap.stats;
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(
-        &mut out,
-        "ringcast_messages_sent_total",
-        "counter",
-        "Datagrams sent, by message kind.",
-    );
-    for kind in MessageKind::ALL {
-        let t = s.sent.get(&kind).copied().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "ringcast_messages_sent_total{{kind=\"{}\"}} {}",
-            kind.name(),
-            t.datagrams
-        );
-    }
-    family(
-        &mut out,
-        "ringcast_message_bytes_sent_total",
-        "counter",
-        "Bytes sent, by message kind.",
-    );
-    for kind in MessageKind::ALL {
-        let t = s.sent.get(&kind).copied().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "ringcast_message_bytes_sent_total{{kind=\"{}\"}} {}",
-            kind.name(),
-            t.bytes
-        );
-    }
-    family(
-        &mut out,
-        "ringcast_messages_received_total",
-        "counter",
-        "Messages received and accepted, by kind.",
-    );
-    for kind in MessageKind::ALL {
-        let t = s.received.get(&kind).copied().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "ringcast_messages_received_total{{kind=\"{}\"}} {}",
-            kind.name(),
-            t.datagrams
-        );
-    }
-    family(
-        &mut out,
-        "ringcast_frames_rejected_total",
-        "counter",
-        "Datagrams refused, by reason.",
-    );
-    for (reason, n) in &s.rejected {
-        let _ = writeln!(
-            out,
-            "ringcast_frames_rejected_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    family(
-        &mut out,
-        "ringcast_supervisor_changes_total",
-        "counter",
-        "Times the supervisor this node follows changed.",
-    );
-    let _ = writeln!(
-        out,
-        "ringcast_supervisor_changes_total {}",
-        s.supervisor_changes
-    );
-    family(
-        &mut out,
-        "ringcast_failure_declarations_total",
-        "counter",
-        "Failure declarations this node made.",
-    );
-    let _ = writeln!(
-        out,
-        "ringcast_failure_declarations_total {}",
-        s.failure_declarations
-    );
-    family(
-        &mut out,
-        "ringcast_clock_slips_total",
-        "counter",
-        "Times this node's timers ran late.",
-    );
-    let _ = writeln!(out, "ringcast_clock_slips_total {}", s.clock_slips);
-    family(
-        &mut out,
-        "ringcast_send_errors_total",
-        "counter",
-        "Datagrams the socket refused to send.",
-    );
-    let _ = writeln!(
-        out,
-        "ringcast_send_errors_total {}",
-        shared.io.send_errors.load(Ordering::Relaxed)
-    );
-    family(
-        &mut out,
-        "ringcast_role",
-        "gauge",
-        "1 for the role this node plays now.",
-    );
-    for role in [Role::Listening, Role::Member, Role::Supervisor, Role::Left] {
-        let v = u8::from(role == snap.role);
-        let _ = writeln!(out, "ringcast_role{{role=\"{}\"}} {v}", role_name(role));
-    }
-    family(
-        &mut out,
-        "ringcast_epoch",
-        "gauge",
-        "Epoch of the supervisor this node follows.",
-    );
-    let _ = writeln!(
-        out,
-        "ringcast_epoch {}",
-        snap.map.as_ref().map_or(0, |m| m.epoch.0)
-    );
-    if let Some(streams) = shared.streams.get() {
-        let st = streams.snapshot();
-        let gauges = [
-            (
-                "ringcast_streams_active",
-                "gauge",
-                "Streams whose body is being sent now.",
-                st.active_streams,
-            ),
-            (
-                "ringcast_stream_requests_total",
-                "counter",
-                "Stream requests answered.",
-                st.requests,
-            ),
-            (
-                "ringcast_stream_bytes_sent_total",
-                "counter",
-                "Body bytes of streams sent.",
-                st.bytes_sent,
-            ),
-            (
-                "ringcast_sendfile_bytes_total",
-                "counter",
-                "File bytes sent with sendfile (zero-copy).",
-                st.sendfile_bytes,
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            family(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
-        }
-    }
-    family(
-        &mut out,
-        "ringcast_uptime_seconds",
-        "gauge",
-        "Seconds since the node started.",
-    );
-    let _ = writeln!(
-        out,
-        "ringcast_uptime_seconds {:.3}",
-        shared.started.elapsed().as_secs_f64()
-    );
-    out
 }

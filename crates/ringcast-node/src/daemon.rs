@@ -142,6 +142,9 @@ async fn probe_loop(
         if let Some(e) = &outcome.error {
             tracing::warn!("disk {disk} probe failed: {e}");
         }
+        shared
+            .metrics
+            .observe_probe(disk.0, outcome.latency, outcome.ok);
         let mut report = outcome.to_report(disk, streaming.digest(disk));
         // Claim 4: the disk's load as this node reads it.
         let (streams, bytes_per_s) = streaming.disk_load(disk);
@@ -166,12 +169,25 @@ async fn reassign_loop(streaming: Arc<Streaming>, shared: Arc<Shared>) {
             Ok(e) if matches!(e.kind, "failed" | "left" | "disk_failed" | "path_broken") => {
                 let moved = streaming.reassign();
                 if moved > 0 {
-                    tracing::info!("reassigned {moved} streams after: {}", e.text);
+                    shared.metrics.count_reassigned(moved);
+                    shared.publish_local(
+                        "reassigned",
+                        e.node,
+                        format!("reassigned {moved} streams after: {}", e.text),
+                    );
                 }
             }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                streaming.reassign();
+                let moved = streaming.reassign();
+                if moved > 0 {
+                    shared.metrics.count_reassigned(moved);
+                    shared.publish_local(
+                        "reassigned",
+                        None,
+                        format!("reassigned {moved} streams after missed events"),
+                    );
+                }
             }
             Err(_) => return,
         }

@@ -96,6 +96,10 @@ pub struct Shared {
     pub node: NodeId,
     /// The cluster's name.
     pub cluster_name: String,
+    /// The cluster's id.
+    pub cluster_id: u32,
+    /// This node's HTTP address, as configured.
+    pub http: std::net::SocketAddr,
     /// The admin token guarding `POST /v1/leave`, if configured.
     pub admin_token: Option<String>,
     /// The latest snapshot.
@@ -112,6 +116,8 @@ pub struct Shared {
     pub started: Instant,
     /// The data path's counters, once streaming runs.
     pub streams: std::sync::OnceLock<Arc<crate::stream::StreamCounters>>,
+    /// Counters outside the protocol core (probes, placement, 503s), for `/metrics`.
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 impl Shared {
@@ -131,6 +137,12 @@ impl Shared {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Publishes an event of this node's own (such as `reassigned`) on its
+    /// event stream, beside those the protocol produces.
+    pub fn publish_local(&self, kind: &'static str, node: Option<NodeId>, text: String) {
+        self.publish(event(self.node, kind, node, None, text));
     }
 
     fn publish(&self, event: ClusterEvent) {
@@ -199,6 +211,8 @@ impl Runtime {
         let shared = Arc::new(Shared {
             node: id,
             cluster_name: settings.cluster_name.clone(),
+            cluster_id: settings.proto.cluster.0,
+            http: settings.proto.addrs.http,
             admin_token: settings.admin_token.clone(),
             snapshot: RwLock::new(snapshot_of(&node)),
             events,
@@ -207,6 +221,7 @@ impl Runtime {
             io: IoCounters::default(),
             started: now,
             streams: std::sync::OnceLock::new(),
+            metrics: crate::metrics::NodeMetrics::default(),
         });
         Ok(Runtime {
             node,

@@ -64,6 +64,24 @@ pub struct StreamQuery {
     pub entry: Option<String>,
 }
 
+/// One title of `GET /v1/titles`.
+#[derive(Debug, Serialize)]
+pub struct TitleEntry {
+    /// The title, as `/v1/play/{title}` takes it.
+    pub title: String,
+    /// Its content type (players pick HLS or native playback by it).
+    pub content_type: &'static str,
+    /// The disks holding it.
+    pub disks: Vec<DiskId>,
+}
+
+/// `GET /v1/titles`: what the cluster can play.
+#[derive(Debug, Serialize)]
+pub struct TitlesAnswer {
+    /// Every title, sorted.
+    pub titles: Vec<TitleEntry>,
+}
+
 /// The supervisor's answer to `GET /v1/place/...`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PlaceAnswer {
@@ -134,6 +152,7 @@ impl Streaming {
             .route("/v1/play/{*title}", get(play))
             .route("/v1/place/{*title}", get(place))
             .route("/v1/disks/{disk}/catalog", get(catalog_of))
+            .route("/v1/titles", get(titles))
             .with_state(self.clone())
     }
 
@@ -179,14 +198,9 @@ impl Streaming {
         map: &ringcast_proto::ClusterMap,
         tables: &ringcast_proto::Tables,
     ) -> Vec<DiskId> {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.refresh_known(map, tables);
         let mut replicas = Vec::new();
         for row in &tables.disk_usage {
-            if known.get(&row.disk).map(|(d, _)| *d) != Some(row.catalog) {
-                if let Some(titles) = self.fetch_catalog(row.disk, map, tables) {
-                    known.insert(row.disk, (row.catalog, titles));
-                }
-            }
             let holds = known
                 .get(&row.disk)
                 .is_some_and(|(_, t)| t.contains(title.as_str()));
@@ -197,20 +211,87 @@ impl Streaming {
         replicas
     }
 
-    /// Reads the catalog of `disk` locally or from a node that serves it.
+    /// The catalogs of every disk of the tables, each refreshed when its
+    /// reported digest changed.
+    fn refresh_known(
+        &self,
+        map: &ringcast_proto::ClusterMap,
+        tables: &ringcast_proto::Tables,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<DiskId, (u64, BTreeSet<String>)>> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        for row in &tables.disk_usage {
+            if known.get(&row.disk).map(|(d, _)| *d) != Some(row.catalog) {
+                if let Some(found) = self.fetch_catalog(row.disk, row.catalog, map, tables) {
+                    known.insert(row.disk, found);
+                }
+            }
+        }
+        known
+    }
+
+    /// Every title of the cluster with the disks holding it, from the
+    /// catalogs of the disks the tables list (this node's own scans, or
+    /// `GET /v1/disks/{id}/catalog` of a node that reaches the disk).
+    pub fn titles(&self) -> Vec<TitleEntry> {
+        let snap = self.shared.snapshot();
+        let mut by_title: BTreeMap<String, Vec<DiskId>> = BTreeMap::new();
+        match (snap.map.as_ref(), snap.tables.as_ref()) {
+            (Some(map), Some(tables)) => {
+                let known = self.refresh_known(map, tables);
+                for (disk, (_, titles)) in known.iter() {
+                    if tables.disk_usage.iter().any(|r| r.disk == *disk) {
+                        for t in titles {
+                            by_title.entry(t.clone()).or_default().push(*disk);
+                        }
+                    }
+                }
+            }
+            _ => {
+                let catalogs = self.catalogs.read().unwrap_or_else(|e| e.into_inner());
+                for (disk, c) in catalogs.iter() {
+                    for t in c.titles.keys() {
+                        by_title
+                            .entry(t.as_str().to_string())
+                            .or_default()
+                            .push(*disk);
+                    }
+                }
+            }
+        }
+        by_title
+            .into_iter()
+            .map(|(title, disks)| TitleEntry {
+                content_type: crate::stream::content_type_for(&title),
+                title,
+                disks,
+            })
+            .collect()
+    }
+
+    /// Reads the catalog of `disk` whose digest is `wanted`: this node's own
+    /// scan, or a node's that serves the disk. A node whose scan is older or
+    /// newer than the digest the tables report has other titles: the first
+    /// such catalog is returned with its own digest only when none matches,
+    /// so the caller asks again once the scans agree.
     fn fetch_catalog(
         &self,
         disk: DiskId,
+        wanted: u64,
         map: &ringcast_proto::ClusterMap,
         tables: &ringcast_proto::Tables,
-    ) -> Option<BTreeSet<String>> {
+    ) -> Option<(u64, BTreeSet<String>)> {
+        let mut fallback = None;
         if let Some(c) = self
             .catalogs
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&disk)
         {
-            return Some(c.titles.keys().map(|t| t.as_str().to_string()).collect());
+            let titles = c.titles.keys().map(|t| t.as_str().to_string()).collect();
+            if c.digest() == wanted {
+                return Some((wanted, titles));
+            }
+            fallback = Some((c.digest(), titles));
         }
         let agent = &self.agent;
         for node in &map.ring {
@@ -227,16 +308,22 @@ impl Streaming {
                 .ok()
                 .and_then(|r| r.into_json::<CatalogAnswer>().ok());
             if let Some(a) = answer {
-                return Some(a.titles.into_iter().collect());
+                let titles = a.titles.into_iter().collect();
+                if a.digest == wanted {
+                    return Some((wanted, titles));
+                }
+                fallback.get_or_insert((a.digest, titles));
             }
         }
-        None
+        fallback
     }
 
     /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
     fn decide(&self, title: &Title, stream: u64, entry: String) -> Result<PlaceAnswer, Refused> {
         let snap = self.shared.snapshot();
+        let metrics = &self.shared.metrics;
         let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
+            metrics.count_placement("not_ready");
             return Err(refused(unavailable("the cluster is forming", 1)));
         };
         let replicas = self.replicas(title, map, tables);
@@ -250,20 +337,26 @@ impl Streaming {
         let p = match placed {
             Ok(p) => p,
             Err(PlaceError::UnknownTitle) => {
+                metrics.count_placement("unknown_title");
                 return Err(refused(refusal(
                     StatusCode::NOT_FOUND,
                     "no disk holds this title",
-                )))
+                )));
             }
-            Err(e @ PlaceError::NoCapacity) => return Err(refused(unavailable(&e.to_string(), 1))),
+            Err(e @ PlaceError::NoCapacity) => {
+                metrics.count_placement("no_capacity");
+                return Err(refused(unavailable(&e.to_string(), 1)));
+            }
             Err(e @ PlaceError::NoHealthyReplica) => {
-                return Err(refused(unavailable(&e.to_string(), 2)))
+                metrics.count_placement("no_healthy_replica");
+                return Err(refused(unavailable(&e.to_string(), 2)));
             }
         };
-        let http = map
-            .member(p.node)
-            .map(|m| m.addrs.http)
-            .ok_or_else(|| refused(unavailable("the chosen node vanished", 1)))?;
+        let Some(http) = map.member(p.node).map(|m| m.addrs.http) else {
+            metrics.count_placement("not_ready");
+            return Err(refused(unavailable("the chosen node vanished", 1)));
+        };
+        metrics.count_placement("placed");
         let token = StreamToken {
             title: title.as_str().to_string(),
             disk: p.disk,
@@ -373,7 +466,7 @@ async fn play(
     } else {
         ask_supervisor(s.agent.clone(), &snap, &title, stream, &entry).await
     };
-    match answer {
+    let response = match answer {
         Ok(a) => (
             StatusCode::TEMPORARY_REDIRECT,
             [
@@ -383,6 +476,19 @@ async fn play(
         )
             .into_response(),
         Err(r) => *r,
+    };
+    count_answer(&s.shared, "play", &response);
+    response
+}
+
+/// Counts a play or place answer for `/metrics`: its status, and 503s by route.
+fn count_answer(shared: &Shared, route: &'static str, response: &Response) {
+    let status = response.status();
+    if route == "play" {
+        shared.metrics.count_play(status.as_u16());
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        shared.metrics.count_unavailable(route);
     }
 }
 
@@ -456,10 +562,20 @@ async fn place(
         }
     };
     let s2 = s.clone();
-    match tokio::task::spawn_blocking(move || s2.decide(&title, stream, entry)).await {
+    let response = match tokio::task::spawn_blocking(move || s2.decide(&title, stream, entry)).await
+    {
         Ok(Ok(a)) => Json(a).into_response(),
         Ok(Err(r)) => *r,
         Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "placement failed"),
+    };
+    count_answer(&s.shared, "place", &response);
+    response
+}
+
+async fn titles(State(s): State<Arc<Streaming>>) -> Response {
+    match tokio::task::spawn_blocking(move || s.titles()).await {
+        Ok(titles) => Json(TitlesAnswer { titles }).into_response(),
+        Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "listing titles failed"),
     }
 }
 
@@ -506,6 +622,16 @@ impl Streaming {
 
 impl Resolve for Streaming {
     fn resolve(&self, req: &RequestHead) -> Result<Resolved, Refusal> {
+        self.resolve_stream(req).inspect_err(|r| {
+            if r.status == 503 {
+                self.shared.metrics.count_unavailable("stream");
+            }
+        })
+    }
+}
+
+impl Streaming {
+    fn resolve_stream(&self, req: &RequestHead) -> Result<Resolved, Refusal> {
         let rest = req.path.strip_prefix(STREAM_PREFIX).unwrap_or_default();
         let (token, title, path) = self.resolve_token(rest)?;
         let content_type = crate::stream::content_type_for(title.as_str());

@@ -997,6 +997,13 @@ mod tests {
         let reasons: std::collections::BTreeSet<_> =
             errors.iter().map(FrameError::reason).collect();
         assert_eq!(reasons.len(), errors.len());
+        // /metrics exposes every reason from the start, so each must be listed.
+        for r in &reasons {
+            assert!(
+                crate::stats::REJECT_REASONS.contains(r),
+                "{r} is not listed"
+            );
+        }
     }
 
     #[test]

@@ -164,6 +164,25 @@ pub enum Message {
     Beat(Beat),
 }
 
+/// The path a message travels (DESIGN 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Channel {
+    /// The cluster's virtual multicast bus.
+    Bus,
+    /// Unicast to the downstream neighbour.
+    Ring,
+}
+
+impl Channel {
+    /// A short lowercase name, for metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Bus => "bus",
+            Channel::Ring => "ring",
+        }
+    }
+}
+
 /// The kind of a message, for counters and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MessageKind {
@@ -191,6 +210,15 @@ impl MessageKind {
         MessageKind::Status,
         MessageKind::Beat,
     ];
+
+    /// The path messages of this kind travel: status on the ring, every
+    /// other kind on the bus.
+    pub fn channel(self) -> Channel {
+        match self {
+            MessageKind::Status => Channel::Ring,
+            _ => Channel::Bus,
+        }
+    }
 
     /// A short lowercase name, for metrics labels.
     pub fn name(self) -> &'static str {

@@ -65,6 +65,9 @@ pub struct Node {
     preempted_by: Option<NodeId>,
     highest_epoch: Epoch,
     ring: Ring,
+    /// When this node last heard its upstream (or started watching it), for
+    /// the detection latency of its declarations.
+    upstream_heard: Option<Instant>,
     timers: Timers,
     health: LocalHealth,
     load: Load,
@@ -129,6 +132,7 @@ impl Node {
             preempted_by: None,
             highest_epoch: Epoch(0),
             ring: Ring::default(),
+            upstream_heard: None,
             timers: Timers::default(),
             health: LocalHealth::new(),
             load: Load::default(),
@@ -775,6 +779,7 @@ impl Node {
 
     fn arm_upstream_silence(&mut self, now: Instant) {
         let wait = self.health.stretch(self.cfg.timing.upstream_timeout());
+        self.upstream_heard = Some(now);
         self.timers.set(Timer::UpstreamSilence, now + wait);
     }
 
@@ -834,6 +839,11 @@ impl Node {
     fn on_upstream_silent(&mut self, now: Instant) {
         if let Some(d) = self.ring.declare_upstream() {
             self.stats.failure_declarations += 1;
+            if let Some(heard) = self.upstream_heard {
+                self.stats
+                    .detection
+                    .observe(now.saturating_duration_since(heard));
+            }
             self.events
                 .push_back(Event::UpstreamDeclared { node: d.node });
         }
@@ -984,6 +994,11 @@ impl Node {
 
     fn send(&mut self, destination: Destination, message: Message) {
         let kind = message.kind();
+        debug_assert_eq!(
+            matches!(destination, Destination::Bus),
+            kind.channel() == crate::message::Channel::Bus,
+            "{kind:?} travels its own channel"
+        );
         let body = message.encode();
         match self.sealer.seal(&self.keyring, &body) {
             Ok(datagrams) => {

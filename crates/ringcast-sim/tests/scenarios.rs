@@ -393,6 +393,13 @@ fn a_crashed_member_is_declared_by_its_downstream_and_the_ring_closes() {
         took <= t.status_interval * (t.miss_limit.get() + 2),
         "detection took {took:?}"
     );
+    // The declaring node measured the silence it acted on (the detection
+    // latency histogram of /metrics): at least the upstream timeout, at
+    // most the time it took from the crash.
+    let detection = &s.node(4).stats().detection;
+    assert_eq!(detection.count(), 1);
+    assert!(detection.sum() >= t.upstream_timeout(), "{detection:?}");
+    assert!(detection.sum() <= took + t.status_interval, "{detection:?}");
 }
 
 #[test]

@@ -22,8 +22,13 @@ use ringcast_node::{clusterfile, configsvc};
     about = "A self-supervising cluster for streaming video"
 )]
 struct Cli {
-    /// Log as JSON lines instead of readable text.
-    #[arg(long, global = true)]
+    /// How logs are written to standard error: readable text, or one JSON
+    /// object per line. The level comes from RINGCAST_LOG (or RUST_LOG),
+    /// e.g. `info` or `ringcast_node=debug`; `info` by default.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Same as `--log-format json` (kept for existing scripts).
+    #[arg(long, global = true, hide = true)]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -188,16 +193,45 @@ enum ConfigCommand {
     },
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, fields, target).
+    Json,
+}
+
+impl LogFormat {
+    /// The value of `--log-format` that selects this format.
+    pub(crate) fn arg(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// The variables that set the log level, first found wins.
+const LOG_ENV: [&str; 2] = ["RINGCAST_LOG", "RUST_LOG"];
+
+fn init_logs(format: LogFormat) {
+    let directives = LOG_ENV
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|d| !d.trim().is_empty()));
+    let filter = match directives {
+        Some(d) => tracing_subscriber::EnvFilter::try_new(&d).unwrap_or_else(|e| {
+            eprintln!("ringcast: ignoring the log level {d:?} ({e}); using info");
+            tracing_subscriber::EnvFilter::new("info")
+        }),
+        None => tracing_subscriber::EnvFilter::new("info"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
@@ -220,6 +254,11 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let log_format = if cli.log_json {
+        LogFormat::Json
+    } else {
+        cli.log_format
+    };
     match cli.command {
         Command::Up {
             nodes,
@@ -231,7 +270,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => up_cmd::Library::Dir(p),
                 None => up_cmd::Library::Embedded,
             };
-            up_cmd::run(nodes, dir.as_deref(), &library)
+            up_cmd::run(nodes, dir.as_deref(), &library, log_format)
         }
         Command::Node {
             config,
@@ -239,7 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             cache_dir,
             node,
         } => {
-            init_logs(cli.log_json);
+            init_logs(log_format);
             let id = node_cmd::check_id(node)?;
             let source = match (config, config_url) {
                 (Some(f), None) => node_cmd::Source::File(f),
@@ -276,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
             ConfigCommand::Serve { file, listen } => {
-                init_logs(cli.log_json);
+                init_logs(log_format);
                 clusterfile::load(&file)?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)

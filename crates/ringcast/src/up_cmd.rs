@@ -20,6 +20,8 @@ pub struct LocalCluster {
     pub nodes: Vec<(u32, String, Option<Child>)>,
     dir: PathBuf,
     remove_dir: bool,
+    /// How the node processes write their logs.
+    pub log_format: crate::LogFormat,
 }
 
 impl LocalCluster {
@@ -27,6 +29,16 @@ impl LocalCluster {
     /// when `None`), with one disk per node shared by two nodes, puts the
     /// library on the disks (each title on two), and starts one process per node.
     pub fn start(n: u32, dir: Option<&Path>, library: &Library) -> Result<LocalCluster> {
+        Self::start_with(n, dir, library, crate::LogFormat::Text)
+    }
+
+    /// [`LocalCluster::start`] with the nodes logging in `log_format`.
+    pub fn start_with(
+        n: u32,
+        dir: Option<&Path>,
+        library: &Library,
+        log_format: crate::LogFormat,
+    ) -> Result<LocalCluster> {
         if !(1..=64).contains(&n) {
             bail!("--nodes must be between 1 and 64, not {n}");
         }
@@ -48,6 +60,7 @@ impl LocalCluster {
             nodes: Vec::new(),
             dir: dir.clone(),
             remove_dir,
+            log_format,
         };
         for id in cf.node_ids() {
             let http = cf
@@ -71,6 +84,7 @@ impl LocalCluster {
             .with_context(|| format!("cannot open {}", log.display()))?;
         let err = out.try_clone().context("cannot share the log file")?;
         let child = Command::new(&exe)
+            .args(["--log-format", self.log_format.arg()])
             .arg("node")
             .arg("--config")
             .arg(&self.file)
@@ -357,7 +371,12 @@ fn place_titles(dir: &Path, n: u32, titles: &[(String, PathBuf)]) -> Result<()> 
 }
 
 /// Runs `ringcast up` until Ctrl-C.
-pub fn run(nodes: u32, dir: Option<&Path>, library: &Library) -> Result<()> {
+pub fn run(
+    nodes: u32,
+    dir: Option<&Path>,
+    library: &Library,
+    log_format: crate::LogFormat,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -365,7 +384,7 @@ pub fn run(nodes: u32, dir: Option<&Path>, library: &Library) -> Result<()> {
     // Listen for Ctrl-C before anything starts, so an early one still stops
     // the nodes cleanly instead of killing `up` alone.
     let mut interrupted = rt.block_on(async { Interrupt::listen() })?;
-    let mut cluster = LocalCluster::start(nodes, dir, library)?;
+    let mut cluster = LocalCluster::start_with(nodes, dir, library, log_format)?;
     for (id, http, _) in &cluster.nodes {
         println!("node {id} {http}");
     }
@@ -386,10 +405,10 @@ pub fn run(nodes: u32, dir: Option<&Path>, library: &Library) -> Result<()> {
         Ok(sup) => eprintln!(" formed: supervisor n{sup}"),
         Err(e) => eprintln!(" {e:#}"),
     }
+    let first = cluster.nodes.first().map(|n| n.1.as_str()).unwrap_or("");
     eprintln!(
-        "watch it:     ringcast status --config {}\n              ringcast events --url {}\nCtrl-C makes every node leave and stops.",
+        "dashboard:    {first}/ (any node)\nwatch it:     ringcast status --config {}\n              ringcast events --url {first}\nCtrl-C makes every node leave and stops.",
         cluster.file.display(),
-        cluster.nodes.first().map(|n| n.1.as_str()).unwrap_or("")
     );
     rt.block_on(interrupted.wait());
     eprintln!("\nstopping: every node leaves the cluster");

@@ -166,6 +166,24 @@ fn beyond_capacity_the_answer_is_503_with_retry_after() {
         }
         other => panic!("expected 503, got {other:?}"),
     }
+    // The refusal is counted where operators look: the entry node's play
+    // answers and 503s, and the supervisor's placements.
+    let sample = |id: u32, name: &str| {
+        c.metrics(id)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        sample(3, "ringcast_play_responses_total{code=\"503\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(3, "ringcast_unavailable_responses_total{route=\"play\"}"),
+        1.0
+    );
+    assert!(sample(1, "ringcast_placements_total{outcome=\"no_capacity\"}") >= 1.0);
+    assert!(sample(1, "ringcast_placements_total{outcome=\"placed\"}") >= 2.0);
 }
 
 #[test]

@@ -62,6 +62,8 @@ pub struct Spec {
     pub disks: Vec<(u32, Vec<u32>)>,
     /// Concurrent streams each node may serve.
     pub max_streams: u32,
+    /// How often disks are probed; a probe fails after twice this.
+    pub disk_check_interval_ms: u64,
 }
 
 impl Spec {
@@ -73,6 +75,7 @@ impl Spec {
             interval_ms: 20,
             disks: Vec::new(),
             max_streams: 100,
+            disk_check_interval_ms: 100,
         }
     }
 }
@@ -114,7 +117,13 @@ impl Cluster {
             t / 2,
             spec.preempt,
         );
-        toml = toml.replace("preempt = ", "disk_check_interval_ms = 100\npreempt = ");
+        toml = toml.replace(
+            "preempt = ",
+            &format!(
+                "disk_check_interval_ms = {}\npreempt = ",
+                spec.disk_check_interval_ms
+            ),
+        );
         for id in &spec.nodes {
             let ring = free_port();
             let h: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -166,8 +175,16 @@ impl Cluster {
 
     /// Starts node `id` from another cluster file (a wrong key, say).
     pub fn spawn_with(&mut self, id: u32, file: &Path) {
+        self.spawn_custom(id, file, &[], &[]);
+    }
+
+    /// Starts node `id` with global options before `node` (such as
+    /// `--log-format json`) and extra environment variables.
+    pub fn spawn_custom(&mut self, id: u32, file: &Path, global: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dir.join(format!("node-{id}.log"))).unwrap();
         let child = Command::new(BIN)
+            .args(global)
+            .envs(env.iter().copied())
             .args(["node", "--config"])
             .arg(file)
             .args(["--node", &id.to_string()])
