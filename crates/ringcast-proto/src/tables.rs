@@ -136,6 +136,30 @@ fn upsert_by<T, K: Ord>(rows: &mut Vec<T>, key: impl Fn(&T) -> K, row: T) {
     }
 }
 
+/// Claim 5: what a cluster reports as one node of its parent: the capacity
+/// and load of every member its map lists up, summed.
+pub fn aggregate(map: &crate::map::ClusterMap, tables: &Tables) -> (Capacity, Load) {
+    let mut capacity = Capacity {
+        max_streams: 0,
+        max_bytes_per_s: 0,
+    };
+    let mut load = Load::default();
+    for usage in &tables.node_usage {
+        if !map.is_up(usage.node) {
+            continue;
+        }
+        capacity.max_streams = capacity
+            .max_streams
+            .saturating_add(usage.capacity.max_streams);
+        capacity.max_bytes_per_s = capacity
+            .max_bytes_per_s
+            .saturating_add(usage.capacity.max_bytes_per_s);
+        load.streams = load.streams.saturating_add(usage.load.streams);
+        load.bytes_per_s = load.bytes_per_s.saturating_add(usage.load.bytes_per_s);
+    }
+    (capacity, load)
+}
+
 impl Tables {
     /// Records what a node said of its disks and capacity when it joined (claim 14).
     pub fn record_join(&mut self, node: NodeId, capacity: Capacity, disks: &[DiskId]) {
