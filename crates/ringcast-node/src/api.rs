@@ -249,7 +249,13 @@ pub fn render_metrics(shared: &Shared, snap: &Snapshot) -> String {
         "counter",
         "Datagrams refused, by reason.",
     );
-    for (reason, n) in &s.rejected {
+    let mut rejected = s.rejected.clone();
+    // Issue 7: datagrams dropped unread by the per-sender limits.
+    rejected.insert(
+        "rate_limited",
+        shared.io.rate_limited.load(Ordering::Relaxed),
+    );
+    for (reason, n) in &rejected {
         let _ = writeln!(
             out,
             "ringcast_frames_rejected_total{{reason=\"{reason}\"}} {n}"
@@ -348,6 +354,69 @@ pub fn render_metrics(shared: &Shared, snap: &Snapshot) -> String {
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
+    }
+    if let Some(guard) = shared.http.get() {
+        family(
+            &mut out,
+            "ringcast_http_refused_total",
+            "counter",
+            "HTTP connections and requests refused, by reason.",
+        );
+        for (reason, n) in guard.refusals() {
+            let _ = writeln!(
+                out,
+                "ringcast_http_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "ringcast_http_connections",
+            "gauge",
+            "HTTP connections open now.",
+        );
+        let _ = writeln!(
+            out,
+            "ringcast_http_connections {}",
+            guard.open_connections()
+        );
+    }
+    family(
+        &mut out,
+        "ringcast_config_version",
+        "gauge",
+        "The configuration version this node runs.",
+    );
+    let _ = writeln!(out, "ringcast_config_version {}", snap.config_version);
+    family(
+        &mut out,
+        "ringcast_cluster_key",
+        "gauge",
+        "1 for each cluster key the node accepts; use=\"seal\" for the one it seals with.",
+    );
+    for (i, key) in snap.keys.iter().enumerate() {
+        let usage = if i == 0 { "seal" } else { "accept" };
+        let _ = writeln!(
+            out,
+            "ringcast_cluster_key{{id=\"{}\",use=\"{usage}\"}} 1",
+            key.0
+        );
+    }
+    family(
+        &mut out,
+        "ringcast_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP or a newer version seen), by result.",
+    );
+    for (result, n) in [
+        ("applied", &shared.reloads.applied),
+        ("unchanged", &shared.reloads.unchanged),
+        ("failed", &shared.reloads.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "ringcast_config_reloads_total{{result=\"{result}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
     }
     family(
         &mut out,
