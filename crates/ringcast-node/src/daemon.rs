@@ -334,3 +334,76 @@ async fn reassign_loop(streaming: Arc<Streaming>, shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use ringcast_proto::KeyId;
+
+    use super::*;
+    use crate::clusterfile::{self, local_cluster};
+    use crate::stream::tests::runtime;
+
+    /// Issue 7: a reload applies new keys and a newer version at once, names
+    /// what needs a restart, and refuses another node's, another cluster's
+    /// or an older configuration.
+    #[test]
+    fn a_reload_applies_keys_and_refuses_foreign_or_older_configurations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = local_cluster(&dir.path().join("cluster"), 2, None).unwrap();
+        let file = clusterfile::load(&path).unwrap();
+        let settings = file.node_settings(NodeId(1)).unwrap();
+        runtime().block_on(async {
+            let d = start(settings.clone(), None).await.unwrap();
+            let same = d.reload(&settings).unwrap();
+            assert_eq!((same.keys_changed, same.needs_restart.len()), (false, 0));
+
+            let mut next = settings.clone();
+            next.keys = vec![(KeyId(2), [0x42; 32]), settings.keys[0]];
+            next.proto.config_version += 1;
+            next.proto.mtu = 1300;
+            let r = d.reload(&next).unwrap();
+            assert!(r.keys_changed);
+            assert_eq!(r.config_version, settings.proto.config_version + 1);
+            assert_eq!(r.needs_restart, vec!["mtu"]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let snap = d.shared.snapshot();
+                if snap.keys == vec![KeyId(2), KeyId(1)]
+                    && snap.config_version == next.proto.config_version
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the loop never took the keys");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+
+            let mut other = file.node_settings(NodeId(2)).unwrap();
+            other.proto.config_version = next.proto.config_version;
+            assert!(matches!(
+                d.reload(&other),
+                Err(ReloadError::OtherNode { .. })
+            ));
+            let mut foreign = next.clone();
+            foreign.proto.cluster = ClusterId(99);
+            assert!(matches!(
+                d.reload(&foreign),
+                Err(ReloadError::OtherCluster { .. })
+            ));
+            assert_eq!(
+                d.reload(&settings),
+                Err(ReloadError::Older {
+                    running: next.proto.config_version,
+                    got: settings.proto.config_version
+                })
+            );
+            let r = &d.shared.reloads;
+            assert_eq!(
+                [&r.applied, &r.unchanged, &r.failed].map(|c| c.load(Ordering::Relaxed)),
+                [1, 1, 3]
+            );
+            d.node.abort();
+        });
+    }
+}
