@@ -621,6 +621,35 @@ fn a_staged_key_rotation_one_node_at_a_time_disturbs_nothing() {
     assert_cluster(&s, 1, &[1, 2, 3, 4, 5]);
 }
 
+/// Issue 7: why each stage must be complete before the next. A node that
+/// jumps to stage 2 while the others are at stage 0 seals with a key they
+/// do not accept: they refuse its frames, never see its newer version, and
+/// declare it failed.
+#[test]
+fn skipping_a_key_rotation_stage_cuts_the_node_off() {
+    use ringcast_proto::frame::Rotation;
+    use ringcast_sim::world::SIM_KEY;
+    // Not strict: a failure declaration is the expected outcome here.
+    let mut s = Sim::new(SimConfig::new(29, 4));
+    s.start_all();
+    converge(&mut s);
+    let node = s.node_mut(3);
+    *node.keyring_mut() = Keyring::at_stage(
+        Rotation::SendNew,
+        (KeyId(1), SIM_KEY),
+        (KeyId(2), [0x5e; 32]),
+    );
+    node.set_config_version(2);
+    wait(&mut s, "n3 is marked failed", |s| {
+        s.node(1).map().is_some_and(|m| {
+            m.member(NodeId(3))
+                .is_some_and(|e| e.status == MemberStatus::Failed)
+        })
+    });
+    let refused = s.node(4).stats().rejected.get("unknown_key").copied();
+    assert!(refused.unwrap_or(0) > 0, "{refused:?}");
+}
+
 #[test]
 fn the_same_seed_replays_the_same_run() {
     let run = |seed| {
