@@ -216,6 +216,46 @@ fn slow_heads_are_closed_at_the_head_deadline_however_they_trickle() {
 }
 
 #[test]
+fn idle_keep_alive_connections_are_closed_after_their_timeout_on_both_servers() {
+    let (head_timeout, idle_timeout) = (Duration::from_millis(400), Duration::from_millis(900));
+    let server = Server::start(HttpLimits {
+        head_timeout,
+        idle_timeout,
+        ..HttpLimits::default()
+    });
+    let data = server.file("a.mp4", 100, 7);
+    let idle_after = |c: &mut Client| {
+        let start = Instant::now();
+        let (got, closed) = read_until_closed(c.r.get_mut(), Duration::from_secs(5));
+        assert!(
+            closed && got.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        start.elapsed()
+    };
+    // The stream server waits `idle_timeout` for the next request.
+    let mut c = server.client_from("127.0.0.2");
+    assert_eq!(c.get("/v1/streams/a.mp4", &[]).body, data);
+    let took = idle_after(&mut c);
+    assert!(
+        took >= idle_timeout - Duration::from_millis(100)
+            && took <= idle_timeout + Duration::from_millis(1500),
+        "stream server: closed after {took:?}"
+    );
+    // hyper's head timeout starts when it waits for a request.
+    let mut c = api_connection(&server, "127.0.0.2");
+    let took = idle_after(&mut c);
+    assert!(
+        took >= head_timeout - Duration::from_millis(100)
+            && took <= head_timeout + Duration::from_millis(1500),
+        "API server: closed after {took:?}"
+    );
+    // An idle connection is not a slow head.
+    assert_eq!(server.refused("head_timeout"), 0);
+}
+
+#[test]
 fn an_oversized_head_gets_431_from_both_servers() {
     let server = Server::start(HttpLimits {
         max_head: 2048,
