@@ -24,6 +24,10 @@ use crate::transport::{Transport, MAX_DATAGRAM};
 /// Events kept for a subscriber that connects late.
 const RECENT_EVENTS: usize = 200;
 
+/// Issue 7: the most datagrams of senders over their budget dropped in one
+/// go before the loop looks at its timers again.
+const DRAIN_BATCH: usize = 256;
+
 /// Why a node could not start.
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -313,9 +317,9 @@ impl Runtime {
             next = match wake {
                 Wake::Datagram(n, from) => {
                     // Issue 7: a sender over its budget is dropped unread,
-                    // without touching the protocol or the snapshot.
-                    let Some(sender) = self.senders.admit(now, from) else {
-                        self.shared.io.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    // without touching the protocol or the snapshot, and so
+                    // is every such datagram already waiting behind it.
+                    let Some((n, sender)) = self.admit(now, n, from, &mut buf) else {
                         continue;
                     };
                     let refused_before = self.node.stats().rejected_total();
@@ -348,6 +352,33 @@ impl Runtime {
                 return;
             }
         }
+    }
+
+    /// Issue 7: charges the datagram of `n` bytes from `from` (in `buf`) to
+    /// its sender. Returns it if it may be read; else drops it, and drains
+    /// and drops the datagrams already waiting while their senders are over
+    /// budget too (at most [`DRAIN_BATCH`], so timers are not kept waiting),
+    /// returning the first one that may be read, if any.
+    fn admit(
+        &mut self,
+        now: Instant,
+        mut n: usize,
+        mut from: std::net::SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<(usize, crate::limit::Sender)> {
+        for i in 0..DRAIN_BATCH {
+            if let Some(sender) = self.senders.admit(now, from) {
+                return Some((n, sender));
+            }
+            self.shared.io.rate_limited.fetch_add(1, Ordering::Relaxed);
+            match self.transport.try_recv(buf, i % 2 == 1) {
+                Ok(Some((next, next_from, _))) => (n, from) = (next, next_from),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+        // The last datagram read is dropped too: the batch is over.
+        self.shared.io.rate_limited.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     /// Issue 7: takes new keys (a rotation stage) and the configuration
