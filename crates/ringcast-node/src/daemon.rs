@@ -82,6 +82,8 @@ pub enum ReloadError {
 pub struct Reloaded {
     /// The keys changed (a key rotation stage).
     pub keys_changed: bool,
+    /// The configuration version grew.
+    pub version_changed: bool,
     /// The configuration version the node runs now.
     pub config_version: u32,
     /// Settings that differ from the running ones but take effect only when
@@ -114,7 +116,7 @@ impl Daemon {
     pub fn reload(&self, new: &NodeSettings) -> Result<Reloaded, ReloadError> {
         let result = self.try_reload(new);
         let counter = match &result {
-            Ok(r) if r.keys_changed => &self.shared.reloads.applied,
+            Ok(r) if r.keys_changed || r.version_changed => &self.shared.reloads.applied,
             Ok(_) => &self.shared.reloads.unchanged,
             Err(_) => &self.shared.reloads.failed,
         };
@@ -176,6 +178,7 @@ impl Daemon {
         }
         Ok(Reloaded {
             keys_changed,
+            version_changed,
             config_version: running.proto.config_version,
             needs_restart,
         })
