@@ -366,18 +366,19 @@ impl Runtime {
         mut from: std::net::SocketAddr,
         buf: &mut [u8],
     ) -> Option<(usize, crate::limit::Sender)> {
-        for i in 0..DRAIN_BATCH {
+        for i in 1.. {
             if let Some(sender) = self.senders.admit(now, from) {
                 return Some((n, sender));
             }
             self.shared.io.rate_limited.fetch_add(1, Ordering::Relaxed);
+            if i == DRAIN_BATCH {
+                break;
+            }
             match self.transport.try_recv(buf, i % 2 == 1) {
                 Ok(Some((next, next_from, _))) => (n, from) = (next, next_from),
-                Ok(None) | Err(_) => return None,
+                Ok(None) | Err(_) => break,
             }
         }
-        // The last datagram read is dropped too: the batch is over.
-        self.shared.io.rate_limited.fetch_add(1, Ordering::Relaxed);
         None
     }
 
