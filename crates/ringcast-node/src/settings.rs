@@ -130,11 +130,11 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> HttpLimits {
         HttpLimits {
-            max_head: 16 * 1024,
+            max_head: crate::stream::MAX_HEAD,
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
-            max_connections: 4096,
+            max_connections: crate::httpd::MAX_CONNECTIONS,
             max_client_connections: 256,
             client_requests: Rate {
                 per_second: 100,
