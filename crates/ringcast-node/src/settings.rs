@@ -4,8 +4,9 @@
 //!
 //! [`NodeSettings`] is built from the cluster file ([`crate::clusterfile`]) or
 //! fetched from the configuration service ([`crate::configsvc`]), which sends
-//! it as JSON. The JSON form spells out every field, gives durations in whole
-//! milliseconds and keys as hexadecimal:
+//! it as JSON. The JSON form spells out every field (limits only where they
+//! differ from their defaults), gives durations in whole milliseconds and
+//! keys as hexadecimal:
 //!
 //! ```json
 //! {
