@@ -35,6 +35,10 @@
 //! join_retry_ms = 20
 //! leave_retry_ms = 20
 //!
+//! [limits]                    # optional table, every key optional (issue 7);
+//! http_max_head_bytes = 16384 # defaults are settings::Limits::default(); the
+//! bus_refused_per_s = 50      # full list is settings::Limits::FIELDS
+//!
 //! [[node]]                    # one table per node
 //! id = 1                      # node id (u32), unique
 //! ring = "127.0.0.1:7501"     # unicast UDP address: the ring, and the bus in unicast mode
@@ -87,7 +91,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::settings::{key_from_hex, key_to_hex, BusMode, NodeSettings, KEY_LEN};
+use crate::settings::{key_from_hex, key_to_hex, BusMode, Limits, NodeSettings, KEY_LEN};
 
 /// The MTU when the file sets none.
 pub const DEFAULT_MTU: usize = 1400;
@@ -200,6 +204,7 @@ pub struct ClusterFile {
     nodes: Vec<NodeEntry>,
     keys: Vec<(KeyId, [u8; KEY_LEN])>,
     admin_token: Option<String>,
+    limits: Limits,
 }
 
 #[derive(Clone, Debug)]
@@ -345,6 +350,7 @@ impl ClusterFile {
             keys: self.keys.clone(),
             admin_token: self.admin_token.clone(),
             cluster_name: self.name.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -377,6 +383,7 @@ pub fn load(path: &Path) -> Result<ClusterFile, ConfigFileError> {
 struct RawFile {
     cluster: Spanned<RawCluster>,
     timing: Option<Spanned<RawTiming>>,
+    limits: Option<BTreeMap<String, Spanned<u64>>>,
     #[serde(default, rename = "node")]
     nodes: Vec<RawNode>,
 }
@@ -538,6 +545,7 @@ impl<'a> Checker<'a> {
         self.check_node_interfaces(transport.as_ref(), &nodes);
         self.check_priority(&cluster.priority, &nodes);
         let timing = self.check_timing(raw.timing.as_ref());
+        let limits = self.check_limits(raw.limits.as_ref());
         let mtu = self.check_mtu(cluster.mtu.as_ref());
         let keys = self.read_keys(&cluster.key_file);
         let admin_token = self.read_admin_token(cluster.admin_token_file.as_ref());
@@ -559,6 +567,7 @@ impl<'a> Checker<'a> {
             nodes,
             keys: keys?,
             admin_token: admin_token?,
+            limits,
         };
         if self.problems.is_empty() {
             self.check_each_node_config(&file, &cluster.priority);
@@ -797,6 +806,25 @@ impl<'a> Checker<'a> {
                 self.report(priority.span(), "cluster.priority", message);
             }
         }
+    }
+
+    /// Issue 7: the `[limits]` table; each bad entry is reported at its line
+    /// and leaves its default.
+    fn check_limits(&mut self, raw: Option<&BTreeMap<String, Spanned<u64>>>) -> Limits {
+        let mut limits = Limits::default();
+        for (name, value) in raw.into_iter().flatten() {
+            if let Err(e) = limits.set(name, *value.get_ref()) {
+                let message = match e {
+                    crate::settings::LimitError::Unknown(_) => format!(
+                        "unknown limit; the limits are {}",
+                        Limits::FIELDS.join(", ")
+                    ),
+                    e => e.to_string(),
+                };
+                self.report(value.span(), &format!("limits.{name}"), message);
+            }
+        }
+        limits
     }
 
     fn check_timing(&mut self, raw: Option<&Spanned<RawTiming>>) -> Option<Timing> {
@@ -1535,6 +1563,7 @@ max_bytes_per_s = 125000000
             keys: vec![(KeyId(1), key_from_hex(KEY_HEX).unwrap())],
             admin_token: Some("let-me-in".into()),
             cluster_name: "test".into(),
+            limits: Limits::default(),
         };
         assert_eq!(file.node_settings(NodeId(2)).unwrap(), expected);
         for id in file.node_ids() {
@@ -1755,6 +1784,34 @@ max_bytes_per_s = 125000000
             "node.disk.size_gb",
             line_of(&text, "size_gb"),
             "unknown field `size_gb`",
+        );
+    }
+
+    #[test]
+    fn limits_are_read_from_their_table_and_bad_ones_reported_at_their_line() {
+        let text =
+            format!("{VALID}\n[limits]\nhttp_client_requests_per_s = 5\nbus_refused_burst = 7\n");
+        let dir = tempfile::tempdir().unwrap();
+        let file = load(&write_cluster(dir.path(), &text)).unwrap();
+        let limits = file.node_settings(NodeId(1)).unwrap().limits;
+        assert_eq!(limits.http.client_requests.per_second, 5);
+        assert_eq!(limits.bus.refused.burst, 7);
+        assert_eq!(limits.http.max_head, Limits::default().http.max_head);
+
+        let text = format!("{VALID}\n[limits]\nhttp_max_head_bytes = 100\nfloods = 3\n");
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].field, "limits.http_max_head_bytes");
+        assert_eq!(problems[0].line, line_of(&text, "http_max_head_bytes"));
+        assert!(
+            problems[0].message.contains("from 1024 to 65536"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[1].field, "limits.floods");
+        assert_eq!(problems[1].line, line_of(&text, "floods"));
+        assert!(
+            problems[1].message.contains("unknown limit"),
+            "{problems:?}"
         );
     }
 

@@ -3,20 +3,27 @@
 //! both the API and the zero-copy data path.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ringcast_proto::{LocalEvent, NodeId};
+use ringcast_proto::{ClusterId, LocalEvent, NodeId};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::disks::{ProbeConfig, Prober};
-use crate::runtime::{NodeError, Runtime, Shared};
+use crate::guard::Guard;
+use crate::httpd::HttpdConfig;
+use crate::runtime::{NodeError, Rekey, Runtime, Shared};
 use crate::settings::NodeSettings;
 use crate::stream::StreamCounters;
 use crate::streaming::{Streaming, STREAM_PREFIX};
+
+/// How often the HTTP listener's exempt addresses (the members') are
+/// refreshed from the cluster map.
+pub const EXEMPT_REFRESH: Duration = Duration::from_secs(1);
 
 /// How often each disk's library is rescanned for new and removed titles.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -39,6 +46,51 @@ pub enum DaemonError {
     },
 }
 
+/// Why a reloaded configuration was not applied (issue 7).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The configuration is another cluster's.
+    #[error("the reloaded configuration is for cluster {got}, not this node's cluster {running}")]
+    OtherCluster {
+        /// The running node's cluster.
+        running: ClusterId,
+        /// The reloaded configuration's.
+        got: ClusterId,
+    },
+    /// The configuration is another node's.
+    #[error("the reloaded configuration is for node {got}, not this node {running}")]
+    OtherNode {
+        /// The running node.
+        running: NodeId,
+        /// The reloaded configuration's node.
+        got: NodeId,
+    },
+    /// The configuration is older than the one the node runs.
+    #[error(
+        "the reloaded configuration is version {got}, older than the running version {running}"
+    )]
+    Older {
+        /// The running version.
+        running: u32,
+        /// The reloaded version.
+        got: u32,
+    },
+}
+
+/// What a reload changed (issue 7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The keys changed (a key rotation stage).
+    pub keys_changed: bool,
+    /// The configuration version grew.
+    pub version_changed: bool,
+    /// The configuration version the node runs now.
+    pub config_version: u32,
+    /// Settings that differ from the running ones but take effect only when
+    /// the node restarts.
+    pub needs_restart: Vec<&'static str>,
+}
+
 /// A running node: its shared state and the protocol loop's task.
 #[derive(Debug)]
 pub struct Daemon {
@@ -48,7 +100,89 @@ pub struct Daemon {
     pub streaming: Arc<Streaming>,
     /// The protocol loop; it ends when the node has left.
     pub node: JoinHandle<()>,
+    /// Issue 7: the HTTP listener's limits and refusal counters.
+    pub guard: Arc<Guard>,
+    /// The settings the node runs with (keys and version as last reloaded).
+    running: Mutex<NodeSettings>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Issue 7: applies what a running node can change from a reloaded
+    /// configuration: the cluster keys (a key rotation stage: frames, and
+    /// the keys stream tokens derive from) and the configuration version.
+    /// Anything else that changed is listed in [`Reloaded::needs_restart`].
+    /// Counted in `ringcast_config_reloads_total{result}`.
+    pub fn reload(&self, new: &NodeSettings) -> Result<Reloaded, ReloadError> {
+        let result = self.try_reload(new);
+        let counter = match &result {
+            Ok(r) if r.keys_changed || r.version_changed => &self.shared.reloads.applied,
+            Ok(_) => &self.shared.reloads.unchanged,
+            Err(_) => &self.shared.reloads.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn try_reload(&self, new: &NodeSettings) -> Result<Reloaded, ReloadError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (was, now) = (&running.proto, &new.proto);
+        if now.cluster != was.cluster {
+            return Err(ReloadError::OtherCluster {
+                running: was.cluster,
+                got: now.cluster,
+            });
+        }
+        if now.node != was.node {
+            return Err(ReloadError::OtherNode {
+                running: was.node,
+                got: now.node,
+            });
+        }
+        if now.config_version < was.config_version {
+            return Err(ReloadError::Older {
+                running: was.config_version,
+                got: now.config_version,
+            });
+        }
+        let mut needs_restart = Vec::new();
+        let differs = [
+            ("priority", now.priority != was.priority),
+            ("addresses", now.addrs != was.addrs),
+            ("disks", now.disks != was.disks),
+            ("capacity", now.capacity != was.capacity),
+            ("servers", now.servers != was.servers),
+            ("timing", now.timing != was.timing),
+            ("mtu", now.mtu != was.mtu),
+            ("bus", new.bus != running.bus),
+            ("limits", new.limits != running.limits),
+            ("admin_token", new.admin_token != running.admin_token),
+        ];
+        for (what, changed) in differs {
+            if changed {
+                needs_restart.push(what);
+            }
+        }
+        let keys_changed = new.keys != running.keys;
+        let version_changed = now.config_version != was.config_version;
+        if keys_changed || version_changed {
+            running.keys = new.keys.clone();
+            running.proto.config_version = now.config_version;
+            self.streaming
+                .set_keys(new.keys.iter().map(|(_, key)| *key).collect());
+            let rekey = Rekey {
+                keyring: new.keyring(),
+                config_version: now.config_version,
+            };
+            self.shared.rekey.send_replace(Some(rekey));
+        }
+        Ok(Reloaded {
+            keys_changed,
+            version_changed,
+            config_version: running.proto.config_version,
+            needs_restart,
+        })
+    }
 }
 
 impl Drop for Daemon {
@@ -68,8 +202,12 @@ pub async fn start(
     let http = settings.proto.addrs.http;
     let me: NodeId = settings.proto.node;
     let key = settings.keys[0].1;
+    let all_keys: Vec<[u8; 32]> = settings.keys.iter().map(|(_, k)| *k).collect();
     let disks = settings.proto.disks.clone();
     let probe = ProbeConfig::from_timing(&settings.proto.timing);
+    let http_config = HttpdConfig::with_limits(STREAM_PREFIX, &settings.limits.http);
+    let guard = Arc::new(Guard::new(&settings.limits.http));
+    let running = Mutex::new(settings.clone());
     let life = state_dir.map(|d| crate::life::LifeFile::new(d, me));
     let runtime = Runtime::bind(settings, life)?;
     let shared = runtime.shared();
@@ -83,23 +221,23 @@ pub async fn start(
         .map(|d| (d.id, std::path::PathBuf::from(&d.mount)))
         .collect();
     let streaming = Streaming::new(me, key, mounts, shared.clone(), counters.clone());
+    streaming.set_keys(all_keys);
     streaming.rescan();
     let api = crate::api::router(shared.clone()).merge(streaming.routes());
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(crate::httpd::serve(
-        listener,
-        api,
-        streaming.clone(),
-        counters,
-        STREAM_PREFIX,
-    )));
-    tasks.push(tokio::spawn(rescan_loop(streaming.clone())));
-    tasks.push(tokio::spawn(probe_loop(
-        disks,
-        probe,
-        streaming.clone(),
-        shared.clone(),
-    )));
+    let _ = shared.http_guard.set(guard.clone());
+    let mut tasks = vec![
+        tokio::spawn(crate::httpd::serve_with(
+            listener,
+            api,
+            streaming.clone(),
+            counters,
+            http_config,
+            guard.clone(),
+        )),
+        tokio::spawn(exempt_loop(guard.clone(), shared.clone())),
+        tokio::spawn(rescan_loop(streaming.clone())),
+        tokio::spawn(probe_loop(disks, probe, streaming.clone(), shared.clone())),
+    ];
     let s = streaming.clone();
     tasks.push(tokio::spawn(
         async move { s.report_load(LOAD_INTERVAL).await },
@@ -113,8 +251,30 @@ pub async fn start(
         shared,
         streaming,
         node,
+        guard,
+        running,
         tasks,
     })
+}
+
+/// Issue 7: the members' addresses skip the HTTP listener's per-client
+/// limits (a member asks the supervisor to place every stream its clients
+/// play). Refreshed from the cluster map.
+async fn exempt_loop(guard: Arc<Guard>, shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(EXEMPT_REFRESH);
+    loop {
+        ticks.tick().await;
+        let snap = shared.snapshot();
+        let Some(map) = snap.map.as_ref() else {
+            continue;
+        };
+        let members: Vec<IpAddr> = map
+            .members
+            .iter()
+            .flat_map(|m| [m.addrs.http.ip(), m.addrs.ring.ip()])
+            .collect();
+        guard.set_exempt(members);
+    }
 }
 
 async fn rescan_loop(streaming: Arc<Streaming>) {
@@ -191,5 +351,78 @@ async fn reassign_loop(streaming: Arc<Streaming>, shared: Arc<Shared>) {
             }
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use ringcast_proto::KeyId;
+
+    use super::*;
+    use crate::clusterfile::{self, local_cluster};
+    use crate::stream::tests::runtime;
+
+    /// Issue 7: a reload applies new keys and a newer version at once, names
+    /// what needs a restart, and refuses another node's, another cluster's
+    /// or an older configuration.
+    #[test]
+    fn a_reload_applies_keys_and_refuses_foreign_or_older_configurations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = local_cluster(&dir.path().join("cluster"), 2, None).unwrap();
+        let file = clusterfile::load(&path).unwrap();
+        let settings = file.node_settings(NodeId(1)).unwrap();
+        runtime().block_on(async {
+            let d = start(settings.clone(), None).await.unwrap();
+            let same = d.reload(&settings).unwrap();
+            assert_eq!((same.keys_changed, same.needs_restart.len()), (false, 0));
+
+            let mut next = settings.clone();
+            next.keys = vec![(KeyId(2), [0x42; 32]), settings.keys[0]];
+            next.proto.config_version += 1;
+            next.proto.mtu = 1300;
+            let r = d.reload(&next).unwrap();
+            assert!(r.keys_changed);
+            assert_eq!(r.config_version, settings.proto.config_version + 1);
+            assert_eq!(r.needs_restart, vec!["mtu"]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let snap = d.shared.snapshot();
+                if snap.keys == vec![KeyId(2), KeyId(1)]
+                    && snap.config_version == next.proto.config_version
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the loop never took the keys");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+
+            let mut other = file.node_settings(NodeId(2)).unwrap();
+            other.proto.config_version = next.proto.config_version;
+            assert!(matches!(
+                d.reload(&other),
+                Err(ReloadError::OtherNode { .. })
+            ));
+            let mut foreign = next.clone();
+            foreign.proto.cluster = ClusterId(99);
+            assert!(matches!(
+                d.reload(&foreign),
+                Err(ReloadError::OtherCluster { .. })
+            ));
+            assert_eq!(
+                d.reload(&settings),
+                Err(ReloadError::Older {
+                    running: next.proto.config_version,
+                    got: settings.proto.config_version
+                })
+            );
+            let r = &d.shared.reloads;
+            assert_eq!(
+                [&r.applied, &r.unchanged, &r.failed].map(|c| c.load(Ordering::Relaxed)),
+                [1, 1, 3]
+            );
+            d.node.abort();
+        });
     }
 }

@@ -14,10 +14,22 @@
 //! a redirect on a reused connection does, is still answered, through
 //! hyper, by [`crate::stream::respond_via_hyper`]: same statuses and
 //! headers, file data copied in bounded chunks instead of `sendfile(2)`.
+//!
+//! Issue 7: both servers enforce the same limits against hostile clients
+//! ([`HttpLimits`], shared state in [`Guard`]): connections in all and per
+//! client address (over either, a new connection is closed at once), the
+//! request rate per client address (`429` with `Retry-After`), the request
+//! head's size (`431`) and the time to receive it, fixed when it starts so
+//! that trickling bytes does not extend it (slowloris). On the stream server
+//! a keep-alive connection may wait [`StreamConfig::idle_timeout`] for its
+//! next request; hyper starts its header timeout when it starts waiting for
+//! a request, so on a connection it serves the idle wait is the head timeout.
 
 use std::convert::Infallible;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,49 +41,63 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tower::Service;
 
+use crate::guard::{Guard, Refused};
+use crate::limit::retry_after_secs;
+use crate::settings::HttpLimits;
 use crate::stream::{
-    self, Outcome, RequestHead, Resolve, StreamConfig, StreamContext, StreamCounters,
+    self, Outcome, RequestHead, Resolve, StreamConfig, StreamContext, StreamCounters, MAX_HEADERS,
 };
 
 /// The most connections served at once by default; a connection accepted
 /// over the limit is closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
 
+/// The most bytes hyper buffers per connection (request heads, and body
+/// bytes not yet taken by the API): its default is about 400 KiB.
+const API_MAX_BUFFER: usize = 64 * 1024;
+
 /// How the listener serves its connections.
 #[derive(Clone, Debug)]
 pub struct HttpdConfig {
     /// The stream server's settings; its `prefix` says which paths are
-    /// stream requests.
+    /// stream requests. Its head limit and head timeout apply to the API
+    /// server too.
     pub stream: StreamConfig,
-    /// The most connections served at once.
-    pub max_connections: usize,
-    /// hyper's limit on the time to receive a request head on an API
-    /// connection (including the wait for the next request).
-    pub api_header_timeout: Duration,
+    /// Issue 7: the connection and request limits (the head limit and the
+    /// timeouts are `stream`'s, which [`HttpdConfig::with_limits`] copies
+    /// from here).
+    pub limits: HttpLimits,
 }
 
 impl HttpdConfig {
     /// The defaults, with stream requests being the paths under `prefix`.
     pub fn new(prefix: &str) -> HttpdConfig {
+        HttpdConfig::with_limits(prefix, &HttpLimits::default())
+    }
+
+    /// `limits`, with stream requests being the paths under `prefix`.
+    pub fn with_limits(prefix: &str, limits: &HttpLimits) -> HttpdConfig {
         HttpdConfig {
             stream: StreamConfig {
                 prefix: Some(prefix.to_string()),
+                max_head: limits.max_head,
+                head_timeout: limits.head_timeout,
+                idle_timeout: limits.idle_timeout,
+                send_timeout: limits.send_timeout,
                 ..StreamConfig::default()
             },
-            max_connections: MAX_CONNECTIONS,
-            api_header_timeout: Duration::from_secs(30),
+            limits: limits.clone(),
         }
     }
 }
 
 /// Serves the node's HTTP port: stream requests (paths under `prefix`, such
 /// as `/v1/streams/`) through `streams` with the zero-copy server, counted
-/// in `counters`, and every other request through the `api` router. Runs
-/// until the task is dropped; an accept error is logged and retried after a
-/// short pause.
+/// in `counters`, and every other request through the `api` router, with
+/// the default limits. Runs until the task is dropped; an accept error is
+/// logged and retried after a short pause.
 pub async fn serve(
     listener: TcpListener,
     api: Router,
@@ -79,24 +105,28 @@ pub async fn serve(
     counters: Arc<StreamCounters>,
     prefix: &'static str,
 ) {
-    serve_with(listener, api, streams, counters, HttpdConfig::new(prefix)).await
+    let config = HttpdConfig::new(prefix);
+    let guard = Arc::new(Guard::new(&config.limits));
+    serve_with(listener, api, streams, counters, config, guard).await
 }
 
-/// [`serve`] with explicit settings.
+/// [`serve`] with explicit settings and the [`Guard`] that enforces the
+/// connection and request limits (built from `config.limits`; the caller
+/// keeps it to mark exempt addresses and read its counters).
 pub async fn serve_with(
     listener: TcpListener,
     api: Router,
     streams: Arc<dyn Resolve>,
     counters: Arc<StreamCounters>,
     config: HttpdConfig,
+    guard: Arc<Guard>,
 ) {
     let ctx = Arc::new(StreamContext {
         resolver: streams,
         counters,
         config: config.stream,
+        guard: guard.clone(),
     });
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    let header_timeout = config.api_header_timeout;
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -107,54 +137,147 @@ pub async fn serve_with(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!("too many HTTP connections: closing the one from {peer}");
-            drop(sock);
-            continue;
+        let slot = match guard.connect(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!("closing the connection from {peer}: {}", why.reason());
+                drop(sock);
+                continue;
+            }
         };
         let _ = sock.set_nodelay(true);
         let (api, ctx) = (api.clone(), ctx.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            connection(sock, api, ctx, header_timeout).await;
+            let _slot = slot;
+            connection(sock, peer.ip(), api, ctx).await;
         });
     }
 }
 
-async fn connection(
-    sock: TcpStream,
-    api: Router,
-    ctx: Arc<StreamContext>,
-    header_timeout: Duration,
-) {
+/// The answer of the API server to a request over its client's rate.
+fn too_many_requests(wait: Duration) -> Response<Body> {
+    let mut r = Response::new(Body::from("too many requests from this address\n"));
+    *r.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = r.headers_mut();
+    headers.insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(retry_after_secs(wait)),
+    );
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn connection(sock: TcpStream, peer: IpAddr, api: Router, ctx: Arc<StreamContext>) {
     let (sock, buffered) = match stream::serve_connection(sock, Vec::new(), &ctx).await {
         Outcome::Closed => return,
         Outcome::Handoff { stream, buffered } => (stream, buffered),
     };
     let prefix = ctx.config.prefix.clone().unwrap_or_default();
+    let (max_head, head_timeout) = (ctx.config.max_head, ctx.config.head_timeout);
+    let guard = ctx.guard.clone();
+    // Whether bytes arrived since the last request was taken: a header
+    // timeout then means a slow head rather than an idle connection.
+    let arrived = Arc::new(AtomicBool::new(false));
+    let seen = arrived.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut api = api.clone();
         let ctx = ctx.clone();
+        let seen = seen.clone();
+        seen.store(false, Ordering::Relaxed);
         let is_stream = !prefix.is_empty() && req.uri().path().starts_with(prefix.as_str());
         async move {
-            if is_stream {
+            if let Err(wait) = ctx.guard.request(peer) {
+                return Ok::<Response<Body>, Infallible>(too_many_requests(wait));
+            }
+            let response = if is_stream {
                 let (parts, _body) = req.into_parts();
                 let head = RequestHead::from_parts(&parts);
-                Ok::<Response<Body>, Infallible>(stream::respond_via_hyper(&head, &ctx).await)
+                stream::respond_via_hyper(&head, &ctx).await
             } else {
-                api.call(req).await
-            }
+                api.call(req).await?
+            };
+            // A request body was read by now (when the handler takes one).
+            seen.store(false, Ordering::Relaxed);
+            Ok(response)
         }
     });
-    let io = TokioIo::new(Rewind::new(buffered, sock));
+    let io = TokioIo::new(Watched {
+        inner: Rewind::new(buffered, sock),
+        arrived: arrived.clone(),
+    });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(head_timeout)
+        .max_header_size(max_head)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(API_MAX_BUFFER.max(max_head + 8192))
         .serve_connection(io, service)
         .with_upgrades()
         .await;
     if let Err(e) = served {
+        if e.is_parse_too_large() {
+            guard.refuse(Refused::HeadTooLarge);
+        } else if e.is_timeout() && arrived.load(Ordering::Relaxed) {
+            guard.refuse(Refused::HeadTimeout);
+        } else if e.is_parse() {
+            guard.refuse(Refused::Malformed);
+        }
         tracing::debug!("HTTP API connection ended: {e}");
+    }
+}
+
+/// A byte stream that notes when bytes arrive.
+struct Watched<T> {
+    inner: T,
+    arrived: Arc<AtomicBool>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.arrived.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -239,3 +362,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hostile_tests;

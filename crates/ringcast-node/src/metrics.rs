@@ -228,6 +228,11 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
     for (r, n) in &s.rejected {
         reasons.insert(r, *n);
     }
+    // Issue 7: datagrams dropped unread by the per-sender limits.
+    reasons.insert(
+        "rate_limited",
+        shared.io.rate_limited.load(Ordering::Relaxed),
+    );
     for (r, n) in reasons {
         e.sample("ringcast_frames_rejected_total", &[("reason", r)], n);
     }
@@ -432,6 +437,54 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         "Clients following this node's event stream now.",
         shared.events.receiver_count(),
     );
+    if let Some(guard) = shared.http_guard.get() {
+        e.family(
+            "ringcast_http_refused_total",
+            "counter",
+            "HTTP connections and requests refused, by reason.",
+        );
+        for (reason, n) in guard.refusals() {
+            e.sample("ringcast_http_refused_total", &[("reason", reason)], n);
+        }
+        e.single(
+            "ringcast_http_connections",
+            "gauge",
+            "HTTP connections open now.",
+            guard.open_connections(),
+        );
+    }
+    e.single(
+        "ringcast_config_version",
+        "gauge",
+        "The configuration version this node runs.",
+        snap.config_version,
+    );
+    e.family(
+        "ringcast_cluster_key",
+        "gauge",
+        "1 for each cluster key the node accepts; use=\"seal\" for the one it seals with.",
+    );
+    for (i, key) in snap.keys.iter().enumerate() {
+        let usage = if i == 0 { "seal" } else { "accept" };
+        let id = key.0.to_string();
+        e.sample("ringcast_cluster_key", &[("id", &id), ("use", usage)], 1);
+    }
+    e.family(
+        "ringcast_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP or a newer version seen), by result.",
+    );
+    for (result, n) in [
+        ("applied", &shared.reloads.applied),
+        ("unchanged", &shared.reloads.unchanged),
+        ("failed", &shared.reloads.failed),
+    ] {
+        e.sample(
+            "ringcast_config_reloads_total",
+            &[("result", result)],
+            n.load(Ordering::Relaxed),
+        );
+    }
     e.single(
         "ringcast_uptime_seconds",
         "gauge",

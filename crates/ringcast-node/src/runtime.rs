@@ -11,17 +11,22 @@ use ringcast_proto::event::{Event, LocalEvent, Transmit};
 use ringcast_proto::map::{changes, ClusterMap, MapChange};
 use ringcast_proto::pump::{self, Input, Outputs};
 use ringcast_proto::stats::Stats;
-use ringcast_proto::{Incarnation, Node, NodeId, Role, Tables};
+use ringcast_proto::{Incarnation, KeyId, Keyring, Node, NodeId, Role, Tables};
 use serde::Serialize;
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::life::LifeFile;
-use crate::settings::NodeSettings;
+use crate::limit::SenderLimits;
+use crate::settings::{BusMode, NodeSettings};
 use crate::transport::{Transport, MAX_DATAGRAM};
 
 /// Events kept for a subscriber that connects late.
 const RECENT_EVENTS: usize = 200;
+
+/// Issue 7: the most datagrams of senders over their budget dropped in one
+/// go before the loop looks at its timers again.
+const DRAIN_BATCH: usize = 256;
 
 /// Why a node could not start.
 #[derive(Debug, Error)]
@@ -57,6 +62,9 @@ pub struct ClusterEvent {
     /// The epoch, for supervisor events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// The configuration version, for `config_outdated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// A readable sentence.
     pub text: String,
 }
@@ -78,6 +86,10 @@ pub struct Snapshot {
     pub upstream: Option<NodeId>,
     /// Ring neighbours.
     pub downstream: Option<NodeId>,
+    /// The keys the node accepts, the one it seals with first.
+    pub keys: Vec<KeyId>,
+    /// The configuration version the node runs.
+    pub config_version: u32,
 }
 
 /// Counters of the socket layer.
@@ -87,6 +99,33 @@ pub struct IoCounters {
     pub send_errors: AtomicU64,
     /// Receive errors.
     pub recv_errors: AtomicU64,
+    /// Issue 7: datagrams dropped unread because their sender was over its
+    /// budget ([`SenderLimits`]); shown as the `rate_limited` reason of
+    /// `ringcast_frames_rejected_total`.
+    pub rate_limited: AtomicU64,
+}
+
+/// Issue 7: counters of configuration reloads (`SIGHUP`, or a newer
+/// configuration version seen on the bus).
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    /// Reloads that changed the keys or the configuration version.
+    pub applied: AtomicU64,
+    /// Reloads that found nothing the node could change.
+    pub unchanged: AtomicU64,
+    /// Reloads that failed (unreadable or invalid configuration, another
+    /// cluster or node, an older version).
+    pub failed: AtomicU64,
+}
+
+/// Issue 7: what a running node changes without a restart: the keys it
+/// seals with and accepts, and the configuration version its frames carry.
+#[derive(Clone, Debug)]
+pub struct Rekey {
+    /// The new keys.
+    pub keyring: Keyring,
+    /// The configuration version they came with.
+    pub config_version: u32,
 }
 
 /// State shared between the loop and the HTTP API.
@@ -118,6 +157,12 @@ pub struct Shared {
     pub streams: std::sync::OnceLock<Arc<crate::stream::StreamCounters>>,
     /// Counters outside the protocol core (probes, placement, 503s), for `/metrics`.
     pub metrics: crate::metrics::NodeMetrics,
+    /// The HTTP listener's guard (its refusal counters), once it runs.
+    pub http_guard: std::sync::OnceLock<Arc<crate::guard::Guard>>,
+    /// Issue 7: new keys for the protocol loop to apply.
+    pub rekey: watch::Sender<Option<Rekey>>,
+    /// Issue 7: configuration reloads.
+    pub reloads: ReloadCounters,
 }
 
 impl Shared {
@@ -163,6 +208,8 @@ pub struct Runtime {
     transport: Transport,
     shared: Arc<Shared>,
     control: mpsc::Receiver<LocalEvent>,
+    rekey: watch::Receiver<Option<Rekey>>,
+    senders: SenderLimits,
     held: Option<ClusterMap>,
     life: Option<LifeFile>,
 }
@@ -207,7 +254,13 @@ impl Runtime {
                 source,
             })?;
         let (control_tx, control) = mpsc::channel(64);
+        let (rekey_tx, rekey) = watch::channel(None);
         let (events, _) = broadcast::channel(1024);
+        let bus = &settings.limits.bus;
+        let mut senders = SenderLimits::new(bus.datagrams, bus.refused, bus.max_senders, ring, now);
+        if let BusMode::Unicast { peers } = &settings.bus {
+            senders.set_peers(peers.iter().map(|(_, addr)| *addr));
+        }
         let shared = Arc::new(Shared {
             node: id,
             cluster_name: settings.cluster_name.clone(),
@@ -222,12 +275,17 @@ impl Runtime {
             started: now,
             streams: std::sync::OnceLock::new(),
             metrics: crate::metrics::NodeMetrics::default(),
+            http_guard: std::sync::OnceLock::new(),
+            rekey: rekey_tx,
+            reloads: ReloadCounters::default(),
         });
         Ok(Runtime {
             node,
             transport,
             shared,
             control,
+            rekey,
+            senders,
             held: None,
             life,
         })
@@ -240,6 +298,13 @@ impl Runtime {
 
     /// Runs until the node has left the cluster.
     pub async fn run(mut self) {
+        enum Wake {
+            Datagram(usize, std::net::SocketAddr),
+            Timeout,
+            Local(LocalEvent),
+            Rekey,
+            Nothing,
+        }
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut out = Outbox::default();
         let mut next = pump::drain(&mut self.node, &mut out);
@@ -248,32 +313,102 @@ impl Runtime {
             let sleep = next.map_or(Duration::from_secs(3600), |at| {
                 at.saturating_duration_since(Instant::now())
             });
-            let input = tokio::select! {
+            let wake = tokio::select! {
                 r = self.transport.recv(&mut buf) => match r {
-                    Ok((n, _, _)) => Some(Ok(n)),
+                    Ok((n, from, _)) => Wake::Datagram(n, from),
                     Err(e) => {
                         tracing::debug!("receive failed: {e}");
                         self.shared.io.recv_errors.fetch_add(1, Ordering::Relaxed);
-                        None
+                        Wake::Nothing
                     }
                 },
-                _ = tokio::time::sleep(sleep) => Some(Err(None)),
-                ev = self.control.recv() => ev.map(|e| Err(Some(e))),
+                _ = tokio::time::sleep(sleep) => Wake::Timeout,
+                ev = self.control.recv() => ev.map_or(Wake::Nothing, Wake::Local),
+                r = self.rekey.changed(), if self.rekey.has_changed().is_ok() => {
+                    if r.is_ok() { Wake::Rekey } else { Wake::Nothing }
+                }
             };
             let now = Instant::now();
-            next = match input {
-                Some(Ok(n)) => {
-                    pump::pump(&mut self.node, now, Input::Datagram(&buf[..n]), &mut out)
+            next = match wake {
+                Wake::Datagram(n, from) => {
+                    // Issue 7: a sender over its budget is dropped unread,
+                    // without touching the protocol or the snapshot, and so
+                    // is every such datagram already waiting behind it.
+                    let Some((n, sender)) = self.admit(now, n, from, &mut buf) else {
+                        continue;
+                    };
+                    let refused_before = self.node.stats().rejected_total();
+                    let after =
+                        pump::pump(&mut self.node, now, Input::Datagram(&buf[..n]), &mut out);
+                    if self.node.stats().rejected_total() > refused_before {
+                        self.senders.refused(now, sender);
+                        if out.transmits.is_empty() && out.events.is_empty() {
+                            // Nothing changed but a counter: the snapshot
+                            // catches up at the next timer.
+                            next = after;
+                            continue;
+                        }
+                    }
+                    after
                 }
-                Some(Err(None)) => pump::pump(&mut self.node, now, Input::Timeout, &mut out),
-                Some(Err(Some(ev))) => pump::pump(&mut self.node, now, Input::Local(ev), &mut out),
-                None => self.node.poll_timeout(),
+                Wake::Timeout => pump::pump(&mut self.node, now, Input::Timeout, &mut out),
+                Wake::Local(ev) => pump::pump(&mut self.node, now, Input::Local(ev), &mut out),
+                Wake::Rekey => {
+                    let rekey = self.rekey.borrow_and_update().clone();
+                    if let Some(r) = rekey {
+                        self.apply(r);
+                    }
+                    self.node.poll_timeout()
+                }
+                Wake::Nothing => self.node.poll_timeout(),
             };
             self.publish(&mut out).await;
             if self.node.role() == Role::Left {
                 return;
             }
         }
+    }
+
+    /// Issue 7: charges the datagram of `n` bytes from `from` (in `buf`) to
+    /// its sender. Returns it if it may be read; else drops it, and drains
+    /// and drops the datagrams already waiting while their senders are over
+    /// budget too (at most [`DRAIN_BATCH`], so timers are not kept waiting),
+    /// returning the first one that may be read, if any.
+    fn admit(
+        &mut self,
+        now: Instant,
+        mut n: usize,
+        mut from: std::net::SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<(usize, crate::limit::Sender)> {
+        for i in 1.. {
+            if let Some(sender) = self.senders.admit(now, from) {
+                return Some((n, sender));
+            }
+            self.shared.io.rate_limited.fetch_add(1, Ordering::Relaxed);
+            if i == DRAIN_BATCH {
+                break;
+            }
+            match self.transport.try_recv(buf, i % 2 == 1) {
+                Ok(Some((next, next_from, _))) => (n, from) = (next, next_from),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        None
+    }
+
+    /// Issue 7: takes new keys (a rotation stage) and the configuration
+    /// version they came with.
+    fn apply(&mut self, rekey: Rekey) {
+        let before = self.node.keyring().key_ids();
+        *self.node.keyring_mut() = rekey.keyring;
+        let version = rekey.config_version.max(self.node.config().config_version);
+        self.node.set_config_version(version);
+        tracing::info!(
+            "keys {:?} -> {:?} (the first seals), configuration version {version}",
+            before,
+            self.node.keyring().key_ids()
+        );
     }
 
     async fn publish(&mut self, out: &mut Outbox) {
@@ -301,6 +436,9 @@ impl Runtime {
                 for c in changes(self.held.as_ref(), map) {
                     self.shared.publish(map_event(id, &c));
                 }
+                // Members are limited each on its own ring address.
+                self.senders
+                    .set_peers(map.members.iter().map(|m| m.addrs.ring));
                 self.held = Some(map.clone());
             }
         }
@@ -337,6 +475,8 @@ fn snapshot_of(node: &Node) -> Snapshot {
         stats: node.stats().clone(),
         upstream,
         downstream,
+        keys: node.keyring().key_ids(),
+        config_version: node.config().config_version,
     }
 }
 
@@ -353,6 +493,7 @@ fn event(
         kind,
         node,
         epoch,
+        version: None,
         text,
     }
 }
@@ -500,12 +641,15 @@ fn local_event(me: NodeId, e: &Event) -> ClusterEvent {
             format!("{me}'s timers ran {} ms late", gap.as_millis()),
         ),
         Event::Disk(change) => disk_event(me, change),
-        Event::ConfigOutdated { version } => event(
-            me,
-            "config_outdated",
-            Some(me),
-            None,
-            format!("{me} saw configuration version {version}"),
-        ),
+        Event::ConfigOutdated { version } => ClusterEvent {
+            version: Some(*version),
+            ..event(
+                me,
+                "config_outdated",
+                Some(me),
+                None,
+                format!("{me} saw configuration version {version}"),
+            )
+        },
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! [`NodeSettings`] is built from the cluster file ([`crate::clusterfile`]) or
 //! fetched from the configuration service ([`crate::configsvc`]), which sends
-//! it as JSON. The JSON form spells out every field, gives durations in whole
-//! milliseconds and keys as hexadecimal:
+//! it as JSON. The JSON form spells out every field (limits only where they
+//! differ from their defaults), gives durations in whole milliseconds and
+//! keys as hexadecimal:
 //!
 //! ```json
 //! {
@@ -22,14 +23,18 @@
 //!               "preempt": true, "preempt_delay_ms": 0,
 //!               "join_retry_ms": 20, "leave_retry_ms": 20 },
 //!   "keys": [ { "id": 1, "key": "<64 hex characters>" } ],
-//!   "admin_token": null
+//!   "admin_token": null,
+//!   "limits": { "http_max_head_bytes": 16384, "http_head_timeout_ms": 10000, ... }
 //! }
 //! ```
 //!
 //! With `"transport": "unicast"` the bus object holds
 //! `"peers": [{ "node": 1, "ring": "127.0.0.1:7501" }, ...]` instead of the
-//! multicast fields. Decoding checks everything [`NodeSettings::validate`] checks.
+//! multicast fields. `limits` holds every field of [`Limits::FIELDS`]; any
+//! left out (or the whole object, as older services send it) takes its
+//! default. Decoding checks everything [`NodeSettings::validate`] checks.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU32;
@@ -41,6 +46,8 @@ use ringcast_proto::{
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::limit::Rate;
 
 /// Length of a cluster key in bytes.
 pub const KEY_LEN: usize = 32;
@@ -88,6 +95,257 @@ pub struct NodeSettings {
     pub admin_token: Option<String>,
     /// Human-readable name of the cluster, for logs and status output.
     pub cluster_name: String,
+    /// Issue 7: limits against hostile HTTP clients and bus senders.
+    pub limits: Limits,
+}
+
+/// Issue 7: the HTTP listener's limits against slow, abusive and malformed
+/// clients. The defaults suit a node serving video to players on the
+/// internet; addresses of cluster members are exempt from the per-client
+/// limits (see [`crate::guard`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request head (request line and header fields) accepted; a
+    /// longer one gets `431`.
+    pub max_head: usize,
+    /// Time allowed to receive a whole request head once its first byte (or
+    /// the connection) arrived, however slowly it trickles in (slowloris);
+    /// then the connection is closed.
+    pub head_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Time the socket may stay unwritable (a client that stopped reading).
+    pub send_timeout: Duration,
+    /// Connections served at once, all clients together.
+    pub max_connections: usize,
+    /// Connections served at once from one client address.
+    pub max_client_connections: usize,
+    /// Requests per client address: a token bucket; beyond it `429` with
+    /// `Retry-After`.
+    pub client_requests: Rate,
+    /// Client addresses whose request rate is tracked at once; beyond, idle
+    /// ones are forgotten and new ones share one bucket.
+    pub max_clients: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_head: crate::stream::MAX_HEAD,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            max_connections: crate::httpd::MAX_CONNECTIONS,
+            max_client_connections: 256,
+            client_requests: Rate {
+                per_second: 100,
+                burst: 200,
+            },
+            max_clients: 4096,
+        }
+    }
+}
+
+/// Issue 7: limits on the datagrams the bus and ring sockets take from one
+/// sender (a known member's ring address, or any other source by its IP
+/// address), checked before a datagram is parsed or authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusLimits {
+    /// Datagrams of any kind per sender. The default is well above what the
+    /// protocol sends (a 64-part notification every 20 ms is 3200 a second).
+    pub datagrams: Rate,
+    /// Datagrams refused (garbage, forgeries, replays, ...) per sender. Once
+    /// a sender's budget is spent, every datagram from it is dropped unread
+    /// until the budget refills.
+    pub refused: Rate,
+    /// Senders tracked at once; beyond, idle ones are forgotten and new
+    /// ones share one budget.
+    pub max_senders: usize,
+}
+
+impl Default for BusLimits {
+    fn default() -> BusLimits {
+        BusLimits {
+            datagrams: Rate {
+                per_second: 5000,
+                burst: 10_000,
+            },
+            refused: Rate {
+                per_second: 50,
+                burst: 100,
+            },
+            max_senders: 1024,
+        }
+    }
+}
+
+/// Issue 7: every limit of a node, as the cluster file's `[limits]` table
+/// and the settings' `limits` object name them ([`Limits::FIELDS`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The HTTP listener's.
+    pub http: HttpLimits,
+    /// The bus and ring sockets'.
+    pub bus: BusLimits,
+}
+
+/// A field of [`Limits`] with its allowed range.
+struct LimitField {
+    name: &'static str,
+    min: u64,
+    max: u64,
+}
+
+const fn field(name: &'static str, min: u64, max: u64) -> LimitField {
+    LimitField { name, min, max }
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+const LIMIT_FIELDS: [LimitField; 14] = [
+    field("http_max_head_bytes", 1024, 65_536),
+    field("http_head_timeout_ms", 1, HOUR_MS),
+    field("http_idle_timeout_ms", 1, HOUR_MS),
+    field("http_send_timeout_ms", 1, HOUR_MS),
+    field("http_max_connections", 1, 1_000_000),
+    field("http_max_client_connections", 1, 1_000_000),
+    field("http_client_requests_per_s", 0, 1_000_000),
+    field("http_client_request_burst", 1, 1_000_000),
+    field("http_max_clients", 1, 1_000_000),
+    field("bus_datagrams_per_s", 0, 10_000_000),
+    field("bus_datagram_burst", 1, 10_000_000),
+    field("bus_refused_per_s", 0, 10_000_000),
+    field("bus_refused_burst", 1, 10_000_000),
+    field("bus_max_senders", 1, 1_000_000),
+];
+
+/// Why a limit cannot be set.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum LimitError {
+    /// No limit has this name.
+    #[error("unknown limit `{0}`")]
+    Unknown(String),
+    /// The value is outside the limit's range.
+    #[error("{field} must be from {min} to {max}, not {value}")]
+    OutOfRange {
+        /// The limit.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn as_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+fn as_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+impl Limits {
+    /// The name of every limit, in the order the docs list them. A rate of
+    /// 0 (`*_per_s`) means no limit.
+    pub const FIELDS: [&'static str; 14] = {
+        let mut names = [""; 14];
+        let mut i = 0;
+        while i < 14 {
+            names[i] = LIMIT_FIELDS[i].name;
+            i += 1;
+        }
+        names
+    };
+
+    /// The value of limit `name` (milliseconds for durations), if it exists.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let (h, b) = (&self.http, &self.bus);
+        Some(match name {
+            "http_max_head_bytes" => h.max_head as u64,
+            "http_head_timeout_ms" => ms(h.head_timeout),
+            "http_idle_timeout_ms" => ms(h.idle_timeout),
+            "http_send_timeout_ms" => ms(h.send_timeout),
+            "http_max_connections" => h.max_connections as u64,
+            "http_max_client_connections" => h.max_client_connections as u64,
+            "http_client_requests_per_s" => u64::from(h.client_requests.per_second),
+            "http_client_request_burst" => u64::from(h.client_requests.burst),
+            "http_max_clients" => h.max_clients as u64,
+            "bus_datagrams_per_s" => u64::from(b.datagrams.per_second),
+            "bus_datagram_burst" => u64::from(b.datagrams.burst),
+            "bus_refused_per_s" => u64::from(b.refused.per_second),
+            "bus_refused_burst" => u64::from(b.refused.burst),
+            "bus_max_senders" => b.max_senders as u64,
+            _ => return None,
+        })
+    }
+
+    /// Sets limit `name` to `value` (milliseconds for durations), checking
+    /// its range.
+    pub fn set(&mut self, name: &str, value: u64) -> Result<(), LimitError> {
+        let spec = LIMIT_FIELDS
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| LimitError::Unknown(name.to_string()))?;
+        if !(spec.min..=spec.max).contains(&value) {
+            return Err(LimitError::OutOfRange {
+                field: spec.name,
+                value,
+                min: spec.min,
+                max: spec.max,
+            });
+        }
+        let (h, b) = (&mut self.http, &mut self.bus);
+        match spec.name {
+            "http_max_head_bytes" => h.max_head = as_usize(value),
+            "http_head_timeout_ms" => h.head_timeout = Duration::from_millis(value),
+            "http_idle_timeout_ms" => h.idle_timeout = Duration::from_millis(value),
+            "http_send_timeout_ms" => h.send_timeout = Duration::from_millis(value),
+            "http_max_connections" => h.max_connections = as_usize(value),
+            "http_max_client_connections" => h.max_client_connections = as_usize(value),
+            "http_client_requests_per_s" => h.client_requests.per_second = as_u32(value),
+            "http_client_request_burst" => h.client_requests.burst = as_u32(value),
+            "http_max_clients" => h.max_clients = as_usize(value),
+            "bus_datagrams_per_s" => b.datagrams.per_second = as_u32(value),
+            "bus_datagram_burst" => b.datagrams.burst = as_u32(value),
+            "bus_refused_per_s" => b.refused.per_second = as_u32(value),
+            "bus_refused_burst" => b.refused.burst = as_u32(value),
+            _ => b.max_senders = as_usize(value),
+        }
+        Ok(())
+    }
+
+    /// Checks every limit's range.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        let mut copy = Limits::default();
+        for name in Limits::FIELDS {
+            copy.set(name, self.get(name).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    /// Every limit by name, for the settings' JSON.
+    fn to_map(&self) -> BTreeMap<String, u64> {
+        Limits::FIELDS
+            .iter()
+            .filter_map(|n| Some((n.to_string(), self.get(n)?)))
+            .collect()
+    }
+
+    /// The defaults with the limits `map` names set.
+    fn from_map(map: &BTreeMap<String, u64>) -> Result<Limits, LimitError> {
+        let mut limits = Limits::default();
+        for (name, value) in map {
+            limits.set(name, *value)?;
+        }
+        Ok(limits)
+    }
 }
 
 impl fmt::Debug for NodeSettings {
@@ -102,6 +360,7 @@ impl fmt::Debug for NodeSettings {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("cluster_name", &self.cluster_name)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -129,6 +388,7 @@ impl NodeSettings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.proto.validate()?;
         self.validate_keys()?;
+        self.limits.validate()?;
         self.validate_bus()
     }
 
@@ -184,6 +444,9 @@ pub enum SettingsError {
     /// A key is not 64 hexadecimal characters.
     #[error("cluster key {0} is not 64 hexadecimal characters")]
     KeyHex(KeyId),
+    /// A limit is unknown or out of its range.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// `miss_limit` is zero.
     #[error("timing.miss_limit must be at least 1")]
     ZeroMissLimit,
@@ -239,6 +502,9 @@ struct SettingsWire {
     timing: TimingWire,
     keys: Vec<KeyWire>,
     admin_token: Option<String>,
+    /// Older services send no limits: every limit then takes its default.
+    #[serde(default)]
+    limits: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -329,6 +595,7 @@ impl From<NodeSettings> for SettingsWire {
                 })
                 .collect(),
             admin_token: s.admin_token,
+            limits: s.limits.to_map(),
         }
     }
 }
@@ -448,6 +715,7 @@ impl TryFrom<SettingsWire> for NodeSettings {
             keys,
             admin_token: w.admin_token,
             cluster_name: w.cluster_name,
+            limits: Limits::from_map(&w.limits)?,
         };
         settings.validate()?;
         Ok(settings)
@@ -526,6 +794,7 @@ mod tests {
             keys: vec![(KeyId(1), [0xAB; 32]), (KeyId(2), [0x01; 32])],
             admin_token: Some(SECRET_TOKEN.into()),
             cluster_name: "test".into(),
+            limits: Limits::default(),
         }
     }
 
@@ -626,6 +895,57 @@ mod tests {
         };
         s.proto.bus = SocketAddr::V4(group);
         assert_eq!(s.validate(), Err(SettingsError::NotMulticast(group)));
+    }
+
+    #[test]
+    fn limits_travel_in_the_json_and_default_when_absent() {
+        let mut s = settings();
+        s.limits.set("http_client_requests_per_s", 7).unwrap();
+        s.limits.set("bus_refused_burst", 3).unwrap();
+        let value = serde_json::to_value(&s).unwrap();
+        assert_eq!(value["limits"]["http_client_requests_per_s"], 7);
+        assert_eq!(value["limits"]["http_max_head_bytes"], 16384);
+        assert_eq!(
+            value["limits"].as_object().unwrap().len(),
+            Limits::FIELDS.len()
+        );
+        let back: NodeSettings = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(back, s);
+        // An older service sends no limits at all.
+        let mut old = value.clone();
+        old.as_object_mut().unwrap().remove("limits");
+        let back: NodeSettings = serde_json::from_value(old).unwrap();
+        assert_eq!(back.limits, Limits::default());
+        // An unknown or out-of-range limit is refused.
+        let mut bad = value.clone();
+        bad["limits"]["http_max_head_bytes"] = serde_json::json!(10);
+        let err = serde_json::from_value::<NodeSettings>(bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("http_max_head_bytes must be from 1024"),
+            "{err}"
+        );
+        let mut bad = value;
+        bad["limits"]["surprise"] = serde_json::json!(1);
+        let err = serde_json::from_value::<NodeSettings>(bad).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown limit `surprise`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_limit_can_be_read_and_set_by_name() {
+        let defaults = Limits::default();
+        for name in Limits::FIELDS {
+            let mut l = Limits::default();
+            let v = defaults.get(name).unwrap();
+            l.set(name, v + 1).unwrap();
+            assert_eq!(l.get(name), Some(v + 1), "{name}");
+            assert_ne!(l, defaults, "{name} changes something");
+        }
+        assert_eq!(defaults.validate(), Ok(()));
+        assert_eq!(defaults.get("nope"), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -38,10 +39,13 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::guard::{Guard, Refused};
+use crate::limit::retry_after_secs;
 use crate::range::{parse_range, RangeError};
 
-/// The largest request head accepted (request line and headers); a longer
-/// one is answered `431 Request Header Fields Too Large`.
+/// The largest request head accepted by default (request line and
+/// headers); a longer one is answered `431 Request Header Fields Too Large`.
+/// [`StreamConfig::max_head`] sets the limit a server uses.
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// The most header fields a request may carry (more: `431`).
@@ -97,14 +101,24 @@ pub enum HeadError {
 
 impl RequestHead {
     /// Parses a request head at the start of `buf`: `Ok(None)` while it is
-    /// incomplete, or the head and the number of bytes it took.
+    /// incomplete, or the head and the number of bytes it took. Heads longer
+    /// than [`MAX_HEAD`] are refused.
     pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+        RequestHead::parse_limited(buf, MAX_HEAD)
+    }
+
+    /// [`RequestHead::parse`] with heads longer than `max_head` bytes
+    /// refused.
+    pub fn parse_limited(
+        buf: &[u8],
+        max_head: usize,
+    ) -> Result<Option<(RequestHead, usize)>, HeadError> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut fields);
         let used = match req.parse(buf) {
-            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+            Ok(httparse::Status::Complete(n)) if n <= max_head => n,
             Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            Ok(httparse::Status::Partial) if buf.len() >= max_head => {
                 return Err(HeadError::TooLarge)
             }
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -461,9 +475,12 @@ pub struct StreamConfig {
     /// ([`Outcome::Handoff`]) at the first request that does not; with
     /// `None` it serves every request.
     pub prefix: Option<String>,
+    /// The largest request head accepted; a longer one gets `431`.
+    pub max_head: usize,
     /// Time allowed to receive a complete request head once the connection
     /// is open or the head's first byte has arrived; then the connection
-    /// is closed.
+    /// is closed. The deadline is fixed when the head starts: bytes that
+    /// trickle in do not extend it (slowloris).
     pub head_timeout: Duration,
     /// Time a persistent connection may wait for the next request.
     pub idle_timeout: Duration,
@@ -486,6 +503,7 @@ impl Default for StreamConfig {
     fn default() -> StreamConfig {
         StreamConfig {
             prefix: None,
+            max_head: MAX_HEAD,
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
@@ -495,8 +513,8 @@ impl Default for StreamConfig {
     }
 }
 
-/// What a stream connection needs: the resolver, the counters and the
-/// configuration.
+/// What a stream connection needs: the resolver, the counters, the
+/// configuration and the listener's guard.
 pub struct StreamContext {
     /// Maps requests to files.
     pub resolver: Arc<dyn Resolve>,
@@ -504,6 +522,9 @@ pub struct StreamContext {
     pub counters: Arc<StreamCounters>,
     /// Timeouts and options.
     pub config: StreamConfig,
+    /// Issue 7: per-client request rates and the refusal counters, shared
+    /// with the API server.
+    pub guard: Arc<Guard>,
 }
 
 impl std::fmt::Debug for StreamContext {
@@ -997,7 +1018,10 @@ pub enum Outcome {
 
 enum HeadRead {
     Head(RequestHead, usize),
+    /// The client closed, or waited too long for its next request.
     Close,
+    /// A head started but did not complete in time (a slow client).
+    Expired,
     Refuse(HeadError),
 }
 
@@ -1016,7 +1040,7 @@ async fn read_head(
         };
     loop {
         if !buf.is_empty() {
-            match RequestHead::parse(buf) {
+            match RequestHead::parse_limited(buf, cfg.max_head) {
                 Ok(Some((head, used))) => return HeadRead::Head(head, used),
                 Ok(None) => {}
                 Err(e) => return HeadRead::Refuse(e),
@@ -1024,11 +1048,13 @@ async fn read_head(
         }
         match timeout_at(deadline, sock.readable()).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return HeadRead::Close,
+            Ok(Err(_)) => return HeadRead::Close,
+            Err(_) if !buf.is_empty() => return HeadRead::Expired,
+            Err(_) => return HeadRead::Close,
         }
         // Grow by small steps: most heads fit the first 4 KiB.
         let len = buf.len();
-        buf.resize((len + READ_STEP).min(MAX_HEAD).max(len + 1), 0);
+        buf.resize((len + READ_STEP).min(cfg.max_head).max(len + 1), 0);
         let read = sock.try_read(&mut buf[len..]);
         buf.truncate(len + *read.as_ref().unwrap_or(&0));
         match read {
@@ -1057,11 +1083,16 @@ async fn read_head(
 /// another method than `GET`/`HEAD` gets `405`; each of these closes the
 /// connection. A head not complete within [`StreamConfig::head_timeout`], or
 /// no new request within [`StreamConfig::idle_timeout`], closes it silently.
+/// A stream request over its client's rate ([`Guard::request`]) gets `429`
+/// with `Retry-After`, and the connection stays usable.
 pub async fn serve_connection(
     stream: TcpStream,
     buffered: Vec<u8>,
     ctx: &StreamContext,
 ) -> Outcome {
+    let peer = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let sock = Arc::new(stream);
     let mut buf = buffered;
     let mut first = true;
@@ -1069,10 +1100,20 @@ pub async fn serve_connection(
         let (head, used) = match read_head(&sock, &mut buf, &ctx.config, first).await {
             HeadRead::Head(head, used) => (head, used),
             HeadRead::Close => return Outcome::Closed,
+            HeadRead::Expired => {
+                ctx.guard.refuse(Refused::HeadTimeout);
+                return Outcome::Closed;
+            }
             HeadRead::Refuse(e) => {
                 let (status, message) = match e {
-                    HeadError::TooLarge => (431, "request header fields too large"),
-                    HeadError::Malformed => (400, "malformed request"),
+                    HeadError::TooLarge => {
+                        ctx.guard.refuse(Refused::HeadTooLarge);
+                        (431, "request header fields too large")
+                    }
+                    HeadError::Malformed => {
+                        ctx.guard.refuse(Refused::Malformed);
+                        (400, "malformed request")
+                    }
                 };
                 let plan = Plan::text(status, message, true);
                 let _ = write_plan(&sock, plan, 1, false, ctx).await;
@@ -1094,7 +1135,10 @@ pub async fn serve_connection(
         }
         buf.drain(..used);
         let plan = if let Some(problem) = framing_problem(&head) {
+            ctx.guard.refuse(Refused::Malformed);
             Plan::text(400, problem, true)
+        } else if let Err(wait) = ctx.guard.request(peer) {
+            too_many_requests(wait)
         } else if head.method != "GET" && head.method != "HEAD" {
             ctx.counters.requests.fetch_add(1, Ordering::Relaxed);
             method_not_allowed()
@@ -1113,6 +1157,15 @@ pub async fn serve_connection(
             return Outcome::Closed;
         }
     }
+}
+
+/// Issue 7: the answer to a request over its client's rate. The connection
+/// stays open: the client may retry on it after `Retry-After` seconds.
+fn too_many_requests(wait: Duration) -> Plan {
+    let mut p = Plan::text(429, "too many requests from this address", false);
+    p.headers
+        .push(("Retry-After".into(), retry_after_secs(wait).to_string()));
+    p
 }
 
 /// Why a request's framing is refused on this server, which accepts no body.

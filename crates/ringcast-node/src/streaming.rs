@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ringcast_proto::placement::{PlaceError, StreamBook};
-use ringcast_proto::token::StreamToken;
+use ringcast_proto::token::{StreamToken, TokenError};
 use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,9 @@ pub const MAX_PLAYLIST: u64 = 1 << 20;
 #[derive(Debug)]
 pub struct Streaming {
     me: NodeId,
-    key: [u8; 32],
+    /// The cluster keys tokens derive from: the first signs, every one
+    /// verifies (issue 7: a key rotation changes them while the node runs).
+    keys: RwLock<Vec<[u8; 32]>>,
     mounts: BTreeMap<DiskId, PathBuf>,
     /// This node's own scans of its disks' libraries.
     pub catalogs: RwLock<BTreeMap<DiskId, Catalog>>,
@@ -131,7 +133,7 @@ impl Streaming {
     ) -> Arc<Streaming> {
         Arc::new(Streaming {
             me,
-            key,
+            keys: RwLock::new(vec![key]),
             mounts,
             catalogs: RwLock::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
@@ -365,7 +367,7 @@ impl Streaming {
             entry,
             expires: unix_now() + TOKEN_LIFETIME.as_secs(),
         }
-        .sign(&self.key);
+        .sign(&self.signing_key());
         Ok(PlaceAnswer {
             location: format!("http://{http}{STREAM_PREFIX}{token}/{}", title.as_str()),
             node: p.node,
@@ -592,12 +594,39 @@ async fn catalog_of(State(s): State<Arc<Streaming>>, AxPath(disk): AxPath<u32>) 
 }
 
 impl Streaming {
+    /// Issue 7: the cluster keys tokens derive from, as a key rotation
+    /// stage has them: the first signs new tokens, and a token signed under
+    /// any of them is accepted (so tokens signed by nodes one stage ahead or
+    /// behind are accepted, as their frames are). Empty `keys` change nothing.
+    pub fn set_keys(&self, keys: Vec<[u8; 32]>) {
+        if !keys.is_empty() {
+            *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        }
+    }
+
+    fn signing_key(&self) -> [u8; 32] {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())[0]
+    }
+
+    fn verify_token(&self, text: &str) -> Result<StreamToken, TokenError> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = unix_now();
+        for key in &keys {
+            match StreamToken::verify(text, key, now) {
+                Err(TokenError::BadSignature) => continue,
+                verified => return verified,
+            }
+        }
+        Err(TokenError::BadSignature)
+    }
+
     fn resolve_token(&self, rest: &str) -> Result<(StreamToken, Title, PathBuf), Refusal> {
         let deny = |status: u16, message: &str| Refusal::new(status, message);
         let (token, title) = rest
             .split_once('/')
             .ok_or_else(|| deny(404, "no such stream"))?;
-        let token = StreamToken::verify(token, &self.key, unix_now())
+        let token = self
+            .verify_token(token)
             .map_err(|e| deny(403, &e.to_string()))?;
         if token.node != self.me {
             return Err(deny(403, "the stream token is for another node"));

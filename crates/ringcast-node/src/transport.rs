@@ -135,6 +135,34 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// Issue 7: a datagram already waiting on either socket, without
+    /// waiting (`Ok(None)` when there is none), so that a flood can be
+    /// drained and dropped without a trip through the event loop for each
+    /// datagram. `bus_first` says which socket is tried first, so that
+    /// neither starves the other.
+    pub fn try_recv(
+        &self,
+        buf: &mut [u8],
+        bus_first: bool,
+    ) -> io::Result<Option<(usize, SocketAddr, Inbound)>> {
+        let unicast = (&self.unicast, Inbound::Unicast);
+        let sockets = match &self.group {
+            Some((group, _)) if bus_first => [Some((group, Inbound::Bus)), Some(unicast)],
+            Some((group, _)) => [Some(unicast), Some((group, Inbound::Bus))],
+            None => [Some(unicast), None],
+        };
+        for (socket, inbound) in sockets.into_iter().flatten() {
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => return Ok(Some((n, from, inbound))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// A socket receiving `group`, joined on `interface`, shared with other
 /// nodes on the same host (SO_REUSEADDR and SO_REUSEPORT).
 fn join_group(group: SocketAddrV4, interface: Ipv4Addr) -> io::Result<UdpSocket> {

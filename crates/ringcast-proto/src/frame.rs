@@ -164,6 +164,11 @@ impl ClusterKey {
 
 /// The cluster keys a node accepts (at most two, during a rotation) and the
 /// one it seals with.
+///
+/// Issue 7: a key is rotated without downtime in three stages (see
+/// [`Rotation`]); each stage starts only once every node runs the previous
+/// one, so two nodes are never more than one stage apart and every frame
+/// any node seals is accepted by every other node.
 #[derive(Clone)]
 pub struct Keyring {
     sending: ClusterKey,
@@ -232,6 +237,30 @@ impl Keyring {
         self.sending.id
     }
 
+    /// The ids of every key accepted, the sending key's first.
+    pub fn key_ids(&self) -> Vec<KeyId> {
+        core::iter::once(&self.sending)
+            .chain(self.other.as_ref())
+            .map(|k| k.id)
+            .collect()
+    }
+
+    /// Issue 7: the keyring of a node at `stage` of the rotation from `old`
+    /// to `new` (each a key id and its 32 bytes).
+    pub fn at_stage(stage: Rotation, old: (KeyId, [u8; 32]), new: (KeyId, [u8; 32])) -> Keyring {
+        let (seal, also) = match stage {
+            Rotation::Before => (old, None),
+            Rotation::AcceptNew => (old, Some(new)),
+            Rotation::SendNew => (new, Some(old)),
+            Rotation::Done => (new, None),
+        };
+        let mut keyring = Keyring::new(seal.0, seal.1);
+        if let Some((id, key)) = also {
+            keyring.accept(id, key);
+        }
+        keyring
+    }
+
     /// Whether frames sealed with key `id` are accepted.
     pub fn accepts(&self, id: KeyId) -> bool {
         self.key(id).is_some()
@@ -242,6 +271,43 @@ impl Keyring {
             .chain(self.other.as_ref())
             .find(|k| k.id == id)
     }
+}
+
+/// Issue 7: the stages of a key rotation without downtime, in order. A node
+/// moves to the next stage only once every node of the cluster runs the
+/// current one (the node crate applies a stage by reloading its key file on
+/// `SIGHUP` or when it sees a newer configuration version).
+///
+/// | stage | seals with | accepts |
+/// | --- | --- | --- |
+/// | `Before` | old | old |
+/// | `AcceptNew` | old | old and new |
+/// | `SendNew` | new | new and old |
+/// | `Done` | new | new |
+///
+/// Nodes one stage apart accept each other's frames; nodes two stages apart
+/// would not (a `Before` node refuses a `SendNew` node's frames), which is
+/// why a stage must be complete before the next one starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rotation {
+    /// Every node seals with and accepts only the old key.
+    Before,
+    /// Stage 1: every node accepts the new key and still seals with the old one.
+    AcceptNew,
+    /// Stage 2: every node seals with the new key and still accepts the old one.
+    SendNew,
+    /// Stage 3: the old key is dropped; its frames are refused (`unknown_key`).
+    Done,
+}
+
+impl Rotation {
+    /// Every stage, in order.
+    pub const ALL: [Rotation; 4] = [
+        Rotation::Before,
+        Rotation::AcceptNew,
+        Rotation::SendNew,
+        Rotation::Done,
+    ];
 }
 
 /// The fixed header every frame starts with (after magic and version).
@@ -939,6 +1005,53 @@ mod tests {
         assert_eq!(
             opener.open(&receiver, &later, anyone),
             Err(FrameError::UnknownKey(KeyId(2)))
+        );
+    }
+
+    /// Issue 7: the staged rotation. Between nodes at the same or adjacent
+    /// stages every frame is accepted both ways; two stages apart it would
+    /// not be (so each stage must be complete before the next); after the
+    /// last stage a frame under the old key is refused.
+    #[test]
+    fn a_staged_key_rotation_never_refuses_a_frame_between_adjacent_stages() {
+        let old = (KeyId(1), KEY_1);
+        let new = (KeyId(2), KEY_2);
+        let accepted = |a: Rotation, b: Rotation| {
+            let sender = Keyring::at_stage(a, old, new);
+            let receiver = Keyring::at_stage(b, old, new);
+            let frame = one_frame(&mut sealer(1500), &sender, b"status");
+            bob().open(&receiver, &frame, anyone).is_ok()
+        };
+        for (i, &a) in Rotation::ALL.iter().enumerate() {
+            for (j, &b) in Rotation::ALL.iter().enumerate() {
+                if i.abs_diff(j) <= 1 {
+                    assert!(accepted(a, b), "{a:?} -> {b:?} refused");
+                } else {
+                    assert!(
+                        !accepted(a, b) || !accepted(b, a),
+                        "{a:?} and {b:?} are two stages apart yet hear each other"
+                    );
+                }
+            }
+        }
+        // After stage 3, the old key's frames are refused before any other
+        // check on the body, and the new key's accepted.
+        let done = Keyring::at_stage(Rotation::Done, old, new);
+        assert_eq!(done.key_ids(), vec![KeyId(2)]);
+        let stale = one_frame(&mut sealer(1500), &Keyring::new(old.0, old.1), b"old");
+        assert_eq!(
+            bob().open(&done, &stale, anyone),
+            Err(FrameError::UnknownKey(KeyId(1)))
+        );
+        let fresh = one_frame(&mut sealer(1500), &done, b"new");
+        assert!(bob().open(&done, &fresh, anyone).is_ok());
+        assert_eq!(
+            Keyring::at_stage(Rotation::AcceptNew, old, new).key_ids(),
+            vec![KeyId(1), KeyId(2)]
+        );
+        assert_eq!(
+            Keyring::at_stage(Rotation::SendNew, old, new).key_ids(),
+            vec![KeyId(2), KeyId(1)]
         );
     }
 

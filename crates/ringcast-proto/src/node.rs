@@ -290,6 +290,21 @@ impl Node {
         &mut self.keyring
     }
 
+    /// The keys this node seals with and accepts.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Issue 7: the node now runs configuration version `version` (it
+    /// reloaded its configuration, a new key say). Frames sealed from now on
+    /// carry it, so nodes still on an older version see it and refetch; a
+    /// version at or below one already seen raises no `ConfigOutdated`.
+    pub fn set_config_version(&mut self, version: u32) {
+        self.cfg.config_version = version;
+        self.sealer.set_config_version(version);
+        self.newest_config_seen = self.newest_config_seen.max(version);
+    }
+
     // ----- timers -----
 
     fn fire(&mut self, now: Instant, timer: Timer) {

@@ -157,6 +157,11 @@ impl Stats {
         *self.rejected.entry(reason).or_default() += 1;
     }
 
+    /// Frames refused, all reasons together.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
     /// Bytes sent, all kinds.
     pub fn bytes_sent(&self) -> u64 {
         self.sent.values().map(|t| t.bytes).sum()

@@ -277,6 +277,16 @@ impl Sim {
             .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
+    /// The running node of `id`, to change what a running daemon may change
+    /// (its keys during a rotation, its configuration version); panics in
+    /// tests if it does not run.
+    pub fn node_mut(&mut self, id: u32) -> &mut ringcast_proto::Node {
+        self.machines[id as usize - 1]
+            .node
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
     /// Ids of the machines whose node runs.
     pub fn live(&self) -> Vec<u32> {
         self.machines

@@ -286,7 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ => bail!("give --config FILE or --config-url URL"),
             };
             let state = node_cmd::state_dir(&source);
-            node_cmd::run(node_cmd::settings(&source, id)?, state)
+            node_cmd::run(node_cmd::settings(&source, id)?, state, source)
         }
         Command::Status {
             target,

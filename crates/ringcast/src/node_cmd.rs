@@ -8,8 +8,10 @@ use anyhow::{bail, Context, Result};
 use ringcast_node::proto::{LocalEvent, NodeId};
 use ringcast_node::settings::NodeSettings;
 use ringcast_node::{clusterfile, configsvc, daemon};
+use tokio::sync::{broadcast, mpsc};
 
 /// Where a node gets its configuration.
+#[derive(Clone, Debug)]
 pub enum Source {
     /// The cluster file, read directly.
     File(PathBuf),
@@ -19,13 +21,19 @@ pub enum Source {
 
 /// Loads the node's settings from the file or the configuration service.
 pub fn settings(source: &Source, node: u32) -> Result<NodeSettings> {
+    load(source, node, 8)
+}
+
+/// Loads the node's settings, trying the configuration service `attempts`
+/// times (then its cached copy).
+fn load(source: &Source, node: u32, attempts: u32) -> Result<NodeSettings> {
     let id = NodeId(node);
     match source {
         Source::File(path) => {
             let file = clusterfile::load(path)?;
             Ok(file.node_settings(id)?)
         }
-        Source::Url { url, cache_dir } => Ok(configsvc::fetch(url, id, cache_dir, 8)?),
+        Source::Url { url, cache_dir } => Ok(configsvc::fetch(url, id, cache_dir, attempts)?),
     }
 }
 
@@ -42,24 +50,94 @@ pub fn state_dir(source: &Source) -> PathBuf {
 }
 
 /// Runs the node until it has left (after SIGINT or SIGTERM, or `POST /v1/leave`).
-pub fn run(settings: NodeSettings, state_dir: PathBuf) -> Result<()> {
+/// SIGHUP, or a newer configuration version seen on the bus, reloads the
+/// configuration from `source` (issue 7: key rotation without a restart).
+pub fn run(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(settings, state_dir))
+    rt.block_on(serve(settings, state_dir, source))
 }
 
-async fn serve(settings: NodeSettings, state_dir: PathBuf) -> Result<()> {
+/// Why the configuration is reloaded.
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    /// SIGHUP.
+    Hangup,
+    /// A frame carried this newer configuration version.
+    Outdated(u32),
+}
+
+/// How often, and how far apart, a node refetches after seeing a newer
+/// configuration version before it settles for what its source has.
+const OUTDATED_ATTEMPTS: u32 = 5;
+const OUTDATED_RETRY: Duration = Duration::from_millis(500);
+
+/// Loads the configuration off the async threads and hands it to the loop.
+fn spawn_reload(
+    source: Source,
+    node: u32,
+    why: Trigger,
+    done: mpsc::Sender<(Trigger, Result<NodeSettings>)>,
+) {
+    tokio::spawn(async move {
+        let attempts = match why {
+            Trigger::Hangup => 1,
+            Trigger::Outdated(_) => OUTDATED_ATTEMPTS,
+        };
+        let mut last = Err(anyhow::anyhow!("not loaded"));
+        for attempt in 1..=attempts {
+            let src = source.clone();
+            last = tokio::task::spawn_blocking(move || load(&src, node, 2))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload task failed: {e}")));
+            let reached = match (&last, why) {
+                (Ok(s), Trigger::Outdated(v)) => s.proto.config_version >= v,
+                _ => true,
+            };
+            if reached || attempt == attempts {
+                break;
+            }
+            tokio::time::sleep(OUTDATED_RETRY).await;
+        }
+        let _ = done.send((why, last)).await;
+    });
+}
+
+async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let http: SocketAddr = settings.proto.addrs.http;
     let id = settings.proto.node;
     let mut daemon = daemon::start(settings, Some(&state_dir)).await?;
     let shared = daemon.shared.clone();
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut events = shared.events.subscribe();
+    let (reloaded_tx, mut reloaded) = mpsc::channel(4);
     tracing::info!("node {id} running; HTTP on http://{http}");
-    tokio::select! {
-        r = &mut daemon.node => { r.context("the node's loop failed")?; return Ok(()); }
-        s = stop_signal() => { s?; }
+    loop {
+        tokio::select! {
+            r = &mut daemon.node => { r.context("the node's loop failed")?; return Ok(()); }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                spawn_reload(source.clone(), id.0, Trigger::Hangup, reloaded_tx.clone());
+            }
+            ev = events.recv() => match ev {
+                Ok(e) if e.kind == "config_outdated" => {
+                    if let Some(v) = e.version {
+                        spawn_reload(source.clone(), id.0, Trigger::Outdated(v), reloaded_tx.clone());
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+            Some((why, loaded)) = reloaded.recv() => apply(&daemon, why, loaded),
+        }
     }
     tracing::info!("node {id} leaving the cluster");
     if shared.control.send(LocalEvent::Leave).await.is_err() {
@@ -71,20 +149,46 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf) -> Result<()> {
                 tracing::warn!("node {id} did not hear its leave acknowledged in 3 s; stopping anyway");
             }
         }
-        s = stop_signal() => { s?; tracing::warn!("second signal: stopping at once"); }
+        _ = term.recv() => tracing::warn!("second signal: stopping at once"),
+        _ = int.recv() => tracing::warn!("second signal: stopping at once"),
     }
     Ok(())
 }
 
-async fn stop_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// Applies a reloaded configuration and says what happened.
+fn apply(daemon: &daemon::Daemon, why: Trigger, loaded: Result<NodeSettings>) {
+    let settings = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            daemon
+                .shared
+                .reloads
+                .failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!("reloading the configuration ({why:?}) failed: {e:#}");
+            return;
+        }
+    };
+    match daemon.reload(&settings) {
+        Ok(r) => {
+            tracing::info!(
+                "configuration reloaded ({why:?}): version {}, keys {}",
+                r.config_version,
+                if r.keys_changed {
+                    "changed"
+                } else {
+                    "unchanged"
+                }
+            );
+            if !r.needs_restart.is_empty() {
+                tracing::warn!(
+                    "changed settings that take effect only after a restart: {}",
+                    r.needs_restart.join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::warn!("configuration not reloaded ({why:?}): {e}"),
     }
-    Ok(())
 }
 
 /// Checks the node id given on the command line.

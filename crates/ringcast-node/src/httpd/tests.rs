@@ -66,11 +66,12 @@ impl Node {
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let mut config = HttpdConfig::new("/v1/streams/");
-        config.max_connections = max_connections;
+        config.limits.max_connections = max_connections;
+        let guard = Arc::new(Guard::new(&config.limits));
         let c = counters.clone();
         runtime().spawn(async move {
             let listener = TcpListener::from_std(std_listener).unwrap();
-            serve_with(listener, test_api(), resolver, c, config).await
+            serve_with(listener, test_api(), resolver, c, config, guard).await
         });
         Node {
             addr,

@@ -96,6 +96,9 @@ impl TestServer {
             }),
             counters: counters.clone(),
             config,
+            guard: Arc::new(crate::guard::Guard::new(
+                &crate::settings::HttpLimits::default(),
+            )),
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         std_listener.set_nonblocking(true).expect("non-blocking");

@@ -64,6 +64,8 @@ pub struct Spec {
     pub max_streams: u32,
     /// How often disks are probed; a probe fails after twice this.
     pub disk_check_interval_ms: u64,
+    /// Entries of the cluster file's `[limits]` table (issue 7).
+    pub limits: Vec<(&'static str, u64)>,
 }
 
 impl Spec {
@@ -76,6 +78,7 @@ impl Spec {
             disks: Vec::new(),
             max_streams: 100,
             disk_check_interval_ms: 100,
+            limits: Vec::new(),
         }
     }
 }
@@ -143,6 +146,12 @@ impl Cluster {
                     mount.display(),
                     mount.join(format!(".probe-n{id}")).display()
                 ));
+            }
+        }
+        if !spec.limits.is_empty() {
+            toml.push_str("[limits]\n");
+            for (name, value) in &spec.limits {
+                toml.push_str(&format!("{name} = {value}\n"));
             }
         }
         let file = dir.join("cluster.toml");
@@ -223,6 +232,24 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` to node `id`'s process.
+    pub fn signal(&self, id: u32, signal: nix::sys::signal::Signal) {
+        let c = self.children.get(&id).expect("running node");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal).unwrap();
+    }
+
+    /// The value of the metric line of node `id` that starts with `name`
+    /// (labels included, e.g. `ringcast_epoch` or
+    /// `ringcast_frames_rejected_total{reason="bad_tag"}`); 0 when absent.
+    pub fn metric(&self, id: u32, name: &str) -> u64 {
+        self.metrics(id)
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
     }
 
     /// The library folder of disk `disk`.
@@ -400,6 +427,14 @@ impl Drop for Reap {
             let _ = c.wait();
         }
     }
+}
+
+/// Replaces a file at once (write a temporary file, then rename), so a node
+/// rereading it never sees half of it.
+pub fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Runs the ringcast binary to completion.
