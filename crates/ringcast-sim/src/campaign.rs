@@ -350,9 +350,12 @@ fn measure_failover(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Opt
     let survivors: Vec<u32> = sim.live();
     let next = *survivors.iter().min()?;
     let result = sim.run_until(limit, |s| {
-        survivors.iter().all(|id| {
-            s.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(NodeId(next))
-        })
+        survivors
+            .iter()
+            .filter(|id| s.machine(**id).is_live())
+            .all(|id| {
+                s.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(NodeId(next))
+            })
     });
     match result {
         Ok(d) => {
@@ -382,8 +385,15 @@ fn measure_detection(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Op
     let victim = *members.choose(sim.rng())?;
     sim.crash(victim);
     let survivors = sim.live();
+    // A survivor may still finish a leave it began during the faults; once
+    // it has left it no longer follows the map.
     match sim.run_until(limit, |s| {
-        s.all_list(&survivors, victim, MemberStatus::Failed)
+        let live: Vec<u32> = survivors
+            .iter()
+            .copied()
+            .filter(|id| s.machine(*id).is_live())
+            .collect();
+        s.all_list(&live, victim, MemberStatus::Failed)
     }) {
         Ok(d) => Some(d),
         Err(_) => {

@@ -730,6 +730,32 @@ fn a_healthy_majority_keeps_a_supervisor_while_the_minority_fails_around_it() {
 }
 
 #[test]
+fn campaign_seeds_where_a_survivor_finished_leaving_during_detection_pass() {
+    // Regressions from the 10,000-seed campaign: a node still leaving from
+    // the fault phase completed its leave while a failure was being
+    // detected, and was counted as a survivor that never saw it.
+    use ringcast_sim::campaign::{run_seed, CampaignConfig, Faults};
+    for seed in [101_871, 107_288] {
+        let cfg = CampaignConfig {
+            nodes: 16,
+            first_seed: seed,
+            seeds: 1,
+            faults: Faults::All,
+            timing: ringcast_proto::Timing::lan(),
+            fault_time: Duration::from_secs(3),
+            threads: 1,
+        };
+        let report = run_seed(seed, &cfg);
+        assert!(
+            report.violations.is_empty(),
+            "{}",
+            report.violations.join("\n\n")
+        );
+        assert!(report.detect.is_some() && report.failover.is_some());
+    }
+}
+
+#[test]
 fn a_quiet_campaign_never_marks_a_live_node_failed() {
     use ringcast_sim::campaign::{self, CampaignConfig, Faults};
     let cfg = CampaignConfig {
