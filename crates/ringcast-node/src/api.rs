@@ -81,6 +81,12 @@ pub struct ClusterView {
     pub servers: Vec<String>,
     /// Claim 4: topology, node usage and disk usage.
     pub tables: Option<ringcast_proto::Tables>,
+    /// Claim 5: the cluster's id.
+    pub cluster_id: u32,
+    /// Claim 5: the seats this machine holds in its ancestor clusters, each
+    /// as that cluster's view, nearest parent first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seats: Vec<ClusterView>,
 }
 
 /// The name of a role, as the API and metrics show it.
@@ -137,6 +143,12 @@ pub fn cluster_view(shared: &Shared, snap: &Snapshot) -> ClusterView {
             .map(|m| m.servers.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default(),
         tables: snap.tables.clone(),
+        cluster_id: shared.cluster.0,
+        seats: shared
+            .held_seats()
+            .iter()
+            .map(|seat| cluster_view(seat, &seat.snapshot()))
+            .collect(),
     }
 }
 

@@ -93,6 +93,9 @@ use toml::Spanned;
 
 use crate::settings::{key_from_hex, key_to_hex, BusMode, Limits, NodeSettings, KEY_LEN};
 
+mod tree;
+pub use tree::{local_hierarchy, parse_shape, ShapeError};
+
 /// The MTU when the file sets none.
 pub const DEFAULT_MTU: usize = 1400;
 /// The multicast TTL when the file sets none.
@@ -170,6 +173,9 @@ pub enum ConfigFileError {
         /// The number of nodes.
         nodes: u32,
     },
+    /// [`local_hierarchy`] was given a shape it cannot lay out (claim 5).
+    #[error("cannot lay out that tree: {0}")]
+    Shape(ShapeError),
     /// No free port could be found on 127.0.0.1.
     #[error("cannot find a free port on 127.0.0.1: {0}")]
     FreePort(#[source] io::Error),
@@ -193,18 +199,46 @@ fn list_problems(path: &Path, problems: &[Problem]) -> String {
 /// keys or the admin token.
 pub struct ClusterFile {
     path: PathBuf,
-    cluster: ClusterId,
-    name: String,
     config_version: u32,
-    transport: Transport,
-    priority: Vec<NodeId>,
-    mtu: usize,
+    /// Every cluster of the file, the root (`[cluster]`) first, then each
+    /// `[[subcluster]]` in file order (claim 5).
+    clusters: Vec<ClusterDef>,
     servers: Vec<SocketAddr>,
-    timing: Timing,
     nodes: Vec<NodeEntry>,
     keys: Vec<(KeyId, [u8; KEY_LEN])>,
     admin_token: Option<String>,
     limits: Limits,
+}
+
+/// One cluster of the file: the root or a sub-cluster.
+#[derive(Clone, Debug)]
+struct ClusterDef {
+    id: ClusterId,
+    name: String,
+    transport: Transport,
+    /// Its members, nodes or sub-clusters, highest priority first.
+    priority: Vec<NodeId>,
+    mtu: usize,
+    timing: Timing,
+    /// Index of the parent in [`ClusterFile::clusters`]; `None` for the root.
+    parent: Option<usize>,
+    /// 0 for the root.
+    level: usize,
+}
+
+/// Claim 5: one cluster of a cluster file, as status output and tests see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The cluster's id; in its parent it is the id of the cluster's seat.
+    pub id: ClusterId,
+    /// The cluster's name.
+    pub name: String,
+    /// Depth in the tree: 0 for the root.
+    pub level: usize,
+    /// The parent cluster, `None` for the root.
+    pub parent: Option<ClusterId>,
+    /// Its members (nodes, or sub-clusters by id), highest priority first.
+    pub members: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -227,6 +261,11 @@ struct NodeEntry {
     disks: Vec<DiskAccess>,
     /// The node's own multicast interface, overriding the cluster's.
     interface: Option<Ipv4Addr>,
+    /// Claim 5: the ring address of its seat in each ancestor cluster,
+    /// nearest parent first.
+    seats: Vec<SocketAddr>,
+    /// Index of its cluster in [`ClusterFile::clusters`].
+    cluster: usize,
     /// Where the node's `id` is, for problems found after parsing.
     line: usize,
 }
@@ -235,11 +274,8 @@ impl fmt::Debug for ClusterFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterFile")
             .field("path", &self.path)
-            .field("cluster", &self.cluster)
-            .field("name", &self.name)
             .field("config_version", &self.config_version)
-            .field("transport", &self.transport)
-            .field("priority", &self.priority)
+            .field("clusters", &self.clusters)
             .field("nodes", &self.node_ids())
             .finish_non_exhaustive()
     }
@@ -294,9 +330,61 @@ impl ClusterFile {
         self.config_version
     }
 
-    /// The cluster's name.
+    /// The (root) cluster's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.clusters[0].name
+    }
+
+    /// Claim 5: whether the file describes a tree of clusters rather than one.
+    pub fn is_hierarchy(&self) -> bool {
+        self.clusters.len() > 1
+    }
+
+    /// Claim 5: every cluster of the file, depth first from the root, each
+    /// parent before its members.
+    pub fn clusters(&self) -> Vec<ClusterInfo> {
+        let mut out = Vec::new();
+        let mut stack = vec![0];
+        while let Some(i) = stack.pop() {
+            let c = &self.clusters[i];
+            out.push(ClusterInfo {
+                id: c.id,
+                name: c.name.clone(),
+                level: c.level,
+                parent: c.parent.map(|p| self.clusters[p].id),
+                members: c.priority.clone(),
+            });
+            let children = c.priority.iter().rev().filter_map(|m| {
+                self.clusters
+                    .iter()
+                    .position(|d| d.parent == Some(i) && d.id.0 == m.0)
+            });
+            stack.extend(children);
+        }
+        out
+    }
+
+    /// The summed streaming capacity of every machine below cluster `index`
+    /// (claim 5: what its seat reports until its supervisor sums the tables).
+    fn capacity_below(&self, index: usize) -> Capacity {
+        let mut total = Capacity {
+            max_streams: 0,
+            max_bytes_per_s: 0,
+        };
+        for node in &self.nodes {
+            let mut c = Some(node.cluster);
+            while let Some(i) = c {
+                if i == index {
+                    total.max_streams = total.max_streams.saturating_add(node.capacity.max_streams);
+                    total.max_bytes_per_s = total
+                        .max_bytes_per_s
+                        .saturating_add(node.capacity.max_bytes_per_s);
+                    break;
+                }
+                c = self.clusters[i].parent;
+            }
+        }
+        total
     }
 
     /// The token guarding the nodes' admin endpoints, if the file names one.
@@ -304,8 +392,49 @@ impl ClusterFile {
         self.admin_token.as_deref()
     }
 
+    /// What node `node` runs with in its own cluster, and in each ancestor
+    /// cluster while it holds its cluster's seat there (claim 5).
     fn settings_for(&self, node: &NodeEntry) -> NodeSettings {
-        let (bus, bus_addr) = match &self.transport {
+        let mut settings = self.settings_in(
+            node.cluster,
+            node,
+            node.id,
+            node.addrs,
+            node.disks.clone(),
+            node.capacity,
+        );
+        let mut child = node.cluster;
+        let mut level = 0;
+        while let (Some(parent), Some(ring)) = (self.clusters[child].parent, node.seats.get(level))
+        {
+            let seat = NodeId(self.clusters[child].id.0);
+            let addrs = NodeAddrs {
+                ring: *ring,
+                http: node.addrs.http,
+            };
+            let capacity = self.capacity_below(child);
+            settings
+                .seats
+                .push(self.settings_in(parent, node, seat, addrs, Vec::new(), capacity));
+            child = parent;
+            level += 1;
+        }
+        settings
+    }
+
+    /// The settings of a protocol node `id` of cluster `cluster` run on the
+    /// machine `node`.
+    fn settings_in(
+        &self,
+        cluster: usize,
+        node: &NodeEntry,
+        id: NodeId,
+        addrs: NodeAddrs,
+        disks: Vec<DiskAccess>,
+        capacity: Capacity,
+    ) -> NodeSettings {
+        let def = &self.clusters[cluster];
+        let (bus, bus_addr) = match &def.transport {
             Transport::Multicast {
                 group,
                 interface,
@@ -325,32 +454,33 @@ impl ClusterFile {
                     peers: self
                         .nodes
                         .iter()
-                        .filter(|n| n.id != node.id)
+                        .filter(|n| n.id != id && n.cluster == cluster)
                         .map(|n| (n.id, n.addrs.ring))
                         .collect(),
                 },
-                node.addrs.ring,
+                addrs.ring,
             ),
         };
         NodeSettings {
             proto: NodeConfig {
-                cluster: self.cluster,
-                node: node.id,
+                cluster: def.id,
+                node: id,
                 config_version: self.config_version,
                 bus: bus_addr,
-                priority: self.priority.clone(),
-                addrs: node.addrs,
-                disks: node.disks.clone(),
-                capacity: node.capacity,
+                priority: def.priority.clone(),
+                addrs,
+                disks,
+                capacity,
                 servers: self.servers.clone(),
-                timing: self.timing.clone(),
-                mtu: self.mtu,
+                timing: def.timing.clone(),
+                mtu: def.mtu,
             },
             bus,
             keys: self.keys.clone(),
             admin_token: self.admin_token.clone(),
-            cluster_name: self.name.clone(),
+            cluster_name: def.name.clone(),
             limits: self.limits.clone(),
+            seats: Vec::new(),
         }
     }
 }
@@ -386,6 +516,24 @@ struct RawFile {
     limits: Option<BTreeMap<String, Spanned<u64>>>,
     #[serde(default, rename = "node")]
     nodes: Vec<RawNode>,
+    #[serde(default, rename = "subcluster")]
+    subclusters: Vec<Spanned<RawSubcluster>>,
+}
+
+/// Claim 5: a `[[subcluster]]` table: a cluster that is one node of the
+/// cluster whose priority list names it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubcluster {
+    id: Spanned<u32>,
+    name: Spanned<String>,
+    bus: Option<Spanned<SocketAddr>>,
+    interface: Option<Spanned<Ipv4Addr>>,
+    ttl: Option<Spanned<u32>>,
+    loopback: Option<Spanned<bool>>,
+    priority: Spanned<Vec<Spanned<u32>>>,
+    mtu: Option<Spanned<usize>>,
+    timing: Option<Spanned<RawTiming>>,
 }
 
 #[derive(Deserialize)]
@@ -458,6 +606,8 @@ struct RawNode {
     max_bytes_per_s: u64,
     interface: Option<Spanned<Ipv4Addr>>,
     #[serde(default)]
+    seats: Vec<Spanned<SocketAddr>>,
+    #[serde(default)]
     disk: Vec<RawDisk>,
 }
 
@@ -470,6 +620,25 @@ struct RawDisk {
 }
 
 // ---- validation --------------------------------------------------------------
+
+/// The multicast keys of a `[cluster]` or `[[subcluster]]` table.
+struct MulticastKeys<'a> {
+    /// The table's name, for problems: `cluster` or `subcluster`.
+    table: &'a str,
+    bus: Option<&'a Spanned<SocketAddr>>,
+    interface: Option<&'a Spanned<Ipv4Addr>>,
+    ttl: Option<&'a Spanned<u32>>,
+    loopback: Option<&'a Spanned<bool>>,
+}
+
+/// The ids of a priority list.
+fn ids(priority: &Spanned<Vec<Spanned<u32>>>) -> Vec<NodeId> {
+    priority
+        .get_ref()
+        .iter()
+        .map(|n| NodeId(*n.get_ref()))
+        .collect()
+}
 
 /// Byte offsets of line starts, to turn spans into 1-based line numbers.
 struct LineIndex {
@@ -539,31 +708,40 @@ impl<'a> Checker<'a> {
     fn check(&mut self, raw: RawFile) -> Option<ClusterFile> {
         let cluster_span = raw.cluster.span();
         let cluster = raw.cluster.into_inner();
-        self.check_name(&cluster.name);
+        self.check_name(&cluster.name, "cluster.name");
         let transport = self.check_transport(&cluster, cluster_span.clone());
-        let nodes = self.check_nodes(&raw.nodes, cluster_span.clone());
-        self.check_node_interfaces(transport.as_ref(), &nodes);
-        self.check_priority(&cluster.priority, &nodes);
-        let timing = self.check_timing(raw.timing.as_ref());
+        let mut nodes = self.check_nodes(&raw.nodes, cluster_span.clone());
+        let timing = self.check_timing(raw.timing.as_ref(), "timing");
         let limits = self.check_limits(raw.limits.as_ref());
-        let mtu = self.check_mtu(cluster.mtu.as_ref());
+        let mtu = self.check_mtu(cluster.mtu.as_ref(), "cluster.mtu");
         let keys = self.read_keys(&cluster.key_file);
         let admin_token = self.read_admin_token(cluster.admin_token_file.as_ref());
+        let root = match (transport, timing) {
+            (Some(transport), Some(timing)) => Some(ClusterDef {
+                id: ClusterId(cluster.id),
+                name: cluster.name.get_ref().clone(),
+                transport,
+                priority: ids(&cluster.priority),
+                mtu,
+                timing,
+                parent: None,
+                level: 0,
+            }),
+            _ => None,
+        };
+        let clusters = if raw.subclusters.is_empty() {
+            self.check_priority(&cluster.priority, &nodes);
+            self.check_no_seats(&raw.nodes);
+            vec![root?]
+        } else {
+            self.check_tree(&cluster, cluster_span, root, &raw.subclusters, &mut nodes)?
+        };
+        self.check_node_interfaces(&clusters, &nodes);
         let file = ClusterFile {
             path: self.path.to_path_buf(),
-            cluster: ClusterId(cluster.id),
-            name: cluster.name.into_inner(),
             config_version: cluster.config_version,
-            transport: transport?,
-            priority: cluster
-                .priority
-                .get_ref()
-                .iter()
-                .map(|n| NodeId(*n.get_ref()))
-                .collect(),
-            mtu,
+            clusters,
             servers: cluster.servers,
-            timing: timing?,
             nodes,
             keys: keys?,
             admin_token: admin_token?,
@@ -575,9 +753,9 @@ impl<'a> Checker<'a> {
         Some(file)
     }
 
-    fn check_name(&mut self, name: &Spanned<String>) {
+    fn check_name(&mut self, name: &Spanned<String>, field: &str) {
         if name.get_ref().trim().is_empty() {
-            self.report(name.span(), "cluster.name", "must not be empty");
+            self.report(name.span(), field, "must not be empty");
         }
     }
 
@@ -585,18 +763,31 @@ impl<'a> Checker<'a> {
     /// keep them, unused, so that switching transports is a one-line change.
     fn check_transport(&mut self, c: &RawCluster, cluster_span: Range<usize>) -> Option<Transport> {
         match c.transport.unwrap_or(TransportKind::Multicast) {
-            TransportKind::Multicast => self.check_multicast(c, cluster_span),
+            TransportKind::Multicast => self.check_multicast(
+                MulticastKeys {
+                    table: "cluster",
+                    bus: c.bus.as_ref(),
+                    interface: c.interface.as_ref(),
+                    ttl: c.ttl.as_ref(),
+                    loopback: c.loopback.as_ref(),
+                },
+                cluster_span,
+            ),
             TransportKind::Unicast => Some(Transport::Unicast),
         }
     }
 
-    fn check_multicast(&mut self, c: &RawCluster, cluster_span: Range<usize>) -> Option<Transport> {
-        let group = self.check_bus(c.bus.as_ref(), cluster_span.clone());
-        let interface = self.check_interface(c.interface.as_ref(), cluster_span);
-        let ttl = match &c.ttl {
+    fn check_multicast(
+        &mut self,
+        c: MulticastKeys<'_>,
+        table_span: Range<usize>,
+    ) -> Option<Transport> {
+        let group = self.check_bus(c.bus, table_span, c.table);
+        let interface = self.check_interface(c.interface, c.table);
+        let ttl = match c.ttl {
             Some(ttl) if *ttl.get_ref() > 255 => {
                 let message = format!("{} is above 255, the largest multicast TTL", ttl.get_ref());
-                self.report(ttl.span(), "cluster.ttl", message);
+                self.report(ttl.span(), &format!("{}.ttl", c.table), message);
                 None
             }
             Some(ttl) => Some(*ttl.get_ref()),
@@ -606,19 +797,21 @@ impl<'a> Checker<'a> {
             group: group?,
             interface: interface?,
             ttl: ttl?,
-            loopback: c.loopback.as_ref().is_none_or(|l| *l.get_ref()),
+            loopback: c.loopback.is_none_or(|l| *l.get_ref()),
         })
     }
 
     fn check_bus(
         &mut self,
         bus: Option<&Spanned<SocketAddr>>,
-        cluster_span: Range<usize>,
+        table_span: Range<usize>,
+        table: &str,
     ) -> Option<SocketAddrV4> {
+        let field = format!("{table}.bus");
         let Some(bus) = bus else {
             self.report(
-                cluster_span,
-                "cluster.bus",
+                table_span,
+                &field,
                 "is required with transport = \"multicast\": give the multicast group and port, such as \"239.255.42.1:7400\"",
             );
             return None;
@@ -635,14 +828,14 @@ impl<'a> Checker<'a> {
                 "{addr} is not an IPv4 address; the multicast bus needs an IPv4 group such as 239.255.42.1:7400"
             ),
         };
-        self.report(bus.span(), "cluster.bus", problem);
+        self.report(bus.span(), &field, problem);
         None
     }
 
     fn check_interface(
         &mut self,
         interface: Option<&Spanned<Ipv4Addr>>,
-        _cluster_span: Range<usize>,
+        table: &str,
     ) -> Option<Option<Ipv4Addr>> {
         let Some(interface) = interface else {
             // Each node then multicasts from its own interface or ring address.
@@ -651,7 +844,7 @@ impl<'a> Checker<'a> {
         let ip = *interface.get_ref();
         if ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() {
             let message = format!("{ip} is not a local interface address");
-            self.report(interface.span(), "cluster.interface", message);
+            self.report(interface.span(), &format!("{table}.interface"), message);
             return None;
         }
         Some(Some(ip))
@@ -676,6 +869,9 @@ impl<'a> Checker<'a> {
             first_line.insert(id, line);
             self.check_node_addr(&node.ring, "node.ring", id, &mut rings);
             self.check_node_addr(&node.http, "node.http", id, &mut https);
+            for seat in &node.seats {
+                self.check_node_addr(seat, "node.seats", id, &mut rings);
+            }
             nodes.push(NodeEntry {
                 id: NodeId(id),
                 addrs: NodeAddrs {
@@ -688,6 +884,8 @@ impl<'a> Checker<'a> {
                 },
                 disks: self.check_disks(id, &node.disk),
                 interface: self.check_node_interface(id, node),
+                seats: node.seats.iter().map(|s| *s.get_ref()).collect(),
+                cluster: 0,
                 line,
             });
         }
@@ -695,15 +893,19 @@ impl<'a> Checker<'a> {
     }
 
     /// With multicast, every node needs an IPv4 interface to send from: its
-    /// own, the cluster's, or its ring address.
-    fn check_node_interfaces(&mut self, transport: Option<&Transport>, nodes: &[NodeEntry]) {
-        let Some(Transport::Multicast {
-            interface: None, ..
-        }) = transport
-        else {
-            return;
-        };
+    /// own, its cluster's, or its ring address.
+    fn check_node_interfaces(&mut self, clusters: &[ClusterDef], nodes: &[NodeEntry]) {
         for node in nodes {
+            let cluster_has_one = !matches!(
+                clusters.get(node.cluster).map(|c| &c.transport),
+                Some(Transport::Multicast {
+                    interface: None,
+                    ..
+                })
+            );
+            if cluster_has_one {
+                continue;
+            }
             if node.interface.is_none() && !node.addrs.ring.is_ipv4() {
                 self.report_at(
                     node.line,
@@ -827,11 +1029,11 @@ impl<'a> Checker<'a> {
         limits
     }
 
-    fn check_timing(&mut self, raw: Option<&Spanned<RawTiming>>) -> Option<Timing> {
+    fn check_timing(&mut self, raw: Option<&Spanned<RawTiming>>, table: &str) -> Option<Timing> {
         let Some(raw) = raw else {
             return Some(Timing::lan());
         };
-        let table = raw.span();
+        let span = raw.span();
         let raw = raw.get_ref();
         let lan = Timing::lan();
         let ms = |value: &Option<Spanned<u64>>, default: Duration| {
@@ -844,7 +1046,11 @@ impl<'a> Checker<'a> {
             Some(limit) => match NonZeroU32::new(*limit.get_ref()) {
                 Some(limit) => limit,
                 None => {
-                    self.report(limit.span(), "timing.miss_limit", "must be at least 1");
+                    self.report(
+                        limit.span(),
+                        &format!("{table}.miss_limit"),
+                        "must be at least 1",
+                    );
                     return None;
                 }
             },
@@ -868,13 +1074,19 @@ impl<'a> Checker<'a> {
         match timing.validate() {
             Ok(()) => Some(timing),
             Err(err) => {
-                self.report_timing_error(&err, raw, table);
+                self.report_timing_error(&err, raw, span, table);
                 None
             }
         }
     }
 
-    fn report_timing_error(&mut self, err: &ConfigError, raw: &RawTiming, table: Range<usize>) {
+    fn report_timing_error(
+        &mut self,
+        err: &ConfigError,
+        raw: &RawTiming,
+        span: Range<usize>,
+        table: &str,
+    ) {
         let (field, message) = match err {
             ConfigError::ZeroDuration { field } => {
                 (*field, "must be greater than zero".to_string())
@@ -902,23 +1114,23 @@ impl<'a> Checker<'a> {
             }
             other => ("", other.to_string()),
         };
-        let span = raw.span_of(field).unwrap_or(table);
+        let span = raw.span_of(field).unwrap_or(span);
         let name = if field.is_empty() {
-            "timing".to_string()
+            table.to_string()
         } else {
-            format!("timing.{field}_ms")
+            format!("{table}.{field}_ms")
         };
         self.report(span, &name, message);
     }
 
-    fn check_mtu(&mut self, mtu: Option<&Spanned<usize>>) -> usize {
+    fn check_mtu(&mut self, mtu: Option<&Spanned<usize>>, field: &str) -> usize {
         let Some(mtu) = mtu else {
             return DEFAULT_MTU;
         };
         let value = *mtu.get_ref();
         if !(MIN_MTU..=MAX_MTU).contains(&value) {
             let message = format!("{value} is outside {MIN_MTU}..={MAX_MTU}");
-            self.report(mtu.span(), "cluster.mtu", message);
+            self.report(mtu.span(), field, message);
         }
         value
     }
@@ -975,7 +1187,10 @@ impl<'a> Checker<'a> {
     ) {
         for node in &file.nodes {
             let settings = file.settings_for(node);
-            if let Err(err) = settings.proto.validate() {
+            let results = std::iter::once(&settings)
+                .chain(&settings.seats)
+                .map(|s| s.proto.validate());
+            if let Some(Err(err)) = results.into_iter().find(Result::is_err) {
                 let (field, line) = match err {
                     ConfigError::TooManyNodes { .. } => {
                         ("cluster.priority", self.lines.line(priority.span().start))
@@ -1564,6 +1779,7 @@ max_bytes_per_s = 125000000
             admin_token: Some("let-me-in".into()),
             cluster_name: "test".into(),
             limits: Limits::default(),
+            seats: Vec::new(),
         };
         assert_eq!(file.node_settings(NodeId(2)).unwrap(), expected);
         for id in file.node_ids() {

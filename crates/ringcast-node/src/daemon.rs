@@ -199,6 +199,17 @@ pub async fn start(
     settings: NodeSettings,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Daemon, DaemonError> {
+    start_with_seats(settings, Vec::new(), state_dir).await
+}
+
+/// [`start`] for a machine of a sub-cluster (claim 5): `seats` are the
+/// settings of its seat in each ancestor cluster, nearest parent first,
+/// held while it supervises below them (see [`crate::seat`]).
+pub async fn start_with_seats(
+    settings: NodeSettings,
+    seats: Vec<NodeSettings>,
+    state_dir: Option<&std::path::Path>,
+) -> Result<Daemon, DaemonError> {
     let http = settings.proto.addrs.http;
     let me: NodeId = settings.proto.node;
     let key = settings.keys[0].1;
@@ -222,6 +233,7 @@ pub async fn start(
         .collect();
     let streaming = Streaming::new(me, key, mounts, shared.clone(), counters.clone());
     streaming.set_keys(all_keys);
+    streaming.set_levels_above(seats.len());
     streaming.rescan();
     let api = crate::api::router(shared.clone()).merge(streaming.routes());
     let _ = shared.http_guard.set(guard.clone());
@@ -242,6 +254,7 @@ pub async fn start(
     tasks.push(tokio::spawn(
         async move { s.report_load(LOAD_INTERVAL).await },
     ));
+    tasks.push(tokio::spawn(crate::seat::hold_seats(shared.clone(), seats)));
     tasks.push(tokio::spawn(reassign_loop(
         streaming.clone(),
         shared.clone(),

@@ -19,6 +19,7 @@ pub mod limit;
 pub mod metrics;
 pub mod range;
 pub mod runtime;
+pub mod seat;
 pub mod settings;
 pub mod stream;
 pub mod streaming;

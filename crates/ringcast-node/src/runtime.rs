@@ -11,7 +11,7 @@ use ringcast_proto::event::{Event, LocalEvent, Transmit};
 use ringcast_proto::map::{changes, ClusterMap, MapChange};
 use ringcast_proto::pump::{self, Input, Outputs};
 use ringcast_proto::stats::Stats;
-use ringcast_proto::{Incarnation, KeyId, Keyring, Node, NodeId, Role, Tables};
+use ringcast_proto::{ClusterId, Incarnation, KeyId, Keyring, Node, NodeId, Role, Tables};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -67,6 +67,9 @@ pub struct ClusterEvent {
     pub version: Option<u32>,
     /// A readable sentence.
     pub text: String,
+    /// Claim 5: the cluster it happened in: the observer's own, or, for an
+    /// event of a seat the machine holds, the parent cluster's.
+    pub cluster: u32,
 }
 
 /// What the node knows right now, for the HTTP API.
@@ -133,6 +136,8 @@ pub struct Rekey {
 pub struct Shared {
     /// The node's id.
     pub node: NodeId,
+    /// The cluster's id.
+    pub cluster: ClusterId,
     /// The cluster's name.
     pub cluster_name: String,
     /// The cluster's id.
@@ -163,6 +168,9 @@ pub struct Shared {
     pub rekey: watch::Sender<Option<Rekey>>,
     /// Issue 7: configuration reloads.
     pub reloads: ReloadCounters,
+    /// Claim 5: the seats this machine holds in its ancestor clusters,
+    /// nearest parent first (see [`crate::seat`]).
+    pub seats: RwLock<Vec<Arc<Shared>>>,
 }
 
 impl Shared {
@@ -172,6 +180,16 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The part the node plays right now.
+    pub fn role(&self) -> Role {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).role
+    }
+
+    /// The seats this machine holds now, nearest parent first.
+    pub fn held_seats(&self) -> Vec<Arc<Shared>> {
+        self.seats.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The latest events, oldest first.
@@ -190,8 +208,13 @@ impl Shared {
         self.publish(event(self.node, kind, node, None, text));
     }
 
-    fn publish(&self, event: ClusterEvent) {
-        tracing::info!(kind = event.kind, "{}", event.text);
+    /// Records and broadcasts an event; one of this node's own is stamped
+    /// with its cluster.
+    pub(crate) fn publish(&self, mut event: ClusterEvent) {
+        if event.cluster == 0 {
+            event.cluster = self.cluster.0;
+        }
+        tracing::info!(kind = event.kind, cluster = event.cluster, "{}", event.text);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == RECENT_EVENTS {
             recent.pop_front();
@@ -263,6 +286,7 @@ impl Runtime {
         }
         let shared = Arc::new(Shared {
             node: id,
+            cluster: settings.proto.cluster,
             cluster_name: settings.cluster_name.clone(),
             cluster_id: settings.proto.cluster.0,
             http: settings.proto.addrs.http,
@@ -278,6 +302,7 @@ impl Runtime {
             http_guard: std::sync::OnceLock::new(),
             rekey: rekey_tx,
             reloads: ReloadCounters::default(),
+            seats: RwLock::new(Vec::new()),
         });
         Ok(Runtime {
             node,
@@ -495,6 +520,7 @@ fn event(
         epoch,
         version: None,
         text,
+        cluster: 0,
     }
 }
 

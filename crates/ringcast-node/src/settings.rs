@@ -97,6 +97,11 @@ pub struct NodeSettings {
     pub cluster_name: String,
     /// Issue 7: limits against hostile HTTP clients and bus senders.
     pub limits: Limits,
+    /// Claim 5: what this machine runs with in each ancestor cluster while it
+    /// holds its cluster's seat there, nearest parent first (empty outside a
+    /// hierarchy). Each is a node of that cluster under the child cluster's
+    /// id; its own `seats` is empty.
+    pub seats: Vec<NodeSettings>,
 }
 
 /// Issue 7: the HTTP listener's limits against slow, abusive and malformed
@@ -361,6 +366,7 @@ impl fmt::Debug for NodeSettings {
             )
             .field("cluster_name", &self.cluster_name)
             .field("limits", &self.limits)
+            .field("seats", &self.seats)
             .finish()
     }
 }
@@ -389,7 +395,14 @@ impl NodeSettings {
         self.proto.validate()?;
         self.validate_keys()?;
         self.limits.validate()?;
-        self.validate_bus()
+        self.validate_bus()?;
+        for seat in &self.seats {
+            if !seat.seats.is_empty() {
+                return Err(SettingsError::NestedSeats(seat.proto.node));
+            }
+            seat.validate()?;
+        }
+        Ok(())
     }
 
     fn validate_keys(&self) -> Result<(), SettingsError> {
@@ -456,6 +469,11 @@ pub enum SettingsError {
     /// The unicast peer list names the node itself.
     #[error("the unicast peer list names node {0} itself")]
     SelfPeer(NodeId),
+    /// A seat's settings hold seats of their own.
+    #[error(
+        "the seat {0} lists seats of its own; a machine's seats are all listed at its top level"
+    )]
+    NestedSeats(NodeId),
     /// `proto.bus` disagrees with the bus transport.
     #[error("bus address {bus} should be {expected} for this transport")]
     BusMismatch {
@@ -505,6 +523,10 @@ struct SettingsWire {
     /// Older services send no limits: every limit then takes its default.
     #[serde(default)]
     limits: BTreeMap<String, u64>,
+    /// Claim 5: a machine's seats in its ancestor clusters; absent outside
+    /// a hierarchy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seats: Vec<SettingsWire>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -596,6 +618,7 @@ impl From<NodeSettings> for SettingsWire {
                 .collect(),
             admin_token: s.admin_token,
             limits: s.limits.to_map(),
+            seats: s.seats.into_iter().map(SettingsWire::from).collect(),
         }
     }
 }
@@ -716,6 +739,11 @@ impl TryFrom<SettingsWire> for NodeSettings {
             admin_token: w.admin_token,
             cluster_name: w.cluster_name,
             limits: Limits::from_map(&w.limits)?,
+            seats: w
+                .seats
+                .into_iter()
+                .map(NodeSettings::try_from)
+                .collect::<Result<_, _>>()?,
         };
         settings.validate()?;
         Ok(settings)
@@ -795,6 +823,7 @@ mod tests {
             admin_token: Some(SECRET_TOKEN.into()),
             cluster_name: "test".into(),
             limits: Limits::default(),
+            seats: Vec::new(),
         }
     }
 

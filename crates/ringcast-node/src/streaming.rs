@@ -18,6 +18,8 @@ use ringcast_proto::token::{StreamToken, TokenError};
 use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
 use serde::{Deserialize, Serialize};
 
+mod tree;
+
 use crate::catalog::{self, Catalog, Title};
 use crate::runtime::Shared;
 use crate::stream::{Refusal, RequestHead, Resolve, Resolved, StreamCounters};
@@ -49,6 +51,12 @@ pub struct Streaming {
     shared: Arc<Shared>,
     /// Streams being served, for the load this node reports.
     pub counters: Arc<StreamCounters>,
+    /// Claim 5: how many ancestor clusters this machine's cluster has (0 for
+    /// a cluster that is not part of a tree).
+    levels_above: std::sync::atomic::AtomicUsize,
+    /// Claim 5: the sub-cluster each stream was last placed in, for the
+    /// streams this machine placed as a parent's supervisor.
+    tree_book: Mutex<BTreeMap<u64, NodeId>>,
 }
 
 fn unix_now() -> u64 {
@@ -64,6 +72,13 @@ pub struct StreamQuery {
     pub stream: Option<u64>,
     /// On `/v1/place`: the HTTP address of the node the client asked.
     pub entry: Option<String>,
+    /// Claim 5, on `/v1/place`: decide within this cluster, which the asked
+    /// machine supervises (placement descending the tree); without it the
+    /// asked machine is the supervisor of its own cluster and sends the
+    /// request up to the root first.
+    pub within: Option<u32>,
+    /// Claim 5, on `/v1/place`: machines the request passed through.
+    pub hops: Option<u32>,
 }
 
 /// One title of `GET /v1/titles`.
@@ -145,7 +160,16 @@ impl Streaming {
                 .build(),
             shared,
             counters,
+            levels_above: std::sync::atomic::AtomicUsize::new(0),
+            tree_book: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Claim 5: tells placement how many ancestor clusters this machine's
+    /// cluster has, so that it sends play requests up to the root.
+    pub fn set_levels_above(&self, levels: usize) {
+        self.levels_above
+            .store(levels, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The routes of placement: play, place and catalogs.
@@ -458,7 +482,9 @@ async fn play(
         .unwrap_or_default();
     let answer = if snap.role == Role::Supervisor {
         let s2 = s.clone();
-        match tokio::task::spawn_blocking(move || s2.decide(&title, stream, entry)).await {
+        match tokio::task::spawn_blocking(move || s2.place_in_tree(&title, stream, entry, None, 0))
+            .await
+        {
             Ok(a) => a,
             Err(_) => Err(refused(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -518,7 +544,15 @@ async fn ask_supervisor(
         "http://{http}/v1/place/{}?stream={stream}&entry={entry}",
         title.as_str()
     );
-    let result = tokio::task::spawn_blocking(move || match agent.get(&url).call() {
+    tokio::task::spawn_blocking(move || ask_place(&agent, &url))
+        .await
+        .unwrap_or_else(|_| Err(refused(unavailable("placement failed", 1))))
+}
+
+/// Asks another machine's `/v1/place` (blocking); its refusal is passed on
+/// with its status and `Retry-After`.
+fn ask_place(agent: &ureq::Agent, url: &str) -> Result<PlaceAnswer, Refused> {
+    match agent.get(url).call() {
         Ok(r) => r
             .into_json::<PlaceAnswer>()
             .map_err(|_| refused(unavailable("the supervisor's answer was not understood", 1))),
@@ -533,9 +567,7 @@ async fn ask_supervisor(
             Err(refused(resp))
         }
         Err(_) => Err(refused(unavailable("the supervisor does not answer", 1))),
-    })
-    .await;
-    result.unwrap_or_else(|_| Err(refused(unavailable("placement failed", 1))))
+    }
 }
 
 async fn place(
@@ -543,7 +575,7 @@ async fn place(
     AxPath(title): AxPath<String>,
     Query(q): Query<StreamQuery>,
 ) -> Response {
-    if s.shared.snapshot().role != Role::Supervisor {
+    if q.within.is_none() && s.shared.role() != Role::Supervisor {
         return refusal(
             StatusCode::MISDIRECTED_REQUEST,
             "this node is not the supervisor",
@@ -563,8 +595,12 @@ async fn place(
             )
         }
     };
+    let (within, hops) = (q.within, q.hops.unwrap_or(0));
     let s2 = s.clone();
-    let response = match tokio::task::spawn_blocking(move || s2.decide(&title, stream, entry)).await
+    let response = match tokio::task::spawn_blocking(move || {
+        s2.place_in_tree(&title, stream, entry, within, hops)
+    })
+    .await
     {
         Ok(Ok(a)) => Json(a).into_response(),
         Ok(Err(r)) => *r,

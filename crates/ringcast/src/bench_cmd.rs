@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::http;
-use crate::up_cmd::{Library, LocalCluster};
+use crate::up_cmd::{Layout, Library, LocalCluster};
 
 /// The last line of `ringcast bench failover --json`.
 #[derive(Debug, Serialize)]
@@ -94,7 +94,7 @@ pub fn failover(nodes: u32, trials: u32, dir: Option<&Path>, json: bool) -> Resu
     if !(1..=1000).contains(&trials) {
         bail!("--trials must be between 1 and 1000, not {trials}");
     }
-    let mut cluster = LocalCluster::start(nodes, dir, &Library::Empty)?;
+    let mut cluster = LocalCluster::start(&Layout::Nodes(nodes), dir, &Library::Empty)?;
     cluster.wait_formed(Duration::from_secs(20))?;
     let bases: Vec<(u32, String)> = cluster.nodes.iter().map(|n| (n.0, n.1.clone())).collect();
     let mut failovers = Vec::new();

@@ -22,7 +22,7 @@ use nix::unistd::{geteuid, Pid};
 use ringcast_sim::campaign::percentile;
 use serde::Serialize;
 
-use crate::up_cmd::{Library, LocalCluster};
+use crate::up_cmd::{Layout, Library, LocalCluster};
 
 /// Options of `ringcast bench stream`.
 pub struct StreamBenchOptions {
@@ -151,7 +151,11 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
         "ringcast: starting {NODES} node processes in {}",
         cluster_dir.display()
     );
-    let mut cluster = LocalCluster::start(NODES, Some(&cluster_dir), &Library::Dir(lib.clone()))?;
+    let mut cluster = LocalCluster::start(
+        &Layout::Nodes(NODES),
+        Some(&cluster_dir),
+        &Library::Dir(lib.clone()),
+    )?;
     let sup = cluster.wait_formed(Duration::from_secs(30))?;
     check_interrupted()?;
     let plays: Vec<String> = cluster

@@ -39,8 +39,13 @@ enum Command {
     /// Runs a local cluster of node processes on loopback until Ctrl-C.
     Up {
         /// Number of nodes.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, conflicts_with = "shape")]
         nodes: u32,
+        /// Claim 5: a tree of clusters instead, members per cluster at each
+        /// level, root first: `3x3` is three sub-clusters of three nodes,
+        /// each on its own multicast group.
+        #[arg(long)]
+        shape: Option<String>,
         /// Directory for the cluster file and node logs (a temporary one by default).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -262,15 +267,23 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up {
             nodes,
+            shape,
             dir,
             library,
         } => {
+            let layout = match shape {
+                Some(s) => up_cmd::Layout::Shape(
+                    ringcast_node::clusterfile::parse_shape(&s)
+                        .map_err(|e| anyhow::anyhow!("--shape {s}: {e}"))?,
+                ),
+                None => up_cmd::Layout::Nodes(nodes),
+            };
             let library = match library {
                 Some(p) if !p.is_dir() => bail!("--library {} is not a folder", p.display()),
                 Some(p) => up_cmd::Library::Dir(p),
                 None => up_cmd::Library::Embedded,
             };
-            up_cmd::run(nodes, dir.as_deref(), &library, log_format)
+            up_cmd::run(&layout, dir.as_deref(), &library, log_format)
         }
         Command::Node {
             config,
@@ -293,6 +306,23 @@ fn run(cli: Cli) -> Result<()> {
             json,
             no_follow,
         } => {
+            if let Some(tree) = target
+                .config
+                .as_deref()
+                .map(status_cmd::fetch_tree)
+                .transpose()?
+                .flatten()
+            {
+                if json {
+                    print_out(&format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&tree.json())?
+                    ))?;
+                } else {
+                    print_out(&tree.table())?;
+                }
+                return Ok(());
+            }
             let targets = target.bases()?;
             let view = status_cmd::fetch(&targets, !no_follow)?;
             if json {

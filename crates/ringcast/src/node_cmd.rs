@@ -110,7 +110,8 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
     use tokio::signal::unix::{signal, SignalKind};
     let http: SocketAddr = settings.proto.addrs.http;
     let id = settings.proto.node;
-    let mut daemon = daemon::start(settings, Some(&state_dir)).await?;
+    let seats = settings.seats.clone();
+    let mut daemon = daemon::start_with_seats(settings, seats, Some(&state_dir)).await?;
     let shared = daemon.shared.clone();
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

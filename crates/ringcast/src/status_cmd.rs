@@ -58,6 +58,86 @@ fn follow_supervisor(agent: &ureq::Agent, view: Value) -> Value {
     }
 }
 
+/// Claim 5: every cluster of a tree, as its supervisor sees it.
+pub struct Tree {
+    /// `(cluster, its level, the supervisor's view)`, root first; the view
+    /// is `None` for a cluster whose supervisor no machine answered for.
+    pub clusters: Vec<(clusterfile::ClusterInfo, Option<Value>)>,
+}
+
+/// Asks every machine of a tree's cluster file for its view and the views of
+/// the seats it holds; `None` for a file of one cluster.
+pub fn fetch_tree(config: &Path) -> Result<Option<Tree>> {
+    let file = clusterfile::load(config)?;
+    if !file.is_hierarchy() {
+        return Ok(None);
+    }
+    let agent = http::agent();
+    let views: Vec<Value> = file
+        .node_ids()
+        .into_iter()
+        .filter_map(|id| file.http_addr(id))
+        .filter_map(|addr| http::cluster(&agent, &http::base(addr)).ok())
+        .collect();
+    if views.is_empty() {
+        bail!("no machine of {} answered", config.display());
+    }
+    let all: Vec<&Value> = views
+        .iter()
+        .flat_map(|v| std::iter::once(v).chain(v["seats"].as_array().into_iter().flatten()))
+        .collect();
+    let clusters = file
+        .clusters()
+        .into_iter()
+        .map(|c| {
+            let sup = all
+                .iter()
+                .find(|v| {
+                    v["cluster_id"].as_u64() == Some(u64::from(c.id.0))
+                        && v["node_role"] == "supervisor"
+                })
+                .map(|v| (*v).clone());
+            (c, sup)
+        })
+        .collect();
+    Ok(Some(Tree { clusters }))
+}
+
+impl Tree {
+    /// The tree as indented tables, one per cluster.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for (c, view) in &self.clusters {
+            let indent = "    ".repeat(c.level);
+            let text = match view {
+                Some(v) => table(v),
+                None => format!("cluster {} ({}): no supervisor answered\n", c.name, c.id),
+            };
+            for line in text.lines() {
+                out.push_str(&indent);
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The tree as JSON: each cluster's id, name, level, parent and view.
+    pub fn json(&self) -> Value {
+        Value::Array(
+            self.clusters
+                .iter()
+                .map(|(c, v)| {
+                    serde_json::json!({
+                        "id": c.id, "name": c.name, "level": c.level,
+                        "parent": c.parent, "view": v,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
 /// The cluster as a table.
 pub fn table(view: &Value) -> String {
     use std::fmt::Write as _;
@@ -113,6 +193,24 @@ pub fn table(view: &Value) -> String {
         .map(|n| format!("n{n}"))
         .collect();
     let _ = writeln!(out, "ring: {}", ring.join(" -> "));
+    let (mut streams, mut capacity, mut bytes) = (0u64, 0u64, 0u64);
+    for u in &usage {
+        let up = view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["id"] == u["node"] && n["status"] == "up");
+        if up {
+            streams += u["load"]["streams"].as_u64().unwrap_or(0);
+            capacity += u["capacity"]["max_streams"].as_u64().unwrap_or(0);
+            bytes += u["load"]["bytes_per_s"].as_u64().unwrap_or(0);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "load: {streams}/{capacity} streams, {:.1} MB/s (members up)",
+        bytes as f64 / f64::from(1 << 20)
+    );
     let disks = view["tables"]["disk_usage"]
         .as_array()
         .cloned()

@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use ringcast_node::clusterfile;
 
 use crate::http;
+use serde_json::Value;
 
 /// Node processes of a local cluster; they leave and stop when dropped.
 pub struct LocalCluster {
@@ -24,23 +25,36 @@ pub struct LocalCluster {
     pub log_format: crate::LogFormat,
 }
 
+/// What `up` runs: one cluster of N nodes, or a tree of clusters (claim 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One cluster of this many nodes.
+    Nodes(u32),
+    /// A tree: members per cluster at each level, root first (`3x3` is a
+    /// root of three sub-clusters of three nodes).
+    Shape(Vec<u32>),
+}
+
 impl LocalCluster {
-    /// Writes a cluster file for `n` nodes into `dir` (a fresh temporary one
-    /// when `None`), with one disk per node shared by two nodes, puts the
-    /// library on the disks (each title on two), and starts one process per node.
-    pub fn start(n: u32, dir: Option<&Path>, library: &Library) -> Result<LocalCluster> {
-        Self::start_with(n, dir, library, crate::LogFormat::Text)
+    /// Writes a cluster file for `layout` into `dir` (a fresh temporary one
+    /// when `None`), with one disk per node shared by two nodes of its
+    /// cluster, puts the library on the disks (each title on two disks of
+    /// every leaf cluster), and starts one process per node.
+    pub fn start(layout: &Layout, dir: Option<&Path>, library: &Library) -> Result<LocalCluster> {
+        Self::start_with(layout, dir, library, crate::LogFormat::Text)
     }
 
     /// [`LocalCluster::start`] with the nodes logging in `log_format`.
     pub fn start_with(
-        n: u32,
+        layout: &Layout,
         dir: Option<&Path>,
         library: &Library,
         log_format: crate::LogFormat,
     ) -> Result<LocalCluster> {
-        if !(1..=64).contains(&n) {
-            bail!("--nodes must be between 1 and 64, not {n}");
+        if let Layout::Nodes(n) = layout {
+            if !(1..=64).contains(n) {
+                bail!("--nodes must be between 1 and 64, not {n}");
+            }
         }
         let (dir, remove_dir) = match dir {
             Some(d) => (d.to_path_buf(), false),
@@ -51,10 +65,15 @@ impl LocalCluster {
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let file = clusterfile::local_cluster_with_disks(&dir, n, None, true)?;
+        let file = match layout {
+            Layout::Nodes(n) => clusterfile::local_cluster_with_disks(&dir, *n, None, true)?,
+            Layout::Shape(shape) => clusterfile::local_hierarchy(&dir, shape, None, true)?,
+        };
         let titles = library.files(&dir)?;
-        place_titles(&dir, n, &titles)?;
         let cf = clusterfile::load(&file)?;
+        for disks in disk_groups(&cf)? {
+            place_titles(&dir, &disks, &titles)?;
+        }
         let mut cluster = LocalCluster {
             file: file.clone(),
             nodes: Vec::new(),
@@ -126,30 +145,24 @@ impl LocalCluster {
         &self.dir
     }
 
-    /// Waits until every node reports the same supervisor and all nodes up.
+    /// Waits until every cluster of the file has formed: each machine
+    /// follows its cluster's supervisor with every member up, and each
+    /// parent cluster's supervisor lists every sub-cluster up. Returns the
+    /// root cluster's supervisor.
     pub fn wait_formed(&self, limit: Duration) -> Result<u32> {
+        let cf = clusterfile::load(&self.file)?;
+        let clusters = cf.clusters();
         let agent = http::agent();
         let deadline = Instant::now() + limit;
         loop {
-            let views: Vec<_> = self
+            let views: Vec<Value> = self
                 .nodes
                 .iter()
-                .map(|(_, base, _)| http::cluster(&agent, base).ok())
+                .filter_map(|(_, base, _)| http::cluster(&agent, base).ok())
                 .collect();
-            let sups: Vec<_> = views
-                .iter()
-                .map(|v| v.as_ref().map(|v| v["supervisor"].clone()))
-                .collect();
-            let all_up = views.iter().all(|v| {
-                v.as_ref().is_some_and(|v| {
-                    v["nodes"].as_array().is_some_and(|ns| {
-                        ns.len() == self.nodes.len() && ns.iter().all(|n| n["status"] == "up")
-                    })
-                })
-            });
-            if all_up && sups.windows(2).all(|w| w[0] == w[1]) {
-                if let Some(Some(s)) = sups.first() {
-                    return s.as_u64().map(|s| s as u32).context("supervisor id");
+            if views.len() == self.nodes.len() {
+                if let Some(root) = formed(&clusters, &views) {
+                    return Ok(root);
                 }
             }
             if Instant::now() > deadline {
@@ -194,6 +207,38 @@ impl Drop for LocalCluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The root's supervisor if every cluster has formed, judged from every
+/// machine's view: members agree on their cluster's supervisor, and each
+/// cluster's supervisor (a machine, or a seat some machine holds) lists
+/// exactly its members, all up.
+fn formed(clusters: &[clusterfile::ClusterInfo], views: &[Value]) -> Option<u32> {
+    let all: Vec<&Value> = views
+        .iter()
+        .flat_map(|v| std::iter::once(v).chain(v["seats"].as_array().into_iter().flatten()))
+        .collect();
+    let mut root = None;
+    for c in clusters {
+        let of_cluster: Vec<&&Value> = all
+            .iter()
+            .filter(|v| v["cluster_id"].as_u64() == Some(u64::from(c.id.0)))
+            .collect();
+        let sup = of_cluster.iter().find(|v| v["node_role"] == "supervisor")?;
+        let members_up = sup["nodes"].as_array().is_some_and(|ns| {
+            ns.len() == c.members.len() && ns.iter().all(|n| n["status"] == "up")
+        });
+        let agree = of_cluster
+            .iter()
+            .all(|v| v["supervisor"] == sup["supervisor"]);
+        if !members_up || !agree {
+            return None;
+        }
+        if c.parent.is_none() {
+            root = sup["supervisor"].as_u64().map(|s| s as u32);
+        }
+    }
+    root
 }
 
 /// What a local cluster serves.
@@ -343,10 +388,31 @@ fn embedded_library(dir: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Puts each title on two disks: title i on disk (i mod n)+1 and the next one.
-fn place_titles(dir: &Path, n: u32, titles: &[(String, PathBuf)]) -> Result<()> {
+/// The disk ids of each leaf cluster, so every cluster can serve every title.
+fn disk_groups(cf: &clusterfile::ClusterFile) -> Result<Vec<Vec<u32>>> {
+    let mut groups: std::collections::BTreeMap<u32, std::collections::BTreeSet<u32>> =
+        std::collections::BTreeMap::new();
+    for id in cf.node_ids() {
+        let settings = cf.node_settings(id)?;
+        groups
+            .entry(settings.proto.cluster.0)
+            .or_default()
+            .extend(settings.proto.disks.iter().map(|d| d.id.0));
+    }
+    Ok(groups
+        .into_values()
+        .map(|d| d.into_iter().collect())
+        .filter(|d: &Vec<u32>| !d.is_empty())
+        .collect())
+}
+
+/// Puts each title on two of `disks` (every title on two different disks
+/// when there are two or more).
+fn place_titles(dir: &Path, disks: &[u32], titles: &[(String, PathBuf)]) -> Result<()> {
+    let n = disks.len();
     for (i, (title, source)) in titles.iter().enumerate() {
-        let first = (i as u32 % n) + 1;
-        let second = first % n + 1;
+        let first = disks[i % n];
+        let second = disks[(i + 1) % n];
         for disk in [first, second] {
             let target = dir
                 .join("disks")
@@ -372,7 +438,7 @@ fn place_titles(dir: &Path, n: u32, titles: &[(String, PathBuf)]) -> Result<()> 
 
 /// Runs `ringcast up` until Ctrl-C.
 pub fn run(
-    nodes: u32,
+    layout: &Layout,
     dir: Option<&Path>,
     library: &Library,
     log_format: crate::LogFormat,
@@ -384,7 +450,7 @@ pub fn run(
     // Listen for Ctrl-C before anything starts, so an early one still stops
     // the nodes cleanly instead of killing `up` alone.
     let mut interrupted = rt.block_on(async { Interrupt::listen() })?;
-    let mut cluster = LocalCluster::start_with(nodes, dir, library, log_format)?;
+    let mut cluster = LocalCluster::start_with(layout, dir, library, log_format)?;
     for (id, http, _) in &cluster.nodes {
         println!("node {id} {http}");
     }

@@ -1,0 +1,381 @@
+//! Claim 5 with real processes: a tree of clusters laid out as `ringcast up
+//! --shape 3x3` lays it out (three sub-clusters of three machines, each
+//! cluster on its own multicast group), each sub-cluster's supervisor holding
+//! its seat in the root cluster.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ringcast_node::clusterfile::{self, ClusterFile};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A running tree and what its file says.
+struct Tree {
+    c: Cluster,
+    file: ClusterFile,
+    /// Each machine's cluster.
+    cluster_of: BTreeMap<u32, u32>,
+    /// The root cluster's id.
+    root: u32,
+}
+
+fn start_tree() -> Tree {
+    isolate_network();
+    let dir = std::env::temp_dir().join(format!(
+        "ringcast-tree-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = clusterfile::local_hierarchy(&dir, &[3, 3], None, true).unwrap();
+    let file = clusterfile::load(&path).unwrap();
+    let mut http = BTreeMap::new();
+    let mut cluster_of = BTreeMap::new();
+    for id in file.node_ids() {
+        http.insert(id.0, file.http_addr(id).unwrap());
+        cluster_of.insert(id.0, file.node_settings(id).unwrap().proto.cluster.0);
+    }
+    let root = file
+        .clusters()
+        .iter()
+        .find(|c| c.parent.is_none())
+        .unwrap()
+        .id
+        .0;
+    let mut c = Cluster {
+        dir,
+        file: path,
+        http,
+        children: BTreeMap::new(),
+        agent: ureq::AgentBuilder::new()
+            .timeout(Duration::from_millis(500))
+            .build(),
+    };
+    for id in file.node_ids() {
+        c.spawn(id.0);
+    }
+    Tree {
+        c,
+        file,
+        cluster_of,
+        root,
+    }
+}
+
+impl Tree {
+    /// Every answering machine's view, with the views of the seats it holds.
+    fn views(&self) -> Vec<Value> {
+        let mut all = Vec::new();
+        for id in self.c.running() {
+            if let Some(v) = self.c.view(id) {
+                for seat in v["seats"].as_array().into_iter().flatten() {
+                    all.push(seat.clone());
+                }
+                all.push(v);
+            }
+        }
+        all
+    }
+
+    /// The view of cluster `cluster`'s supervisor, if one answers.
+    fn supervisor_view(&self, views: &[Value], cluster: u32) -> Option<Value> {
+        views
+            .iter()
+            .find(|v| {
+                v["cluster_id"].as_u64() == Some(u64::from(cluster))
+                    && v["node_role"] == "supervisor"
+            })
+            .cloned()
+    }
+
+    /// Whether every cluster has one supervisor its live members follow,
+    /// with every member up except `dead` machines and `dead_clusters`,
+    /// which are listed failed.
+    fn converged(&self, dead: &[u32], dead_clusters: &[u32]) -> bool {
+        let views = self.views();
+        self.file.clusters().iter().all(|c| {
+            let members: Vec<u32> = c.members.iter().map(|m| m.0).collect();
+            let all_dead = members
+                .iter()
+                .all(|m| dead.contains(m) || dead_clusters.contains(m));
+            if dead_clusters.contains(&c.id.0) || all_dead {
+                return true;
+            }
+            let Some(sup) = self.supervisor_view(&views, c.id.0) else {
+                return false;
+            };
+            let agree = views
+                .iter()
+                .filter(|v| v["cluster_id"].as_u64() == Some(u64::from(c.id.0)))
+                .all(|v| v["supervisor"] == sup["supervisor"]);
+            let statuses_right = members.iter().all(|m| {
+                let want = if dead.contains(m) || dead_clusters.contains(m) {
+                    "failed"
+                } else {
+                    "up"
+                };
+                sup["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["id"] == *m && n["status"] == want)
+            });
+            agree && statuses_right
+        })
+    }
+
+    fn wait_converged(&self, what: &str, dead: &[u32], dead_clusters: &[u32]) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.converged(dead, dead_clusters) {
+                return start.elapsed();
+            }
+            if start.elapsed() > LIMIT {
+                panic!(
+                    "timed out waiting until {what}\n{:#?}\n{}",
+                    self.views(),
+                    self.c.describe()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The machine supervising leaf cluster `cluster`.
+    fn leaf_supervisor(&self, cluster: u32) -> u32 {
+        let views = self.views();
+        let v = self
+            .supervisor_view(&views, cluster)
+            .expect("the cluster has a supervisor");
+        v["node"].as_u64().unwrap() as u32
+    }
+
+    /// The machines of leaf cluster `cluster`.
+    fn machines_of(&self, cluster: u32) -> Vec<u32> {
+        self.cluster_of
+            .iter()
+            .filter(|(_, c)| **c == cluster)
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// The sub-clusters of the root.
+    fn subclusters(&self) -> Vec<u32> {
+        let mut subs: Vec<u32> = self.cluster_of.values().copied().collect();
+        subs.sort();
+        subs.dedup();
+        subs
+    }
+
+    /// The machine whose seat supervises the root.
+    fn root_machine(&self) -> u32 {
+        let views = self.views();
+        let root = self
+            .supervisor_view(&views, self.root)
+            .expect("the root has a supervisor");
+        let seat = root["node"].as_u64().unwrap() as u32;
+        self.leaf_supervisor(seat)
+    }
+
+    /// Events the machine `id` reports (its own and its seats'), read from
+    /// its event stream for a moment.
+    fn events(&self, id: u32) -> Vec<Value> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_read(Duration::from_millis(300))
+            .build();
+        let Ok(r) = agent.get(&format!("{}/v1/events", self.c.url(id))).call() else {
+            return Vec::new();
+        };
+        BufReader::new(r.into_reader())
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_string()))
+            .filter_map(|d| serde_json::from_str(&d).ok())
+            .collect()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_3x3_tree_forms_with_each_subclusters_supervisor_in_its_seat() {
+    let t = start_tree();
+    t.wait_converged("the tree formed", &[], &[]);
+    let views = t.views();
+    let root = t.supervisor_view(&views, t.root).unwrap();
+    let usage = root["tables"]["node_usage"].as_array().unwrap().clone();
+    for sub in t.subclusters() {
+        // The seat is reached at the sub-cluster supervisor's machine.
+        let holder = t.leaf_supervisor(sub);
+        let seat = root["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == sub)
+            .unwrap_or_else(|| panic!("the root lists {sub}: {root:#}"));
+        assert_eq!(seat["http"], t.c.http[&holder].to_string(), "{root:#}");
+        // Its capacity is the sum of its machines' (100 streams each).
+        let row = usage.iter().find(|u| u["node"] == sub).unwrap();
+        assert_eq!(row["capacity"]["max_streams"], 300, "{row:#}");
+    }
+    let out = ringcast(&["status", "--config", t.c.file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for c in t.file.clusters() {
+        assert!(text.contains(&c.name), "status names {}: {text}", c.name);
+    }
+    assert_eq!(text.matches("supervisor n").count(), 4, "{text}");
+}
+
+#[test]
+fn sigkill_of_a_subclusters_supervisor_moves_its_seat_and_the_parent_never_marks_it_failed() {
+    let mut t = start_tree();
+    t.wait_converged("the tree formed", &[], &[]);
+    let root_machine = t.root_machine();
+    let sub = t
+        .subclusters()
+        .into_iter()
+        .find(|s| t.cluster_of[&root_machine] != *s)
+        .unwrap();
+    let victim = t.leaf_supervisor(sub);
+    let killed_at = unix_ms();
+    t.c.kill(victim);
+    t.wait_converged("the seat moved", &[victim], &[]);
+    let new_holder = t.leaf_supervisor(sub);
+    assert_ne!(new_holder, victim);
+    let views = t.views();
+    let root = t.supervisor_view(&views, t.root).unwrap();
+    let seat = root["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == sub)
+        .unwrap()
+        .clone();
+    assert_eq!(seat["status"], "up");
+    assert_eq!(seat["http"], t.c.http[&new_holder].to_string());
+    // The root's supervisor saw the seat rejoin, never fail.
+    let events = t.events(root_machine);
+    let root_events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["cluster"] == t.root && e["at_ms"].as_u64().unwrap_or(0) >= killed_at)
+        .collect();
+    assert!(
+        root_events
+            .iter()
+            .any(|e| e["kind"] == "joined" && e["node"] == sub),
+        "the new holder's seat joined: {root_events:#?}"
+    );
+    assert!(
+        !root_events
+            .iter()
+            .any(|e| e["kind"] == "failed" && e["node"] == sub),
+        "the root marked sub-cluster {sub} failed: {root_events:#?}"
+    );
+}
+
+#[test]
+fn sigkill_of_the_roots_supervisor_recovers_both_levels() {
+    let mut t = start_tree();
+    t.wait_converged("the tree formed", &[], &[]);
+    let victim = t.root_machine();
+    let sub = t.cluster_of[&victim];
+    t.c.kill(victim);
+    t.wait_converged("both levels recovered", &[victim], &[]);
+    let survivor = t.root_machine();
+    assert_ne!(survivor, victim);
+    assert_ne!(t.leaf_supervisor(sub), victim);
+}
+
+#[test]
+fn a_dead_subcluster_is_marked_failed_at_the_root_and_its_stream_continues_from_a_sibling() {
+    let mut t = start_tree();
+    t.wait_converged("the tree formed", &[], &[]);
+    let movie: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut mounts: Vec<String> = Vec::new();
+    for id in t.file.node_ids() {
+        for d in t.file.node_settings(id).unwrap().proto.disks {
+            if !mounts.contains(&d.mount) {
+                mounts.push(d.mount);
+            }
+        }
+    }
+    for m in &mounts {
+        let lib = std::path::Path::new(m).join("library");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(lib.join("movie.part"), &movie).unwrap();
+        std::fs::rename(lib.join("movie.part"), lib.join("movie.mp4")).unwrap();
+    }
+    // Enter through a machine of the last sub-cluster; placement picks the
+    // least loaded sub-cluster, the first, on a quiet tree.
+    let subs = t.subclusters();
+    let entry = t.machines_of(*subs.last().unwrap())[0];
+    t.c.wait("the title is placeable", |c| {
+        c.place(entry, "movie.mp4").is_ok()
+    });
+    let out = t.c.dir.join("download.mp4");
+    let mut play = Command::new(BIN)
+        .args([
+            "play",
+            &format!("{}/v1/play/movie.mp4", t.c.url(entry)),
+            "--plain",
+            "--max-rate",
+            "2000000",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(play.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let serving = t.c.node_of(&first).expect("a machine's address");
+    let dead = t.cluster_of[&serving];
+    assert_ne!(dead, t.cluster_of[&entry], "served away from the entry");
+    let start = Instant::now();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1 << 20 {
+        assert!(start.elapsed() < LIMIT, "the download does not progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for m in t.machines_of(dead) {
+        t.c.kill(m);
+    }
+    let stderr = play.stderr.take().unwrap();
+    let mut guard = Reap(vec![play]);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = guard.0[0].wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut { stderr }, &mut err).unwrap();
+    assert!(status.success(), "{err}\n{rest:?}");
+    assert_eq!(
+        Sha256::digest(std::fs::read(&out).unwrap()),
+        Sha256::digest(&movie),
+        "SHA-256 of the download"
+    );
+    let resumed = rest
+        .iter()
+        .find(|l| l.starts_with("reading from "))
+        .expect("a resume");
+    let other = t.c.node_of(resumed).unwrap();
+    assert_ne!(t.cluster_of[&other], dead, "resumed in a sibling: {rest:?}");
+    t.wait_converged(
+        "the root marked the dead sub-cluster failed",
+        &t.machines_of(dead),
+        &[dead],
+    );
+}
