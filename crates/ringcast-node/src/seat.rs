@@ -24,7 +24,7 @@ use crate::settings::NodeSettings;
 
 /// How often the machine checks whether it still supervises below each seat.
 pub const SEAT_POLL: Duration = Duration::from_millis(5);
-/// How often a held seat reports its sub-cluster's load.
+/// How often a held seat reports its sub-cluster's capacity and load.
 pub const SEAT_LOAD_INTERVAL: Duration = Duration::from_millis(250);
 /// How long to wait before binding a seat again after it failed to bind.
 const RETRY_BIND: Duration = Duration::from_millis(500);
@@ -119,7 +119,10 @@ pub async fn hold_seats(leaf: Arc<Shared>, seats: Vec<NodeSettings>) {
                 } else {
                     &held[level - 1].shared
                 };
-                if let Some((_, load)) = summed(below) {
+                if let Some((capacity, load)) = summed(below) {
+                    if capacity.max_streams > 0 {
+                        let _ = h.shared.control.try_send(LocalEvent::Capacity(capacity));
+                    }
                     let _ = h.shared.control.try_send(LocalEvent::Load(load));
                 }
             }

@@ -684,7 +684,11 @@ async fn plan(head: &RequestHead, ctx: &StreamContext) -> Plan {
                     head,
                     Entity {
                         len: meta.len(),
-                        etag: format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.len(), mtime_ns),
+                        // Size and modification time, not the inode: replicas of a
+                        // title on other disks (copied with their times, as
+                        // `rsync -t` or `cp -p` do) are the same version, so a
+                        // player resumes from any of them with `If-Range`.
+                        etag: format!("\"{:x}-{:x}\"", meta.len(), mtime_ns),
                         last_modified: modified,
                         content_type: content_type.into_owned(),
                         source: Source::File {

@@ -4,6 +4,7 @@
 use core::time::Duration;
 use std::net::SocketAddr;
 
+use crate::config::Capacity;
 use crate::election::Reason;
 use crate::ids::{Epoch, Incarnation, NodeId};
 use crate::message::{DiskReport, MessageKind};
@@ -18,6 +19,10 @@ pub enum LocalEvent {
     DiskProbe(DiskReport),
     /// Claim 19: the operator asked the node to leave.
     Leave,
+    /// Claim 5: the node's streaming capacity changed: a sub-cluster's seat
+    /// whose sub-cluster gained or lost a machine. The node announces it to
+    /// its supervisor (again with a join request, until the tables show it).
+    Capacity(Capacity),
 }
 
 /// Where a datagram goes.

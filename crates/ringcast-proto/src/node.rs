@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{ConfigError, NodeConfig};
+use crate::config::{Capacity, ConfigError, NodeConfig};
 use crate::election::{self, Reason};
 use crate::event::{Destination, Event, LocalEvent, Transmit};
 use crate::frame::{self, FrameError, Keyring, Opener, Sealer};
@@ -212,6 +212,7 @@ impl Node {
                 self.disks.insert(report.disk, report);
             }
             LocalEvent::Leave => self.start_leaving(now),
+            LocalEvent::Capacity(capacity) => self.set_capacity(capacity),
         }
         self.flush(now);
     }
@@ -647,6 +648,8 @@ impl Node {
                 self.events.push_back(Event::Joined {
                     supervisor: self.supervisor().unwrap_or(me),
                 });
+            } else if self.capacity_unannounced() {
+                self.send_join();
             }
             return;
         }
@@ -985,6 +988,33 @@ impl Node {
             Destination::Node { id: down, addr },
             Message::Status(Status { epoch, entries }),
         );
+    }
+
+    /// Claim 5: a new streaming capacity, into the tables at once as
+    /// supervisor, else announced to the supervisor by a join request.
+    fn set_capacity(&mut self, capacity: Capacity) {
+        if self.cfg.capacity == capacity {
+            return;
+        }
+        self.cfg.capacity = capacity;
+        let me = self.cfg.node;
+        if self.role == Role::Supervisor {
+            if let Some(view) = self.view.as_mut() {
+                if view.tables.record_capacity(me, capacity) {
+                    self.notify_now = true;
+                }
+            }
+        } else if self.joined {
+            self.send_join();
+        }
+    }
+
+    /// Claim 5: whether the tables the supervisor last sent show another
+    /// capacity for this node than it has now (its announcement was lost).
+    fn capacity_unannounced(&self) -> bool {
+        self.tables()
+            .and_then(|t| t.usage(self.cfg.node))
+            .is_some_and(|u| u.capacity != self.cfg.capacity)
     }
 
     fn send_join(&mut self) {

@@ -38,6 +38,8 @@ impl View {
                 return JoinOutcome::Stale;
             }
             if m.incarnation == join.incarnation && m.status == MemberStatus::Up {
+                // Claim 5: a listed node re-announces a changed capacity.
+                self.tables.record_capacity(join.node, join.capacity);
                 return JoinOutcome::AlreadyListed;
             }
             if m.incarnation == join.incarnation && m.status != MemberStatus::Up {

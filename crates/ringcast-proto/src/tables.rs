@@ -206,6 +206,18 @@ impl Tables {
         }
     }
 
+    /// Claim 5: records a node's changed streaming capacity (a seat whose
+    /// sub-cluster gained or lost machines). Returns whether it changed.
+    pub fn record_capacity(&mut self, node: NodeId, capacity: Capacity) -> bool {
+        match self.node_usage.binary_search_by_key(&node, |r| r.node) {
+            Ok(i) if self.node_usage[i].capacity != capacity => {
+                self.node_usage[i].capacity = capacity;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records a node's reported load (claim 7: it arrives in the ring accumulation).
     /// Returns whether anything changed.
     pub fn record_load(&mut self, node: NodeId, load: Load) -> bool {

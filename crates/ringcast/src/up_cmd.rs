@@ -427,13 +427,26 @@ fn place_titles(dir: &Path, disks: &[u32], titles: &[(String, PathBuf)]) -> Resu
                 continue;
             }
             if std::fs::hard_link(source, &target).is_err() {
-                std::fs::copy(source, &target).with_context(|| {
-                    format!("cannot copy {} to {}", source.display(), target.display())
-                })?;
+                copy_with_mtime(source, &target)?;
             }
         }
     }
     Ok(())
+}
+
+/// Copies a title keeping its modification time, so that both copies carry
+/// the same `ETag` and a player resumes from either.
+fn copy_with_mtime(source: &Path, target: &Path) -> Result<()> {
+    let context = || format!("cannot copy {} to {}", source.display(), target.display());
+    std::fs::copy(source, target).with_context(context)?;
+    let mtime = std::fs::metadata(source)
+        .and_then(|m| m.modified())
+        .with_context(context)?;
+    std::fs::File::options()
+        .write(true)
+        .open(target)
+        .and_then(|f| f.set_modified(mtime))
+        .with_context(context)
 }
 
 /// Runs `ringcast up` until Ctrl-C.

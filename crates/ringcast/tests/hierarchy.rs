@@ -314,10 +314,19 @@ fn a_dead_subcluster_is_marked_failed_at_the_root_and_its_stream_continues_from_
             }
         }
     }
+    // Every copy with the same modification time, as a replication tool
+    // keeps it: the same version of the title on every disk.
+    let mtime = std::time::SystemTime::now();
     for m in &mounts {
         let lib = std::path::Path::new(m).join("library");
         std::fs::create_dir_all(&lib).unwrap();
         std::fs::write(lib.join("movie.part"), &movie).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(lib.join("movie.part"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
         std::fs::rename(lib.join("movie.part"), lib.join("movie.mp4")).unwrap();
     }
     // Enter through a machine of the last sub-cluster; placement picks the
