@@ -425,6 +425,40 @@ fn the_supervisor_reads_every_nodes_status_from_the_ring() {
 }
 
 #[test]
+fn a_changed_capacity_reaches_every_table_even_when_its_announcement_is_lost() {
+    // Claim 5: a seat's capacity follows its sub-cluster's machines. A member
+    // re-announces a new capacity, and keeps doing so while the tables it
+    // receives show the old one; the supervisor records its own at once.
+    let mut s = formed(4, 15);
+    s.config.strict_failures = false;
+    let mut net = NetFaults::clean();
+    // Every datagram is lost while the capacities change: only the
+    // re-announcement can bring n3's to the supervisor.
+    net.loss = 1.0;
+    s.set_net(net);
+    for (id, streams) in [(3, 250), (1, 900)] {
+        s.local(
+            id,
+            LocalEvent::Capacity(ringcast_proto::Capacity {
+                max_streams: streams,
+                max_bytes_per_s: 1,
+            }),
+        );
+    }
+    s.run_for(Duration::from_millis(30));
+    s.set_net(NetFaults::clean());
+    wait(&mut s, "every table shows both capacities", |s| {
+        s.live().iter().all(|id| {
+            let Some(t) = s.node(*id).tables() else {
+                return false;
+            };
+            let streams = |n| t.usage(NodeId(n)).map(|u| u.capacity.max_streams);
+            streams(3) == Some(250) && streams(1) == Some(900)
+        })
+    });
+}
+
+#[test]
 fn a_wrongly_declared_node_refutes_with_a_higher_incarnation() {
     // Claim 8, and refutation: only the ring link n2 -> n3 breaks, so n3
     // declares its live upstream n2, which finds itself failed and rejoins.
