@@ -87,6 +87,10 @@ pub struct ClusterView {
     /// as that cluster's view, nearest parent first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seats: Vec<ClusterView>,
+    /// Claim 5: whether the members of this cluster are sub-clusters (this
+    /// is the view of a seat's cluster) rather than machines.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub members_are_clusters: bool,
 }
 
 /// The name of a role, as the API and metrics show it.
@@ -147,8 +151,12 @@ pub fn cluster_view(shared: &Shared, snap: &Snapshot) -> ClusterView {
         seats: shared
             .held_seats()
             .iter()
-            .map(|seat| cluster_view(seat, &seat.snapshot()))
+            .map(|seat| ClusterView {
+                members_are_clusters: true,
+                ..cluster_view(seat, &seat.snapshot())
+            })
             .collect(),
+        members_are_clusters: false,
     }
 }
 
@@ -181,8 +189,8 @@ fn with_cors(shared: &Shared, headers: &HeaderMap, mut response: Response) -> Re
     response
 }
 
-/// One cluster of `GET /v1/overview`. Today a node knows one cluster; when
-/// clusters nest, a parent's entry comes first and children name it in `parent`.
+/// One cluster of `GET /v1/overview`: a parent's entry comes first and its
+/// sub-clusters name it in `parent` (claim 5).
 #[derive(Debug, Serialize)]
 pub struct ClusterEntry {
     /// The cluster's id.
@@ -249,6 +257,16 @@ fn agent() -> ureq::Agent {
 async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
     let snap = shared.snapshot();
     let mut answer = own_overview(&shared, &snap);
+    if !shared.held_seats().is_empty() || shared.in_tree() {
+        let own = serde_json::to_value(cluster_view(&shared, &snap)).unwrap_or_default();
+        let walked = tokio::task::spawn_blocking(move || crate::overview::walk(&agent(), own))
+            .await
+            .unwrap_or_default();
+        if !walked.is_empty() {
+            answer.clusters = walked;
+        }
+        return Json(answer);
+    }
     if let Some(http) = supervisor_http(&shared, &snap) {
         let url = format!("http://{http}/v1/cluster");
         let fetched = tokio::task::spawn_blocking(move || {

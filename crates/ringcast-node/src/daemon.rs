@@ -233,7 +233,9 @@ pub async fn start_with_seats(
         .collect();
     let streaming = Streaming::new(me, key, mounts, shared.clone(), counters.clone());
     streaming.set_keys(all_keys);
-    streaming.set_levels_above(seats.len());
+    shared
+        .levels_above
+        .store(seats.len(), std::sync::atomic::Ordering::Relaxed);
     streaming.rescan();
     let api = crate::api::router(shared.clone()).merge(streaming.routes());
     let _ = shared.http_guard.set(guard.clone());

@@ -17,6 +17,7 @@ pub mod httpd;
 pub mod life;
 pub mod limit;
 pub mod metrics;
+pub mod overview;
 pub mod range;
 pub mod runtime;
 pub mod seat;

@@ -171,6 +171,8 @@ pub struct Shared {
     /// Claim 5: the seats this machine holds in its ancestor clusters,
     /// nearest parent first (see [`crate::seat`]).
     pub seats: RwLock<Vec<Arc<Shared>>>,
+    /// Claim 5: how many ancestor clusters this machine's cluster has.
+    pub levels_above: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -190,6 +192,11 @@ impl Shared {
     /// The seats this machine holds now, nearest parent first.
     pub fn held_seats(&self) -> Vec<Arc<Shared>> {
         self.seats.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Claim 5: whether this machine's cluster is a sub-cluster of a tree.
+    pub fn in_tree(&self) -> bool {
+        self.levels_above.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// The latest events, oldest first.
@@ -303,6 +310,7 @@ impl Runtime {
             rekey: rekey_tx,
             reloads: ReloadCounters::default(),
             seats: RwLock::new(Vec::new()),
+            levels_above: std::sync::atomic::AtomicUsize::new(0),
         });
         Ok(Runtime {
             node,

@@ -51,9 +51,6 @@ pub struct Streaming {
     shared: Arc<Shared>,
     /// Streams being served, for the load this node reports.
     pub counters: Arc<StreamCounters>,
-    /// Claim 5: how many ancestor clusters this machine's cluster has (0 for
-    /// a cluster that is not part of a tree).
-    levels_above: std::sync::atomic::AtomicUsize,
     /// Claim 5: the sub-cluster each stream was last placed in, for the
     /// streams this machine placed as a parent's supervisor.
     tree_book: Mutex<BTreeMap<u64, NodeId>>,
@@ -160,16 +157,8 @@ impl Streaming {
                 .build(),
             shared,
             counters,
-            levels_above: std::sync::atomic::AtomicUsize::new(0),
             tree_book: Mutex::new(BTreeMap::new()),
         })
-    }
-
-    /// Claim 5: tells placement how many ancestor clusters this machine's
-    /// cluster has, so that it sends play requests up to the root.
-    pub fn set_levels_above(&self, levels: usize) {
-        self.levels_above
-            .store(levels, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The routes of placement: play, place and catalogs.

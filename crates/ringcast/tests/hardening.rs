@@ -115,14 +115,26 @@ fn a_flood_of_garbage_forged_and_replayed_datagrams_is_rate_limited_and_the_ring
     c.wait_agree(1, &[1, 2, 3]);
     // The supervisor has sent every node far more than a replay window of
     // notifications on the bus.
-    // (50 notifications and as many status messages: its frame counter is
-    // above 16 + the 64 of a replay window.)
+    // (50 notifications, full ones and beats between them, and as many
+    // status messages: its frame counter is above 16 + the 64 of a replay
+    // window.)
     c.wait("n1 has sent 50 notifications", |c| {
-        c.metric(1, "ringcast_messages_sent_total{kind=\"notify\"}") > 50
+        c.metric(
+            1,
+            "ringcast_messages_sent_total{channel=\"bus\",kind=\"notify\"}",
+        ) + c.metric(
+            1,
+            "ringcast_messages_sent_total{channel=\"bus\",kind=\"beat\"}",
+        ) > 50
     });
     let before = calm(&c);
     let status_before: Vec<u64> = (1..=3)
-        .map(|id| c.metric(id, "ringcast_messages_received_total{kind=\"status\"}"))
+        .map(|id| {
+            c.metric(
+                id,
+                "ringcast_messages_received_total{channel=\"ring\",kind=\"status\"}",
+            )
+        })
         .collect();
     let (_, life1) = member(&c, 1);
     let mut targets: Vec<SocketAddr> = (1..=3).map(|id| member(&c, id).0).collect();
@@ -225,7 +237,10 @@ fn a_flood_of_garbage_forged_and_replayed_datagrams_is_rate_limited_and_the_ring
     // ... and the ring kept running: status messages went round, nobody was
     // declared failed, the supervisor and its epoch did not change.
     for id in 1..=3u32 {
-        let now = c.metric(id, "ringcast_messages_received_total{kind=\"status\"}");
+        let now = c.metric(
+            id,
+            "ringcast_messages_received_total{channel=\"ring\",kind=\"status\"}",
+        );
         let during = now - status_before[id as usize - 1];
         let expected = took.as_millis() as u64 / SLOW_INTERVAL_MS;
         assert!(

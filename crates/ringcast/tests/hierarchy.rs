@@ -237,6 +237,34 @@ fn a_3x3_tree_forms_with_each_subclusters_supervisor_in_its_seat() {
         assert!(text.contains(&c.name), "status names {}: {text}", c.name);
     }
     assert_eq!(text.matches("supervisor n").count(), 4, "{text}");
+    // The dashboard's overview, asked of a machine that supervises nothing,
+    // shows every cluster of the tree as its supervisor sees it, each
+    // sub-cluster under the root.
+    let member =
+        t.c.running()
+            .into_iter()
+            .find(|m| t.c.view(*m).is_some_and(|v| v["node_role"] == "member"))
+            .expect("a machine that is only a member");
+    let overview: Value =
+        t.c.agent
+            .get(&format!("{}/v1/overview", t.c.url(member)))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+    let clusters = overview["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 4, "{overview:#}");
+    assert_eq!(clusters[0]["id"], t.root, "the root first: {overview:#}");
+    assert!(clusters[0]["parent"].is_null());
+    for sub in t.subclusters() {
+        let c = clusters
+            .iter()
+            .find(|c| c["id"] == sub)
+            .unwrap_or_else(|| panic!("the overview shows {sub}: {overview:#}"));
+        assert_eq!(c["parent"], t.root);
+        assert_eq!(c["supervisor_view"], true);
+        assert_eq!(c["view_of"], t.leaf_supervisor(sub));
+    }
 }
 
 #[test]

@@ -60,7 +60,7 @@ impl Streaming {
             };
             return self.choose_subcluster(seat, title, stream, &entry, hops);
         }
-        let levels = self.levels_above.load(std::sync::atomic::Ordering::Relaxed);
+        let levels = leaf.levels_above.load(std::sync::atomic::Ordering::Relaxed);
         // Not in a tree, or the seat above is not taken yet (the machine has
         // just become supervisor): decide within this cluster.
         let Some(top) = seats.last() else {

@@ -242,14 +242,19 @@ impl Cluster {
 
     /// The value of the metric line of node `id` that starts with `name`
     /// (labels included, e.g. `ringcast_epoch` or
-    /// `ringcast_frames_rejected_total{reason="bad_tag"}`); 0 when absent.
+    /// `ringcast_frames_rejected_total{reason="bad_tag"}`); panics when the node exports no such series.
     pub fn metric(&self, id: u32, name: &str) -> u64 {
-        self.metrics(id)
+        let text = self.metrics(id);
+        let value = text
             .lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
+            .and_then(|v| v.parse::<f64>().ok());
+        // A series the node does not export is a mistake in the test, not a
+        // zero: a misspelt name would make every comparison with it vacuous.
+        value
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("n{id} exports no series {name}:\n{text}"))
     }
 
     /// The library folder of disk `disk`.

@@ -1,0 +1,154 @@
+//! Claim 5 and issue 6: the whole tree of clusters for the dashboard, from
+//! any machine of it.
+//!
+//! A machine knows its own cluster and the clusters of the seats it holds.
+//! To show every cluster as its supervisor sees it, [`walk`] climbs from the
+//! machine's cluster to the root (asking, level by level, the machine that
+//! supervises the highest cluster known so far), then descends from the
+//! root, asking each sub-cluster's seat holder for that sub-cluster's view.
+//! Every hop is one `GET /v1/cluster`; a machine that does not answer leaves
+//! its part of the tree out rather than failing the page.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::api::ClusterEntry;
+use ringcast_proto::NodeId;
+
+/// The most levels climbed or descended; deeper trees are cut here.
+const MAX_LEVELS: usize = 8;
+
+/// The views one machine reports: its own cluster's, then those of the
+/// seats it holds (nearest parent first).
+fn views_of(view: Value) -> Vec<Value> {
+    let mut out = vec![view.clone()];
+    out.extend(view["seats"].as_array().into_iter().flatten().cloned());
+    out
+}
+
+/// `GET /v1/cluster` of the machine at `http`, split into its views.
+fn fetch(agent: &ureq::Agent, http: &str, cache: &mut BTreeMap<String, Vec<Value>>) -> Vec<Value> {
+    if let Some(views) = cache.get(http) {
+        return views.clone();
+    }
+    let views = agent
+        .get(&format!("http://{http}/v1/cluster"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_json::<Value>().ok())
+        .map(views_of)
+        .unwrap_or_default();
+    cache.insert(http.to_string(), views.clone());
+    views
+}
+
+fn cluster_id(view: &Value) -> Option<u64> {
+    view["cluster_id"].as_u64()
+}
+
+fn supervises(view: &Value) -> bool {
+    view["node_role"] == "supervisor"
+}
+
+/// The HTTP address of the member `id` of `view`'s map, if it is up.
+fn http_of(view: &Value, id: &Value) -> Option<String> {
+    view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == *id && n["status"] == "up")
+        .and_then(|n| n["http"].as_str().map(str::to_string))
+}
+
+/// The supervisor's view of the cluster `view` belongs to, as the machine
+/// that supervises it answers; `view` itself if it is the supervisor's or
+/// the supervisor does not answer.
+fn supervisor_view(
+    agent: &ureq::Agent,
+    view: &Value,
+    cache: &mut BTreeMap<String, Vec<Value>>,
+) -> (Value, Vec<Value>) {
+    if supervises(view) {
+        return (view.clone(), Vec::new());
+    }
+    let Some(http) = http_of(view, &view["supervisor"]) else {
+        return (view.clone(), Vec::new());
+    };
+    let views = fetch(agent, &http, cache);
+    match views
+        .iter()
+        .find(|v| cluster_id(v) == cluster_id(view) && supervises(v))
+    {
+        Some(v) => (v.clone(), views.clone()),
+        None => (view.clone(), Vec::new()),
+    }
+}
+
+fn entry(view: Value, parent: Option<u64>, name_of: impl Fn(&Value) -> String) -> ClusterEntry {
+    ClusterEntry {
+        id: cluster_id(&view).unwrap_or(0) as u32,
+        name: name_of(&view),
+        parent: parent.map(|p| p as u32),
+        view_of: NodeId(view["node"].as_u64().unwrap_or(0) as u32),
+        supervisor_view: supervises(&view),
+        view,
+    }
+}
+
+/// Claim 5: every cluster of the tree `own` (this machine's `/v1/cluster`
+/// view) belongs to, each as its supervisor sees it, parents before their
+/// sub-clusters. Blocking: it asks other machines over HTTP.
+pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
+    let mut cache = BTreeMap::new();
+    // Climb: the highest cluster the machine in hand knows, until its
+    // supervisor's machine holds no seat above it.
+    let (mut top, mut views) = supervisor_view(agent, &own, &mut cache);
+    if views.is_empty() {
+        views = views_of(own.clone());
+    }
+    for _ in 0..MAX_LEVELS {
+        let Some(last) = views.last().cloned() else {
+            break;
+        };
+        if cluster_id(&last) == cluster_id(&top) {
+            break;
+        }
+        let (up, up_views) = supervisor_view(agent, &last, &mut cache);
+        top = up;
+        if up_views.is_empty() {
+            // The parent's supervisor did not answer: show what is known.
+            break;
+        }
+        views = up_views;
+    }
+    let name = |v: &Value| v["cluster"].as_str().unwrap_or_default().to_string();
+    // Descend: each member of a cluster of sub-clusters is a seat, reached
+    // at its holder, the sub-cluster's supervisor.
+    let mut out = Vec::new();
+    let mut level = vec![(top, None::<u64>)];
+    for _ in 0..MAX_LEVELS {
+        let mut next = Vec::new();
+        for (view, parent) in level {
+            if view["members_are_clusters"] == true {
+                for member in view["nodes"].as_array().into_iter().flatten() {
+                    let Some(http) = http_of(&view, &member["id"]) else {
+                        continue;
+                    };
+                    let sub = member["id"].as_u64();
+                    if let Some(v) = fetch(agent, &http, &mut cache)
+                        .into_iter()
+                        .find(|v| cluster_id(v) == sub && supervises(v))
+                    {
+                        next.push((v, cluster_id(&view)));
+                    }
+                }
+            }
+            out.push(entry(view, parent, name));
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    out
+}
