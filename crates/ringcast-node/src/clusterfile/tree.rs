@@ -28,6 +28,12 @@ use super::{
     RawCluster, RawNode, RawSubcluster, TransportKind, DEFAULT_MTU, KEY_LEN, LOCAL_BYTES_PER_S,
 };
 
+/// A priority list as parsed, with its spans.
+type RawPriority = Spanned<Vec<Spanned<u32>>>;
+
+/// A cluster's id, its priority list and the list's field name.
+type MemberList<'a> = (u32, &'a RawPriority, &'a str);
+
 /// What a member id of a priority list names.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -82,7 +88,7 @@ impl Checker<'_> {
             defs.push(self.check_subcluster(sub));
         }
         // Index 0 is the root, index i + 1 the sub-cluster subs[i].
-        let mut lists: Vec<(u32, &Spanned<Vec<Spanned<u32>>>, &str)> =
+        let mut lists: Vec<MemberList<'_>> =
             vec![(root_raw.id, &root_raw.priority, "cluster.priority")];
         for sub in subs {
             let sub = sub.get_ref();
@@ -190,7 +196,7 @@ impl Checker<'_> {
     /// into `lists`) and the line that names it.
     fn check_membership(
         &mut self,
-        lists: &[(u32, &Spanned<Vec<Spanned<u32>>>, &str)],
+        lists: &[MemberList<'_>],
         kinds: &BTreeMap<u32, (Kind, usize)>,
         root: u32,
     ) -> BTreeMap<u32, (usize, usize)> {
