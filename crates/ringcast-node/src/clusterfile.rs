@@ -1396,26 +1396,10 @@ pub fn local_cluster_with_disks(
         Some(base) => fixed_ports(base, nodes)?,
         None => free_ports(nodes).map_err(ConfigFileError::FreePort)?,
     };
-    let mut random = [0u8; KEY_LEN + 16 + 2];
-    getrandom::getrandom(&mut random).map_err(ConfigFileError::Random)?;
-    let (key, rest) = random.split_at(KEY_LEN);
-    let (token, group) = rest.split_at(16);
+    let mut group = [0u8; 2];
+    getrandom::getrandom(&mut group).map_err(ConfigFileError::Random)?;
     let group = Ipv4Addr::new(239, 255, group[0].clamp(1, 254), group[1].clamp(1, 254));
-
-    fs::create_dir_all(dir).map_err(|source| ConfigFileError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut key_bytes = [0u8; KEY_LEN];
-    key_bytes.copy_from_slice(key);
-    write_private(
-        &dir.join("cluster.key"),
-        &format!("{}\n", key_to_hex(&key_bytes)),
-    )?;
-    write_private(
-        &dir.join("admin.token"),
-        &format!("{}\n", hex::encode(token)),
-    )?;
+    write_fresh_secrets(dir)?;
     let path = dir.join("cluster.toml");
     let mut text = local_cluster_toml(group, &ports);
     if disks {
@@ -1558,6 +1542,29 @@ fn local_cluster_toml(group: Ipv4Addr, ports: &LocalPorts) -> String {
         ));
     }
     text
+}
+
+/// Creates `dir` and writes a fresh random `cluster.key` and `admin.token`
+/// into it, readable by their owner only; returns the key.
+fn write_fresh_secrets(dir: &Path) -> Result<[u8; KEY_LEN], ConfigFileError> {
+    let mut random = [0u8; KEY_LEN + 16];
+    getrandom::getrandom(&mut random).map_err(ConfigFileError::Random)?;
+    let (key, token) = random.split_at(KEY_LEN);
+    fs::create_dir_all(dir).map_err(|source| ConfigFileError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut key_bytes = [0u8; KEY_LEN];
+    key_bytes.copy_from_slice(key);
+    write_private(
+        &dir.join("cluster.key"),
+        &format!("{}\n", key_to_hex(&key_bytes)),
+    )?;
+    write_private(
+        &dir.join("admin.token"),
+        &format!("{}\n", hex::encode(token)),
+    )?;
+    Ok(key_bytes)
 }
 
 /// Writes a file only its owner can read and write (it may hold a key or a token).

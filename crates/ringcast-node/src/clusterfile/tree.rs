@@ -24,8 +24,8 @@ use thiserror::Error;
 use toml::Spanned;
 
 use super::{
-    ids, key_to_hex, write_private, Checker, ClusterDef, ConfigFileError, MulticastKeys, NodeEntry,
-    RawCluster, RawNode, RawSubcluster, TransportKind, DEFAULT_MTU, KEY_LEN, LOCAL_BYTES_PER_S,
+    ids, write_fresh_secrets, write_private, Checker, ClusterDef, ConfigFileError, MulticastKeys,
+    NodeEntry, RawCluster, RawNode, RawSubcluster, TransportKind, DEFAULT_MTU, LOCAL_BYTES_PER_S,
 };
 
 /// A priority list as parsed, with its spans.
@@ -560,23 +560,7 @@ pub fn local_hierarchy(
         }
         frontier = below;
     }
-    let mut random = [0u8; KEY_LEN + 16];
-    getrandom::getrandom(&mut random).map_err(ConfigFileError::Random)?;
-    let (key, token) = random.split_at(KEY_LEN);
-    fs::create_dir_all(dir).map_err(|source| ConfigFileError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut key_bytes = [0u8; KEY_LEN];
-    key_bytes.copy_from_slice(key);
-    write_private(
-        &dir.join("cluster.key"),
-        &format!("{}\n", key_to_hex(&key_bytes)),
-    )?;
-    write_private(
-        &dir.join("admin.token"),
-        &format!("{}\n", hex::encode(token)),
-    )?;
+    let key_bytes = write_fresh_secrets(dir)?;
 
     let timing_of = |level: usize| {
         let above = (leaf_level - level) as u32;
@@ -747,12 +731,17 @@ max_bytes_per_s = 100
 seats = ["127.0.0.1:7603"]
 "#;
 
-    fn problems(text: &str) -> Vec<String> {
+    /// Loads `text` as a cluster file beside a key file.
+    fn load_text(text: &str) -> Result<super::super::ClusterFile, ConfigFileError> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cluster.key"), KEY_HEX).unwrap();
         let path = dir.path().join("cluster.toml");
         std::fs::write(&path, text).unwrap();
-        match load(&path) {
+        load(&path)
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match load_text(text) {
             Ok(_) => Vec::new(),
             Err(ConfigFileError::Invalid { problems, .. }) => problems
                 .iter()
@@ -763,11 +752,7 @@ seats = ["127.0.0.1:7603"]
     }
 
     fn with_tree<T>(text: &str, f: impl FnOnce(&super::super::ClusterFile) -> T) -> T {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cluster.key"), KEY_HEX).unwrap();
-        let path = dir.path().join("cluster.toml");
-        std::fs::write(&path, text).unwrap();
-        f(&load(&path).unwrap())
+        f(&load_text(text).unwrap())
     }
 
     #[test]
