@@ -12,6 +12,7 @@ pub mod configsvc;
 pub mod daemon;
 pub mod dashboard;
 pub mod disks;
+pub mod faults;
 pub mod guard;
 pub mod httpd;
 pub mod life;

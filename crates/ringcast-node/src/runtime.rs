@@ -242,6 +242,8 @@ pub struct Runtime {
     senders: SenderLimits,
     held: Option<ClusterMap>,
     life: Option<LifeFile>,
+    /// Issue 7: test-only transport faults (`RINGCAST_TEST_FAULTS`).
+    faults: Option<crate::faults::Faults>,
 }
 
 fn unix_ms() -> u64 {
@@ -321,6 +323,7 @@ impl Runtime {
             senders,
             held: None,
             life,
+            faults: crate::faults::Faults::from_env(),
         })
     }
 
@@ -364,6 +367,11 @@ impl Runtime {
             let now = Instant::now();
             next = match wake {
                 Wake::Datagram(n, from) => {
+                    if let Some(faults) = self.faults.as_mut() {
+                        if faults.drops(now, from.ip()) {
+                            continue;
+                        }
+                    }
                     // Issue 7: a sender over its budget is dropped unread,
                     // without touching the protocol or the snapshot, and so
                     // is every such datagram already waiting behind it.
