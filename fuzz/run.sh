@@ -64,7 +64,7 @@ if ! cargo "${toolchain[@]}" fuzz build "${flags[@]}" "${one[@]}" >"$build_log" 
 fi
 
 # The cluster_config target writes its files under the temporary folder.
-export TMPDIR="$fuzz_dir/work/tmp"
+export TMPDIR="$fuzz_dir/work/tmp.$$"
 mkdir -p "$TMPDIR"
 failed=0
 for target in "${targets[@]}"; do

@@ -87,7 +87,7 @@ extern "C" fn on_interrupt(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
-fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     let action = SigAction::new(
         SigHandler::Handler(on_interrupt),
         SaFlags::SA_RESTART,
@@ -99,7 +99,7 @@ fn catch_interrupts() {
     }
 }
 
-fn check_interrupted() -> Result<()> {
+pub(crate) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::Relaxed) {
         bail!("interrupted; the nodes and nginx were stopped");
     }
@@ -275,17 +275,22 @@ fn round(v: f64, digits: i32) -> f64 {
 
 /// Nearest-rank percentile.
 /// The bench's working folder; a temporary one is removed when dropped.
-struct Scratch {
-    path: PathBuf,
+pub(crate) struct Scratch {
+    pub(crate) path: PathBuf,
     remove: bool,
 }
 
 impl Scratch {
-    fn new(dir: Option<&Path>) -> Result<Scratch> {
+    pub(crate) fn new(dir: Option<&Path>) -> Result<Scratch> {
+        Scratch::named(dir, "stream")
+    }
+
+    /// A scratch folder: `dir`, kept, or a temporary one named after the bench, removed.
+    pub(crate) fn named(dir: Option<&Path>, bench: &str) -> Result<Scratch> {
         let (path, remove) = match dir {
             Some(d) => (d.to_path_buf(), false),
             None => (
-                std::env::temp_dir().join(format!("ringcast-bench-stream-{}", std::process::id())),
+                std::env::temp_dir().join(format!("ringcast-bench-{bench}-{}", std::process::id())),
                 true,
             ),
         };
@@ -319,7 +324,7 @@ fn seed() -> u64 {
 }
 
 /// Writes `size` pseudo-random bytes (incompressible, nothing to dedupe).
-fn write_random_file(path: &Path, size: u64) -> Result<()> {
+pub(crate) fn write_random_file(path: &Path, size: u64) -> Result<()> {
     let mut file =
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut state = seed() | 1;
@@ -412,7 +417,7 @@ fn place(agent: &ureq::Agent, play: &str) -> Result<Placed> {
 
 /// Polls every node's play URL until each answers with a redirect (the
 /// supervisor needs the disks' catalogs first).
-fn wait_playable(plays: &[String], limit: Duration) -> Result<()> {
+pub(crate) fn wait_playable(plays: &[String], limit: Duration) -> Result<()> {
     let agent = play_agent();
     let deadline = Instant::now() + limit;
     for play in plays {

@@ -1,6 +1,7 @@
 //! `ringcast`: the command-line program, a thin layer over the library crates.
 
 mod bench_cmd;
+mod bench_soak;
 mod bench_stream;
 mod http;
 mod node_cmd;
@@ -156,6 +157,26 @@ enum BenchCommand {
         /// Print only the JSON line.
         #[arg(long)]
         json: bool,
+    },
+    /// Issue 7: a local cluster serving streams while a CPU hog saturates
+    /// every core; counts false failure declarations, false takeovers and
+    /// lost streams. The last line is JSON.
+    Soak {
+        /// How long to soak, minutes.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 5)]
+        nodes: u32,
+        /// Streams playing at once.
+        #[arg(long, default_value_t = 4)]
+        streams: u32,
+        /// Busy threads of the hog (default: one per CPU).
+        #[arg(long)]
+        hog_threads: Option<usize>,
+        /// Directory for the cluster, library and logs (temporary by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Concurrent clients reading titles through ringcast and, with
     /// --vs-nginx, the same files from nginx, in the same run.
@@ -389,6 +410,23 @@ fn run(cli: Cli) -> Result<()> {
                 json,
             } => {
                 let report = bench_cmd::failover(nodes, trials, dir.as_deref(), json)?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            BenchCommand::Soak {
+                minutes,
+                nodes,
+                streams,
+                hog_threads,
+                dir,
+            } => {
+                let report = bench_soak::soak(&bench_soak::SoakOptions {
+                    minutes,
+                    nodes,
+                    streams,
+                    hog_threads,
+                    dir,
+                })?;
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }

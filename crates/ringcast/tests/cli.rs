@@ -303,3 +303,39 @@ fn bad_command_lines_get_one_clear_sentence() {
     let out = ringcast(&["up", "--nodes", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--nodes must be between 1 and 64"));
 }
+
+#[test]
+fn a_short_soak_counts_declarations_takeovers_and_streams_on_a_starved_machine() {
+    // Issue 7: `bench soak` runs real nodes, real `ringcast play` streams and
+    // a busy thread; its report counts from the nodes' own metrics. The
+    // 10-minute soak and its figures are a benchmark (README), not a test.
+    isolate_network();
+    let out = ringcast(&[
+        "bench",
+        "soak",
+        "--minutes",
+        "0.1",
+        "--nodes",
+        "3",
+        "--streams",
+        "2",
+        "--hog-threads",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(report["minutes"], 0.1);
+    assert_eq!(report["nodes"], 3);
+    assert_eq!(report["hog_threads"], 1);
+    assert_eq!(report["streams_lost"], 0, "{report:#}\n{stderr}");
+    assert!(
+        report["streams_completed"].as_u64().unwrap() >= 2,
+        "each stream started ran to its end: {report:#}"
+    );
+    for key in ["false_declarations", "false_takeovers"] {
+        assert!(report[key].is_u64(), "{key}: {report:#}");
+    }
+}

@@ -1,0 +1,303 @@
+//! `ringcast bench soak` (issue 7, part 4): a local cluster at LAN timing
+//! serving streams while a CPU hog saturates every core, counting what a
+//! starved machine must not do: declare a live node failed, or take over
+//! from a live supervisor. Nothing is killed during the soak, so every
+//! failure declaration and every takeover counted is a false one.
+//!
+//! The streams are real `ringcast play` processes reading a title through
+//! placement and the zero-copy data path, each checked byte for byte when
+//! it ends; one that fails or differs is a lost stream.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::bench_stream::{
+    catch_interrupts, check_interrupted, wait_playable, write_random_file, Scratch,
+};
+use crate::http;
+use crate::up_cmd::{Layout, Library, LocalCluster};
+
+/// Options of `ringcast bench soak`.
+pub struct SoakOptions {
+    /// How long the soak runs.
+    pub minutes: f64,
+    /// Nodes of the local cluster.
+    pub nodes: u32,
+    /// Streams playing at once.
+    pub streams: u32,
+    /// Busy threads of the CPU hog (default: one per core).
+    pub hog_threads: Option<usize>,
+    /// Where the cluster and its logs go (temporary by default).
+    pub dir: Option<PathBuf>,
+}
+
+/// The last line of `ringcast bench soak`.
+#[derive(Debug, Serialize)]
+pub struct SoakReport {
+    /// Minutes soaked.
+    pub minutes: f64,
+    /// Nodes of the cluster.
+    pub nodes: u32,
+    /// Status and notification interval of the cluster, milliseconds.
+    pub interval_ms: u64,
+    /// Busy threads of the hog.
+    pub hog_threads: usize,
+    /// CPUs of the machine.
+    pub cpus: usize,
+    /// Failure declarations made by any node (every one is false: no node died).
+    pub false_declarations: u64,
+    /// Supervisor takeovers (epochs begun; every one is false).
+    pub false_takeovers: u64,
+    /// Streams that ended byte-exact.
+    pub streams_completed: u64,
+    /// Streams that failed or ended with other bytes.
+    pub streams_lost: u64,
+    /// The machine's 1-minute load average at the end.
+    pub load_average: Option<f64>,
+    /// What was measured, in words.
+    pub setup: String,
+}
+
+/// The title every stream reads.
+const TITLE: &str = "soak.mp4";
+/// Its size.
+const TITLE_BYTES: u64 = 8 << 20;
+/// The rate each stream reads at: a stream lasts about 8 s.
+const STREAM_RATE: u64 = 1 << 20;
+
+/// A stream being played.
+struct Stream {
+    child: Child,
+    out: PathBuf,
+}
+
+/// What every node's metrics say now: declarations made, summed, and the
+/// highest epoch any node has seen.
+fn counters(agent: &ureq::Agent, bases: &[String]) -> Result<(u64, u64)> {
+    let mut declarations = 0;
+    let mut epoch = 0;
+    for base in bases {
+        let text = agent
+            .get(&format!("{base}/metrics"))
+            .call()
+            .with_context(|| format!("cannot read {base}/metrics"))?
+            .into_string()?;
+        declarations += sample(&text, "ringcast_failure_declarations_total")
+            .with_context(|| format!("{base}/metrics has no failure declarations"))?;
+        epoch = epoch.max(
+            sample(&text, "ringcast_epoch")
+                .with_context(|| format!("{base}/metrics has no epoch"))?,
+        );
+    }
+    Ok((declarations, epoch))
+}
+
+/// The value of the unlabelled series `name` in a Prometheus text page.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .find_map(|rest| rest.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// Busy threads that run until `stop` is set.
+fn hog(threads: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x: u64 = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..10_000 {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    }
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect()
+}
+
+fn start_stream(url: &str, out: &Path) -> Result<Stream> {
+    let child = Command::new(std::env::current_exe().context("cannot find this program")?)
+        .args([
+            "play",
+            url,
+            "--plain",
+            "--max-rate",
+            &STREAM_RATE.to_string(),
+            "--out",
+        ])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start ringcast play")?;
+    Ok(Stream {
+        child,
+        out: out.to_path_buf(),
+    })
+}
+
+/// Whether a finished stream ended well with the title's bytes.
+fn stream_ok(status: std::process::ExitStatus, out: &Path, digest: &[u8]) -> bool {
+    status.success()
+        && std::fs::read(out).is_ok_and(|bytes| Sha256::digest(&bytes).as_slice() == digest)
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Runs the soak.
+pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
+    if !(opts.minutes > 0.0 && opts.minutes <= 24.0 * 60.0) {
+        bail!(
+            "--minutes must be above 0 and at most 1440, not {}",
+            opts.minutes
+        );
+    }
+    if !(2..=16).contains(&opts.nodes) {
+        bail!("--nodes must be between 2 and 16, not {}", opts.nodes);
+    }
+    if !(1..=64).contains(&opts.streams) {
+        bail!("--streams must be between 1 and 64, not {}", opts.streams);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hog_threads = opts.hog_threads.unwrap_or(cpus);
+    if hog_threads > 256 {
+        bail!("--hog-threads must be at most 256, not {hog_threads}");
+    }
+    catch_interrupts();
+    let scratch = Scratch::named(opts.dir.as_deref(), "soak")?;
+    let lib = scratch.path.join("library");
+    std::fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
+    write_random_file(&lib.join(TITLE), TITLE_BYTES)?;
+    let digest = Sha256::digest(std::fs::read(lib.join(TITLE))?).to_vec();
+    let cluster_dir = scratch.path.join("cluster");
+    eprintln!(
+        "soak: starting {} node processes in {}",
+        opts.nodes,
+        cluster_dir.display()
+    );
+    let cluster = LocalCluster::start(
+        &Layout::Nodes(opts.nodes),
+        Some(&cluster_dir),
+        &Library::Dir(lib.clone()),
+    )?;
+    let sup = cluster.wait_formed(Duration::from_secs(30))?;
+    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.1.clone()).collect();
+    let plays: Vec<String> = bases
+        .iter()
+        .map(|b| format!("{}/v1/play/{TITLE}", b.trim_end_matches('/')))
+        .collect();
+    wait_playable(&plays, Duration::from_secs(30))?;
+    let interval_ms = ringcast_proto::Timing::lan().status_interval.as_millis() as u64;
+    let agent = http::agent();
+    let (declarations_before, epoch_before) = counters(&agent, &bases)?;
+    eprintln!(
+        "soak: formed under n{sup}; {hog_threads} busy thread(s) on {cpus} CPU(s), {} stream(s), {} minute(s)",
+        opts.streams, opts.minutes
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs = hog(hog_threads, &stop);
+    let started = Instant::now();
+    let length = Duration::from_secs_f64(opts.minutes * 60.0);
+    let mut streams: Vec<Option<Stream>> = (0..opts.streams).map(|_| None).collect();
+    let (mut completed, mut lost, mut next) = (0u64, 0u64, 0usize);
+    let mut last_report = Instant::now();
+    let result = loop {
+        if let Err(e) = check_interrupted() {
+            break Err(e);
+        }
+        let running = started.elapsed() < length;
+        for (i, slot) in streams.iter_mut().enumerate() {
+            if let Some(s) = slot {
+                match s.child.try_wait() {
+                    Ok(Some(status)) => {
+                        if stream_ok(status, &s.out, &digest) {
+                            completed += 1;
+                        } else {
+                            lost += 1;
+                            eprintln!("soak: stream {} ended wrong ({status})", s.out.display());
+                        }
+                        let _ = std::fs::remove_file(&s.out);
+                        *slot = None;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        lost += 1;
+                        eprintln!("soak: cannot wait for a stream: {e}");
+                        *slot = None;
+                    }
+                }
+            }
+            if slot.is_none() && running {
+                let out = scratch.path.join(format!("stream-{i}.mp4"));
+                let url = &plays[next % plays.len()];
+                next += 1;
+                *slot = Some(start_stream(url, &out)?);
+            }
+        }
+        if !running && streams.iter().all(Option::is_none) {
+            break Ok(());
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            let (d, e) = counters(&agent, &bases).unwrap_or((declarations_before, epoch_before));
+            eprintln!(
+                "soak: {:>5.1} min: {} declaration(s), {} takeover(s), {completed} stream(s) done, {lost} lost, load {:.1}",
+                started.elapsed().as_secs_f64() / 60.0,
+                d - declarations_before,
+                e - epoch_before,
+                load_average().unwrap_or(0.0)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let load = load_average();
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        let _ = h.join();
+    }
+    for s in streams.iter_mut().flatten() {
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
+    result?;
+    let (declarations_after, epoch_after) = counters(&agent, &bases)?;
+    drop(cluster);
+    Ok(SoakReport {
+        minutes: opts.minutes,
+        nodes: opts.nodes,
+        interval_ms,
+        hog_threads,
+        cpus,
+        false_declarations: declarations_after - declarations_before,
+        false_takeovers: epoch_after - epoch_before,
+        streams_completed: completed,
+        streams_lost: lost,
+        load_average: load,
+        setup: format!(
+            "{} node processes on loopback at {interval_ms} ms intervals, {} ringcast play processes at {} KiB/s each reading an {} MiB title (checked byte for byte), {hog_threads} busy thread(s) at normal priority on {cpus} CPU(s); nothing killed, so every declaration and takeover is false",
+            opts.nodes,
+            opts.streams,
+            STREAM_RATE >> 10,
+            TITLE_BYTES >> 20
+        ),
+    })
+}
