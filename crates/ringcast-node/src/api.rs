@@ -83,6 +83,11 @@ pub struct ClusterView {
     pub tables: Option<ringcast_proto::Tables>,
     /// Claim 5: the cluster's id.
     pub cluster_id: u32,
+    /// Issue 7: the configuration version the node runs.
+    pub config_version: u32,
+    /// Issue 7: the ids of the cluster keys the node accepts, the one it
+    /// seals with first (never the keys themselves).
+    pub keys: Vec<ringcast_proto::KeyId>,
     /// Claim 5: the seats this machine holds in its ancestor clusters, each
     /// as that cluster's view, nearest parent first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -148,6 +153,8 @@ pub fn cluster_view(shared: &Shared, snap: &Snapshot) -> ClusterView {
             .unwrap_or_default(),
         tables: snap.tables.clone(),
         cluster_id: shared.cluster.0,
+        config_version: snap.config_version,
+        keys: snap.keys.clone(),
         seats: shared
             .held_seats()
             .iter()

@@ -94,7 +94,7 @@ use toml::Spanned;
 use crate::settings::{key_from_hex, key_to_hex, BusMode, Limits, NodeSettings, KEY_LEN};
 
 mod tree;
-pub use tree::{local_hierarchy, parse_shape, ShapeError};
+pub use tree::{local_hierarchy, parse_shape, ShapeError, MAX_LEVELS};
 
 /// The MTU when the file sets none.
 pub const DEFAULT_MTU: usize = 1400;
@@ -282,10 +282,11 @@ impl fmt::Debug for ClusterFile {
 }
 
 /// Where a node's multicast leaves from: its own `interface`, else the
-/// cluster's, else its ring address. Validation refuses a multicast file
+/// cluster's, else `ring`, its address in that cluster (its ring address, or
+/// its seat's in an ancestor). Validation refuses a multicast file
 /// where none of them is an IPv4 address, so the last fallback is unused.
-fn multicast_interface(node: &NodeEntry, cluster: Option<Ipv4Addr>) -> Ipv4Addr {
-    let ring = match node.addrs.ring {
+fn multicast_interface(node: &NodeEntry, ring: SocketAddr, cluster: Option<Ipv4Addr>) -> Ipv4Addr {
+    let ring = match ring {
         SocketAddr::V4(v4) => Some(*v4.ip()),
         SocketAddr::V6(_) => None,
     };
@@ -443,7 +444,7 @@ impl ClusterFile {
             } => (
                 BusMode::Multicast {
                     group: *group,
-                    interface: multicast_interface(node, *interface),
+                    interface: multicast_interface(node, addrs.ring, *interface),
                     ttl: *ttl,
                     loopback: *loopback,
                 },
@@ -894,27 +895,36 @@ impl<'a> Checker<'a> {
 
     /// With multicast, every node needs an IPv4 interface to send from: its
     /// own, its cluster's, or its ring address.
+    /// In a tree the same holds in every ancestor, where the node's seat
+    /// address stands for its ring address (claim 5).
     fn check_node_interfaces(&mut self, clusters: &[ClusterDef], nodes: &[NodeEntry]) {
         for node in nodes {
-            let cluster_has_one = !matches!(
-                clusters.get(node.cluster).map(|c| &c.transport),
-                Some(Transport::Multicast {
-                    interface: None,
-                    ..
-                })
-            );
-            if cluster_has_one {
+            if node.interface.is_some() {
                 continue;
             }
-            if node.interface.is_none() && !node.addrs.ring.is_ipv4() {
-                self.report_at(
-                    node.line,
-                    "node.interface",
-                    format!(
-                        "node {} has an IPv6 ring address and no multicast interface: set interface = \"ADDRESS\" in the node or the cluster",
-                        node.id.0
-                    ),
+            let mut cluster = Some(node.cluster);
+            let mut addrs = std::iter::once(node.addrs.ring).chain(node.seats.iter().copied());
+            while let (Some(c), Some(addr)) = (cluster.and_then(|c| clusters.get(c)), addrs.next())
+            {
+                let needs_one = matches!(
+                    c.transport,
+                    Transport::Multicast {
+                        interface: None,
+                        ..
+                    }
                 );
+                if needs_one && !addr.is_ipv4() {
+                    self.report_at(
+                        node.line,
+                        "node.interface",
+                        format!(
+                            "node {} has the IPv6 address {addr} in cluster {} and no multicast interface: set interface = \"ADDRESS\" in the node or the cluster",
+                            node.id.0, c.id.0
+                        ),
+                    );
+                    break;
+                }
+                cluster = c.parent;
             }
         }
     }

@@ -4,10 +4,10 @@
 //! down cuts both directions at once. A one-way link is made here instead:
 //! a node started with the environment variable `RINGCAST_TEST_FAULTS` set
 //! to a file's path reads that file, and drops unread every datagram that
-//! arrives from an address it lists. The file is read again whenever its
-//! modification time changes (looked at no more often than every
-//! [`RECHECK`]), so a test starts and ends a fault by rewriting it. Without
-//! the variable nothing is looked at and nothing is dropped.
+//! arrives from an address it lists. The file is read again every
+//! [`RECHECK`] (while datagrams arrive), so a test starts and ends a fault
+//! by rewriting it (by rename, so that no half of it is read). Without the
+//! variable nothing is looked at and nothing is dropped.
 //!
 //! The file holds one rule a line; blank lines and `#` comments are ignored:
 //!
@@ -21,12 +21,12 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The environment variable that names the fault file.
 pub const ENV: &str = "RINGCAST_TEST_FAULTS";
 
-/// How often the file's modification time is looked at, at most.
+/// How often the file is read, at most.
 pub const RECHECK: Duration = Duration::from_millis(20);
 
 /// The faults a node applies to what it receives.
@@ -34,7 +34,8 @@ pub const RECHECK: Duration = Duration::from_millis(20);
 pub struct Faults {
     path: PathBuf,
     checked: Option<Instant>,
-    modified: Option<SystemTime>,
+    /// The file's text when last read.
+    text: String,
     drop_from: BTreeSet<IpAddr>,
 }
 
@@ -54,7 +55,7 @@ impl Faults {
         Faults {
             path,
             checked: None,
-            modified: None,
+            text: String::new(),
             drop_from: BTreeSet::new(),
         }
     }
@@ -72,14 +73,10 @@ impl Faults {
     }
 
     fn reload(&mut self) {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if modified == self.modified {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        if text == self.text {
             return;
         }
-        self.modified = modified;
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         let (rules, bad) = parse(&text);
         for line in bad {
             tracing::warn!(
@@ -91,6 +88,7 @@ impl Faults {
             tracing::warn!("transport faults now drop datagrams from {rules:?}");
         }
         self.drop_from = rules;
+        self.text = text;
     }
 }
 
@@ -138,15 +136,9 @@ mod tests {
         std::fs::write(&path, "drop_from 10.254.0.2\n").unwrap();
         assert!(faults.drops(t0 + RECHECK, peer));
         assert!(!faults.drops(t0 + RECHECK, "10.254.0.3".parse().unwrap()));
-        // Rewritten with nothing: the fault ends at the next look.
+        // Rewritten with nothing: the fault ends at the next look, not before.
         std::fs::write(&path, "").unwrap();
-        let later = SystemTime::now() + Duration::from_secs(1);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        assert!(faults.drops(t0 + RECHECK + RECHECK / 2, peer));
         assert!(!faults.drops(t0 + RECHECK * 2, peer));
     }
 }

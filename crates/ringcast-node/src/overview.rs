@@ -6,10 +6,12 @@
 //! machine's cluster to the root (asking, level by level, the machine that
 //! supervises the highest cluster known so far), then descends from the
 //! root, asking each sub-cluster's seat holder for that sub-cluster's view.
-//! Every hop is one `GET /v1/cluster`; a machine that does not answer leaves
-//! its part of the tree out rather than failing the page.
+//! Every hop is one `GET /v1/cluster` to a machine not asked before; a
+//! machine that does not answer leaves its part of the tree out rather than
+//! failing the page, and the whole walk stops asking after [`WALK_LIMIT`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -17,7 +19,16 @@ use crate::api::ClusterEntry;
 use ringcast_proto::NodeId;
 
 /// The most levels climbed or descended; deeper trees are cut here.
-const MAX_LEVELS: usize = 8;
+const MAX_LEVELS: usize = crate::clusterfile::MAX_LEVELS;
+
+/// How long one walk may spend asking other machines.
+pub const WALK_LIMIT: Duration = Duration::from_secs(3);
+
+/// The machines asked so far, and until when asking goes on.
+struct Asked {
+    views: BTreeMap<String, Vec<Value>>,
+    until: Instant,
+}
 
 /// The views one machine reports: its own cluster's, then those of the
 /// seats it holds (nearest parent first).
@@ -27,10 +38,14 @@ fn views_of(view: Value) -> Vec<Value> {
     out
 }
 
-/// `GET /v1/cluster` of the machine at `http`, split into its views.
-fn fetch(agent: &ureq::Agent, http: &str, cache: &mut BTreeMap<String, Vec<Value>>) -> Vec<Value> {
-    if let Some(views) = cache.get(http) {
+/// `GET /v1/cluster` of the machine at `http`, split into its views; once
+/// for each machine, and nothing after the walk's time is up.
+fn fetch(agent: &ureq::Agent, http: &str, cache: &mut Asked) -> Vec<Value> {
+    if let Some(views) = cache.views.get(http) {
         return views.clone();
+    }
+    if Instant::now() >= cache.until {
+        return Vec::new();
     }
     let views = agent
         .get(&format!("http://{http}/v1/cluster"))
@@ -39,7 +54,7 @@ fn fetch(agent: &ureq::Agent, http: &str, cache: &mut BTreeMap<String, Vec<Value
         .and_then(|r| r.into_json::<Value>().ok())
         .map(views_of)
         .unwrap_or_default();
-    cache.insert(http.to_string(), views.clone());
+    cache.views.insert(http.to_string(), views.clone());
     views
 }
 
@@ -63,11 +78,7 @@ fn http_of(view: &Value, id: &Value) -> Option<String> {
 /// The supervisor's view of the cluster `view` belongs to, as the machine
 /// that supervises it answers; `view` itself if it is the supervisor's or
 /// the supervisor does not answer.
-fn supervisor_view(
-    agent: &ureq::Agent,
-    view: &Value,
-    cache: &mut BTreeMap<String, Vec<Value>>,
-) -> (Value, Vec<Value>) {
+fn supervisor_view(agent: &ureq::Agent, view: &Value, cache: &mut Asked) -> (Value, Vec<Value>) {
     if supervises(view) {
         return (view.clone(), Vec::new());
     }
@@ -99,7 +110,10 @@ fn entry(view: Value, parent: Option<u64>, name_of: impl Fn(&Value) -> String) -
 /// view) belongs to, each as its supervisor sees it, parents before their
 /// sub-clusters. Blocking: it asks other machines over HTTP.
 pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
-    let mut cache = BTreeMap::new();
+    let mut cache = Asked {
+        views: BTreeMap::new(),
+        until: Instant::now() + WALK_LIMIT,
+    };
     // Climb: the highest cluster the machine in hand knows, until its
     // supervisor's machine holds no seat above it.
     let (mut top, mut views) = supervisor_view(agent, &own, &mut cache);
@@ -125,6 +139,7 @@ pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
     // Descend: each member of a cluster of sub-clusters is a seat, reached
     // at its holder, the sub-cluster's supervisor.
     let mut out = Vec::new();
+    let mut shown: BTreeSet<Option<u64>> = BTreeSet::from([cluster_id(&top)]);
     let mut level = vec![(top, None::<u64>)];
     for _ in 0..MAX_LEVELS {
         let mut next = Vec::new();
@@ -135,6 +150,9 @@ pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
                         continue;
                     };
                     let sub = member["id"].as_u64();
+                    if !shown.insert(sub) {
+                        continue;
+                    }
                     if let Some(v) = fetch(agent, &http, &mut cache)
                         .into_iter()
                         .find(|v| cluster_id(v) == sub && supervises(v))

@@ -52,12 +52,26 @@ pub async fn hold_seats(leaf: Arc<Shared>, seats: Vec<NodeSettings>) {
     let mut held: Vec<Held> = Vec::new();
     let mut bind_failed: Option<(usize, Instant)> = None;
     let mut last_load = Instant::now();
+    let mut rekeys = leaf.rekey.subscribe();
     let mut ticks = tokio::time::interval(SEAT_POLL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let mut level = 0;
         let mut changed = false;
+        // A seat whose runtime ended (it left its cluster) is no longer
+        // held, nor is any seat above it: they are taken again below.
+        if let Some(ended) = held.iter().position(|h| h.task.is_finished()) {
+            held.truncate(ended);
+            changed = true;
+        }
+        // Issue 7: a key rotation reaches every seat the machine holds.
+        if rekeys.has_changed().unwrap_or(false) {
+            let rekey = rekeys.borrow_and_update().clone();
+            for h in &held {
+                h.shared.rekey.send_replace(rekey.clone());
+            }
+        }
+        let mut level = 0;
         while level < seats.len() {
             let below = if level == 0 {
                 leaf.clone()
@@ -149,6 +163,12 @@ fn take_seat(
     }
     let runtime = Runtime::bind(settings, None)?;
     let shared = runtime.shared();
+    // Keys rotated since the machine started apply to the seat from its
+    // first frame on.
+    let rekey = leaf.rekey.borrow().clone();
+    if rekey.is_some() {
+        shared.rekey.send_replace(rekey);
+    }
     let mut events = shared.events.subscribe();
     let (leaf, seat_cluster) = (leaf.clone(), shared.cluster.0);
     let run = runtime.run();

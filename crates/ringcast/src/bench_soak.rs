@@ -78,6 +78,27 @@ struct Stream {
     out: PathBuf,
 }
 
+/// The hog's threads and the streams playing; dropping it (at the end, or
+/// on an error or Ctrl-C) stops the hog and kills the players.
+struct Load {
+    stop: Arc<AtomicBool>,
+    hogs: Vec<std::thread::JoinHandle<()>>,
+    streams: Vec<Option<Stream>>,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.hogs.drain(..) {
+            let _ = h.join();
+        }
+        for s in self.streams.iter_mut().flatten() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+}
+
 /// What every node's metrics say now: declarations made, summed, and the
 /// highest epoch any node has seen.
 fn counters(agent: &ureq::Agent, bases: &[String]) -> Result<(u64, u64)> {
@@ -214,10 +235,13 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let hogs = hog(hog_threads, &stop);
+    let mut load = Load {
+        hogs: hog(hog_threads, &stop),
+        stop,
+        streams: (0..opts.streams).map(|_| None).collect(),
+    };
     let started = Instant::now();
     let length = Duration::from_secs_f64(opts.minutes * 60.0);
-    let mut streams: Vec<Option<Stream>> = (0..opts.streams).map(|_| None).collect();
     let (mut completed, mut lost, mut next) = (0u64, 0u64, 0usize);
     let mut last_report = Instant::now();
     let result = loop {
@@ -225,7 +249,7 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
             break Err(e);
         }
         let running = started.elapsed() < length;
-        for (i, slot) in streams.iter_mut().enumerate() {
+        for (i, slot) in load.streams.iter_mut().enumerate() {
             if let Some(s) = slot {
                 match s.child.try_wait() {
                     Ok(Some(status)) => {
@@ -242,6 +266,8 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
                     Err(e) => {
                         lost += 1;
                         eprintln!("soak: cannot wait for a stream: {e}");
+                        let _ = s.child.kill();
+                        let _ = s.child.wait();
                         *slot = None;
                     }
                 }
@@ -253,7 +279,7 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
                 *slot = Some(start_stream(url, &out)?);
             }
         }
-        if !running && streams.iter().all(Option::is_none) {
+        if !running && load.streams.iter().all(Option::is_none) {
             break Ok(());
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
@@ -262,22 +288,15 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
             eprintln!(
                 "soak: {:>5.1} min: {} declaration(s), {} takeover(s), {completed} stream(s) done, {lost} lost, load {:.1}",
                 started.elapsed().as_secs_f64() / 60.0,
-                d - declarations_before,
-                e - epoch_before,
+                d.saturating_sub(declarations_before),
+                e.saturating_sub(epoch_before),
                 load_average().unwrap_or(0.0)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let load = load_average();
-    stop.store(true, Ordering::Relaxed);
-    for h in hogs {
-        let _ = h.join();
-    }
-    for s in streams.iter_mut().flatten() {
-        let _ = s.child.kill();
-        let _ = s.child.wait();
-    }
+    let load_avg = load_average();
+    drop(load);
     result?;
     let (declarations_after, epoch_after) = counters(&agent, &bases)?;
     drop(cluster);
@@ -287,11 +306,11 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
         interval_ms,
         hog_threads,
         cpus,
-        false_declarations: declarations_after - declarations_before,
-        false_takeovers: epoch_after - epoch_before,
+        false_declarations: declarations_after.saturating_sub(declarations_before),
+        false_takeovers: epoch_after.saturating_sub(epoch_before),
         streams_completed: completed,
         streams_lost: lost,
-        load_average: load,
+        load_average: load_avg,
         setup: format!(
             "{} node processes on loopback at {interval_ms} ms intervals, {} ringcast play processes at {} KiB/s each reading an {} MiB title (checked byte for byte), {hog_threads} busy thread(s) at normal priority on {cpus} CPU(s); nothing killed, so every declaration and takeover is false",
             opts.nodes,

@@ -357,8 +357,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => {
                 let cf = clusterfile::load(&file)?;
+                let clusters = cf.clusters();
+                let tree = if cf.is_hierarchy() {
+                    let levels = clusters.iter().map(|c| c.level).max().unwrap_or(0) + 1;
+                    format!(" in {} clusters of {levels} levels", clusters.len())
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{}: ok ({} nodes, configuration version {})",
+                    "{}: ok ({} nodes{tree}, configuration version {})",
                     file.display(),
                     cf.node_ids().len(),
                     cf.config_version()

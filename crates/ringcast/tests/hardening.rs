@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{isolate_network, key_hex, replace_file, Cluster, Reap, Spec, BIN, LIMIT};
+use common::{isolate_network, key_hex, Cluster, Reap, Spec, BIN, LIMIT};
 use ringcast_proto::frame::{Keyring, Sealer};
 use ringcast_proto::{ClusterId, Incarnation, KeyId, NodeId};
 use sha2::{Digest, Sha256};
@@ -252,18 +252,6 @@ fn a_flood_of_garbage_forged_and_replayed_datagrams_is_rate_limited_and_the_ring
     assert_eq!(calm(&c), before, "declarations, supervisor changes, epochs");
 }
 
-/// Writes the key file and bumps the configuration version, each at once.
-fn stage(c: &Cluster, keys: &str, version: u32) {
-    replace_file(&c.dir.join("cluster.key"), keys);
-    let text = std::fs::read_to_string(&c.file).unwrap();
-    let text = text.replacen(
-        &format!("config_version = {}", version - 1),
-        &format!("config_version = {version}"),
-        1,
-    );
-    replace_file(&c.file, &text);
-}
-
 /// Whether node `id` runs configuration `version` sealing with key `seal`
 /// and accepting exactly `keys`.
 fn runs(c: &Cluster, id: u32, version: u32, seal: u8, keys: &[u8]) -> bool {
@@ -330,7 +318,7 @@ fn a_key_rotates_in_three_stages_on_a_running_cluster_without_a_failure() {
         (format!("2:{new}\n"), 4, 2, vec![2]),
     ];
     for (keys, version, seal, accepted) in stages {
-        stage(&c, &keys, version);
+        c.stage_keys(&keys, version);
         // One node is told; the others see its newer configuration version
         // on the bus and reload theirs.
         c.signal(3, nix::sys::signal::Signal::SIGHUP);

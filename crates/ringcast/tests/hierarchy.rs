@@ -416,3 +416,56 @@ fn a_dead_subcluster_is_marked_failed_at_the_root_and_its_stream_continues_from_
         &[dead],
     );
 }
+
+#[test]
+fn a_key_rotation_reaches_every_seat_and_the_next_holder_of_a_seat() {
+    // Issue 7 in a tree: the three stages of a rotation, each told to one
+    // machine by SIGHUP. Every machine and every seat it holds ends on the
+    // new key, and a seat taken after the rotation seals with it too.
+    let mut t = start_tree();
+    t.wait_converged("the tree formed", &[], &[]);
+    let old = std::fs::read_to_string(t.c.dir.join("cluster.key")).unwrap();
+    let (old, new) = (old.trim().to_string(), key_hex(0x22));
+    let stages = [
+        (format!("1:{old}\n2:{new}\n"), 2, vec![1, 2]),
+        (format!("2:{new}\n1:{old}\n"), 3, vec![2, 1]),
+        (format!("2:{new}\n"), 4, vec![2]),
+    ];
+    let everywhere = |t: &Tree, version: u32, keys: &[u8]| {
+        let views = t.views();
+        views.len() >= 9 + 3
+            && views.iter().all(|v| {
+                v["config_version"] == version
+                    && v["keys"].as_array().is_some_and(|k| {
+                        k.iter().map(|id| id.as_u64()).collect::<Vec<_>>()
+                            == keys
+                                .iter()
+                                .map(|id| Some(u64::from(*id)))
+                                .collect::<Vec<_>>()
+                    })
+            })
+    };
+    for (keys, version, ids) in stages {
+        t.c.stage_keys(&keys, version);
+        t.c.signal(9, nix::sys::signal::Signal::SIGHUP);
+        t.c.wait(
+            &format!("every machine and seat runs version {version} with keys {ids:?}"),
+            |_| everywhere(&t, version, &ids),
+        );
+        t.wait_converged(&format!("the tree holds at version {version}"), &[], &[]);
+    }
+    let root_machine = t.root_machine();
+    let sub = t
+        .subclusters()
+        .into_iter()
+        .find(|s| t.cluster_of[&root_machine] != *s)
+        .unwrap();
+    let victim = t.leaf_supervisor(sub);
+    t.c.kill(victim);
+    t.wait_converged("the seat moved after the rotation", &[victim], &[]);
+    let holder = t.leaf_supervisor(sub);
+    let seat = t.c.view(holder).unwrap()["seats"][0].clone();
+    assert_eq!(seat["cluster_id"], t.root, "{seat:#}");
+    assert_eq!(seat["keys"], serde_json::json!([2]), "{seat:#}");
+    assert_eq!(seat["config_version"], 4, "{seat:#}");
+}

@@ -28,6 +28,10 @@ use super::{
     NodeEntry, RawCluster, RawNode, RawSubcluster, TransportKind, DEFAULT_MTU, LOCAL_BYTES_PER_S,
 };
 
+/// The most levels a tree may have, the root's included: placement goes up
+/// and down the tree one machine per level, and the dashboard walks it.
+pub const MAX_LEVELS: usize = 6;
+
 /// A priority list as parsed, with its spans.
 type RawPriority = Spanned<Vec<Spanned<u32>>>;
 
@@ -209,6 +213,16 @@ impl Checker<'_> {
                     "is empty; list every member, highest priority first",
                 );
             }
+            if list.get_ref().len() > MAX_NODES {
+                self.report(
+                    list.span(),
+                    field,
+                    format!(
+                        "cluster {cluster} has {} members; a cluster holds at most {MAX_NODES}",
+                        list.get_ref().len()
+                    ),
+                );
+            }
             let mut seen_kinds = Vec::new();
             let mut listed = Vec::new();
             for entry in list.get_ref() {
@@ -262,8 +276,9 @@ impl Checker<'_> {
     }
 
     /// The level of each cluster (0 for the root), `None` where the chain of
-    /// parents does not lead to the root (a cycle, reported here, or a
-    /// sub-cluster that is no member, reported by the caller).
+    /// parents does not lead to the root within [`MAX_LEVELS`] (a cycle or a
+    /// tree too deep, reported here, or a sub-cluster that is no member,
+    /// reported by the caller).
     fn check_cycles(
         &mut self,
         subs: &[Spanned<RawSubcluster>],
@@ -281,6 +296,15 @@ impl Checker<'_> {
             let mut chain = vec![i];
             let mut at = i;
             let level = loop {
+                if chain.len() >= MAX_LEVELS {
+                    let message = format!(
+                        "sub-cluster {} is more than {} levels below the root; a tree has at most {MAX_LEVELS} levels",
+                        id_of(i).unwrap_or_default(),
+                        MAX_LEVELS - 1
+                    );
+                    self.report(subs[i - 1].get_ref().id.span(), "subcluster.id", message);
+                    break None;
+                }
                 match parents[at] {
                     Some(0) => break Some(chain.len()),
                     Some(p) if chain.contains(&p) => {
@@ -375,6 +399,9 @@ pub enum ShapeError {
     /// Not numbers joined by `x`.
     #[error("{0:?} is not a shape: give members per cluster at each level, root first, joined by x (such as 3x3)")]
     Syntax(String),
+    /// More levels than a tree may have.
+    #[error("a tree has at most {MAX_LEVELS} levels, not {0}")]
+    TooDeep(usize),
     /// Fewer than two levels: that is one cluster.
     #[error("a tree needs at least two levels (such as 3x3); for one cluster give --nodes")]
     OneLevel,
@@ -412,6 +439,9 @@ fn check_shape(shape: &[u32]) -> Result<u64, ShapeError> {
     if shape.len() < 2 {
         return Err(ShapeError::OneLevel);
     }
+    if shape.len() > MAX_LEVELS {
+        return Err(ShapeError::TooDeep(shape.len()));
+    }
     let mut machines: u64 = 1;
     for &members in shape {
         if members == 0 {
@@ -443,6 +473,9 @@ pub const LOCAL_PARENT_MISS_LIMIT: u32 = 5;
 /// Ports for a local tree: either fixed from a base, or ones the system
 /// reports free, held open until all are chosen.
 struct Ports {
+    /// The base port asked for, and the machines, for errors.
+    base: u16,
+    machines: u32,
     next: Option<u32>,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
@@ -490,8 +523,10 @@ impl Ports {
         let Some(next) = self.next else {
             return Ok(None);
         };
-        let port =
-            u16::try_from(next).map_err(|_| ConfigFileError::PortRange { base: 0, nodes: 0 })?;
+        let port = u16::try_from(next).map_err(|_| ConfigFileError::PortRange {
+            base: self.base,
+            nodes: self.machines,
+        })?;
         self.next = Some(next + 1);
         Ok(Some(port))
     }
@@ -525,7 +560,15 @@ pub fn local_hierarchy(
     disks: bool,
 ) -> Result<PathBuf, ConfigFileError> {
     let machines = check_shape(shape).map_err(ConfigFileError::Shape)? as u32;
+    if base_port == Some(0) {
+        return Err(ConfigFileError::PortRange {
+            base: 0,
+            nodes: machines,
+        });
+    }
     let mut ports = Ports {
+        base: base_port.unwrap_or(0),
+        machines,
         next: base_port.map(u32::from),
         udp: Vec::new(),
         tcp: Vec::new(),
@@ -884,6 +927,7 @@ seats = ["127.0.0.1:7603"]
         assert_eq!(parse_shape("3"), Err(ShapeError::OneLevel));
         assert_eq!(parse_shape("3x0"), Err(ShapeError::Zero));
         assert!(matches!(parse_shape("3xa"), Err(ShapeError::Syntax(_))));
+        assert_eq!(parse_shape("1x1x1x1x1x1x1"), Err(ShapeError::TooDeep(7)));
         assert!(matches!(
             parse_shape("9x9"),
             Err(ShapeError::TooMany { machines: 81, .. })

@@ -317,6 +317,19 @@ impl Cluster {
         body.into_json().ok()
     }
 
+    /// Issue 7: one stage of a key rotation: writes `keys` as the key file
+    /// and raises the cluster file's configuration version to `version`.
+    pub fn stage_keys(&self, keys: &str, version: u32) {
+        replace_file(&self.dir.join("cluster.key"), keys);
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        let text = text.replacen(
+            &format!("config_version = {}", version - 1),
+            &format!("config_version = {version}"),
+            1,
+        );
+        replace_file(&self.file, &text);
+    }
+
     pub fn metrics(&self, id: u32) -> String {
         self.agent
             .get(&format!("{}/metrics", self.url(id)))
