@@ -51,6 +51,10 @@ pub struct ClusterMap {
     pub ring: Vec<NodeId>,
 }
 
+/// Claims 10-12: how maps compare, highest first: epoch, supervisor
+/// priority, supervisor life, version (see [`ClusterMap::precedence`]).
+pub type Precedence = (Epoch, core::cmp::Reverse<Rank>, Incarnation, u64);
+
 impl ClusterMap {
     /// The member entry of `id`.
     pub fn member(&self, id: NodeId) -> Option<&Member> {
@@ -107,13 +111,23 @@ impl ClusterMap {
     }
 
     /// The order in which receivers prefer notifications: a higher epoch wins,
-    /// then a higher-priority supervisor, then a newer version of the same map.
-    pub fn precedence(&self) -> (Epoch, core::cmp::Reverse<Rank>, u64) {
+    /// then a higher-priority supervisor, then a newer life of the same
+    /// supervisor (one that restarted and formed again in an epoch its old
+    /// members already hold, with a map of a lower version), then a newer
+    /// version of the same map.
+    pub fn precedence(&self) -> Precedence {
         (
             self.epoch,
             core::cmp::Reverse(self.supervisor_rank),
+            self.supervisor_incarnation(),
             self.version,
         )
+    }
+
+    /// The life of the supervisor, as the map lists it.
+    pub fn supervisor_incarnation(&self) -> Incarnation {
+        self.member(self.supervisor)
+            .map_or(Incarnation(0), |m| m.incarnation)
     }
 
     /// The members' statuses and the ring, ignoring the version: what every

@@ -187,7 +187,7 @@ impl Node {
             Message::Join(j) => self.on_join(from, j),
             Message::Leave(l) => self.on_leave(now, from, l),
             Message::Status(s) => self.on_status(now, from, s),
-            Message::Beat(b) => self.on_beat(now, from, b),
+            Message::Beat(b) => self.on_beat(now, from, opened.header.incarnation, b),
         }
         self.flush(now);
     }
@@ -550,7 +550,7 @@ impl Node {
     /// when it names the map the member holds; a node missing that map (a
     /// listener, a member that lost a full notification, a rival supervisor)
     /// makes the beating supervisor send its map in full.
-    fn on_beat(&mut self, now: Instant, from: NodeId, b: Beat) {
+    fn on_beat(&mut self, now: Instant, from: NodeId, life: Incarnation, b: Beat) {
         if self.ranks.get(&from) != Some(&b.supervisor_rank) {
             return self.reject("inconsistent_beat");
         }
@@ -568,8 +568,15 @@ impl Node {
             Role::Supervisor => self.notify_now = true,
             Role::Member => {
                 let Some(map) = self.map() else { return };
-                let beat = (b.epoch, core::cmp::Reverse(b.supervisor_rank), b.version);
-                let from_ours = map.supervisor == from && map.epoch == b.epoch;
+                let beat = (
+                    b.epoch,
+                    core::cmp::Reverse(b.supervisor_rank),
+                    life,
+                    b.version,
+                );
+                let from_ours = map.supervisor == from
+                    && map.epoch == b.epoch
+                    && map.supervisor_incarnation() == life;
                 let (missing, newer) = (b.version > map.version, beat > map.precedence());
                 if from_ours {
                     self.arm_supervisor_silence(now);

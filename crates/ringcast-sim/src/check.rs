@@ -2,12 +2,12 @@
 //! (liveness) once the network is quiet.
 
 use ringcast_proto::map::MemberStatus;
-use ringcast_proto::{Epoch, NodeId, Rank, Role};
+use ringcast_proto::{NodeId, Role};
 
 use crate::world::{Machine, Sim};
 
 /// The order in which a node prefers maps: (epoch, rank reversed, version).
-pub type Precedence = (Epoch, std::cmp::Reverse<Rank>, u64);
+pub use ringcast_proto::map::Precedence;
 
 /// The precedence of the map a machine holds.
 pub fn precedence_of(m: &Machine) -> Option<Precedence> {

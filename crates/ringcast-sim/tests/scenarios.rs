@@ -425,6 +425,24 @@ fn the_supervisor_reads_every_nodes_status_from_the_ring() {
 }
 
 #[test]
+fn a_member_paused_while_the_supervisor_restarted_follows_its_new_life() {
+    // Fuzz (model target): n3 sleeps through the restart of n1 and n2. The
+    // new n1 forms again in epoch 1 with a map of a lower version than the
+    // one n3 holds from n1's old life. n3 must take the new life's map (a
+    // newer supervisor life supersedes), not keep following the old one
+    // forever, and the new n1 must admit it.
+    let mut s = sim(3, 16);
+    s.config.strict_failures = false;
+    s.start_all();
+    converge(&mut s);
+    s.pause(3, Duration::from_millis(409));
+    s.start(2);
+    s.start(1);
+    converge(&mut s);
+    assert_cluster(&s, 1, &[1, 2, 3]);
+}
+
+#[test]
 fn a_changed_capacity_reaches_every_table_even_when_its_announcement_is_lost() {
     // Claim 5: a seat's capacity follows its sub-cluster's machines. A member
     // re-announces a new capacity, and keeps doing so while the tables it
