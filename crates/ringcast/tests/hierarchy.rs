@@ -174,6 +174,18 @@ impl Tree {
         subs
     }
 
+    /// The machine holding the root's supervising seat, and a sub-cluster
+    /// other than that machine's.
+    fn subcluster_away_from_the_root(&self) -> (u32, u32) {
+        let root_machine = self.root_machine();
+        let sub = self
+            .subclusters()
+            .into_iter()
+            .find(|s| self.cluster_of[&root_machine] != *s)
+            .expect("three sub-clusters");
+        (root_machine, sub)
+    }
+
     /// The machine whose seat supervises the root.
     fn root_machine(&self) -> u32 {
         let views = self.views();
@@ -271,12 +283,7 @@ fn a_3x3_tree_forms_with_each_subclusters_supervisor_in_its_seat() {
 fn sigkill_of_a_subclusters_supervisor_moves_its_seat_and_the_parent_never_marks_it_failed() {
     let mut t = start_tree();
     t.wait_converged("the tree formed", &[], &[]);
-    let root_machine = t.root_machine();
-    let sub = t
-        .subclusters()
-        .into_iter()
-        .find(|s| t.cluster_of[&root_machine] != *s)
-        .unwrap();
+    let (root_machine, sub) = t.subcluster_away_from_the_root();
     let victim = t.leaf_supervisor(sub);
     let killed_at = unix_ms();
     t.c.kill(victim);
@@ -454,12 +461,7 @@ fn a_key_rotation_reaches_every_seat_and_the_next_holder_of_a_seat() {
         );
         t.wait_converged(&format!("the tree holds at version {version}"), &[], &[]);
     }
-    let root_machine = t.root_machine();
-    let sub = t
-        .subclusters()
-        .into_iter()
-        .find(|s| t.cluster_of[&root_machine] != *s)
-        .unwrap();
+    let (_, sub) = t.subcluster_away_from_the_root();
     let victim = t.leaf_supervisor(sub);
     t.c.kill(victim);
     t.wait_converged("the seat moved after the rotation", &[victim], &[]);

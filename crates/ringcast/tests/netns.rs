@@ -359,16 +359,25 @@ impl Play {
     }
 }
 
-#[test]
-fn a_minority_cut_off_supervises_itself_and_heals_into_one_cluster_without_losing_the_stream() {
+/// Three hosts formed into one cluster under n1, at 20 ms timing; `None`
+/// (and a line saying why) when not root.
+fn formed_hosts() -> Option<Hosts> {
     if !common::is_root() {
         eprintln!("skipped: creating network namespaces needs root");
-        return;
+        return None;
     }
     let hosts = Hosts::start(20);
     wait("the three hosts form one cluster under n1", || {
         hosts.all_follow(1, &[1, 2, 3])
     });
+    Some(hosts)
+}
+
+#[test]
+fn a_minority_cut_off_supervises_itself_and_heals_into_one_cluster_without_losing_the_stream() {
+    let Some(hosts) = formed_hosts() else {
+        return;
+    };
     // A stream from host 1, served by host 2 or 3; the host serving it is
     // cut off until the player has gone on from the other.
     let mut play = Play::start(&hosts, 1_000_000);
@@ -391,14 +400,9 @@ fn a_minority_cut_off_supervises_itself_and_heals_into_one_cluster_without_losin
 
 #[test]
 fn a_one_way_link_ends_in_one_supervisor_when_it_heals_and_the_stream_goes_on() {
-    if !common::is_root() {
-        eprintln!("skipped: creating network namespaces needs root");
+    let Some(hosts) = formed_hosts() else {
         return;
-    }
-    let hosts = Hosts::start(20);
-    wait("the three hosts form one cluster under n1", || {
-        hosts.all_follow(1, &[1, 2, 3])
-    });
+    };
     let mut play = Play::start(&hosts, 1_000_000);
     play.first_host();
     // n2 hears nothing from n1; n1 and n3 hear everyone.
@@ -413,14 +417,9 @@ fn a_one_way_link_ends_in_one_supervisor_when_it_heals_and_the_stream_goes_on() 
 
 #[test]
 fn a_flapping_link_ends_in_one_supervisor_once_it_stays_up() {
-    if !common::is_root() {
-        eprintln!("skipped: creating network namespaces needs root");
+    let Some(hosts) = formed_hosts() else {
         return;
-    }
-    let hosts = Hosts::start(20);
-    wait("the three hosts form one cluster under n1", || {
-        hosts.all_follow(1, &[1, 2, 3])
-    });
+    };
     let mut play = Play::start(&hosts, 1_000_000);
     let serving = play.first_host();
     // The serving host's link goes down and up eight times: down for longer

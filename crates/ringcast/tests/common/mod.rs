@@ -42,13 +42,21 @@ pub fn isolate_network() {
     assert!(st.success(), "ip link set lo up failed");
 }
 
-/// A free UDP or TCP port on 127.0.0.1 (in this thread's namespace).
+/// A free UDP or TCP port on 127.0.0.1 (in this thread's namespace), never
+/// one this test process handed out before: the kernel may give a port just
+/// released to the next bind, and two nodes of one file must not share one.
 pub fn free_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = t.local_addr().unwrap().port();
-    drop(s);
-    port
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = t.local_addr().unwrap().port();
+        let udp_free = UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if udp_free && given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Options of a test cluster.
