@@ -23,6 +23,10 @@ pub struct LocalCluster {
     remove_dir: bool,
     /// How the node processes write their logs.
     pub log_format: crate::LogFormat,
+    /// The titles put on the disks.
+    pub titles: Vec<String>,
+    /// Claim 5: whether the file is a tree of clusters.
+    pub tree: bool,
 }
 
 /// What `up` runs: one cluster of N nodes, or a tree of clusters (claim 5).
@@ -80,6 +84,8 @@ impl LocalCluster {
             dir: dir.clone(),
             remove_dir,
             log_format,
+            titles: titles.iter().map(|(t, _)| t.clone()).collect(),
+            tree: cf.is_hierarchy(),
         };
         for id in cf.node_ids() {
             let http = cf
@@ -467,12 +473,7 @@ pub fn run(
     for (id, http, _) in &cluster.nodes {
         println!("node {id} {http}");
     }
-    let titles: Vec<String> = library
-        .files(cluster.dir())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
+    let titles = &cluster.titles;
     if let (Some(first), Some((_, http, _))) = (titles.first(), cluster.nodes.first()) {
         eprintln!("titles:       {}", titles.join(", "));
         eprintln!("play one:     ringcast play {http}/v1/play/{first}");
@@ -481,6 +482,9 @@ pub fn run(
     eprintln!("node logs:    {}/node-*.log", cluster.dir().display());
     eprint!("forming...");
     match cluster.wait_formed(Duration::from_secs(20)) {
+        Ok(sup) if cluster.tree => {
+            eprintln!(" formed: the root is supervised by the seat of sub-cluster c{sup}")
+        }
         Ok(sup) => eprintln!(" formed: supervisor n{sup}"),
         Err(e) => eprintln!(" {e:#}"),
     }
