@@ -152,7 +152,7 @@ pub fn cluster_view(shared: &Shared, snap: &Snapshot) -> ClusterView {
             .map(|m| m.servers.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default(),
         tables: snap.tables.clone(),
-        cluster_id: shared.cluster.0,
+        cluster_id: shared.cluster_id,
         config_version: snap.config_version,
         keys: snap.keys.clone(),
         seats: shared
@@ -264,7 +264,7 @@ fn agent() -> ureq::Agent {
 async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
     let snap = shared.snapshot();
     let mut answer = own_overview(&shared, &snap);
-    if !shared.held_seats().is_empty() || shared.in_tree() {
+    if shared.in_tree() {
         let own = serde_json::to_value(cluster_view(&shared, &snap)).unwrap_or_default();
         let walked = tokio::task::spawn_blocking(move || crate::overview::walk(&agent(), own))
             .await

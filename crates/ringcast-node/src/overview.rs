@@ -30,12 +30,10 @@ struct Asked {
     until: Instant,
 }
 
-/// The views one machine reports: its own cluster's, then those of the
-/// seats it holds (nearest parent first).
-fn views_of(view: Value) -> Vec<Value> {
-    let mut out = vec![view.clone()];
-    out.extend(view["seats"].as_array().into_iter().flatten().cloned());
-    out
+/// Claim 5: the views one machine's `GET /v1/cluster` holds: its own
+/// cluster's, then those of the seats it holds (nearest parent first).
+pub fn views_of(view: &Value) -> impl Iterator<Item = &Value> {
+    std::iter::once(view).chain(view["seats"].as_array().into_iter().flatten())
 }
 
 /// `GET /v1/cluster` of the machine at `http`, split into its views; once
@@ -47,12 +45,12 @@ fn fetch(agent: &ureq::Agent, http: &str, cache: &mut Asked) -> Vec<Value> {
     if Instant::now() >= cache.until {
         return Vec::new();
     }
-    let views = agent
+    let views: Vec<Value> = agent
         .get(&format!("http://{http}/v1/cluster"))
         .call()
         .ok()
         .and_then(|r| r.into_json::<Value>().ok())
-        .map(views_of)
+        .map(|v| views_of(&v).cloned().collect())
         .unwrap_or_default();
     cache.views.insert(http.to_string(), views.clone());
     views
@@ -118,7 +116,7 @@ pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
     // supervisor's machine holds no seat above it.
     let (mut top, mut views) = supervisor_view(agent, &own, &mut cache);
     if views.is_empty() {
-        views = views_of(own.clone());
+        views = views_of(&own).cloned().collect();
     }
     for _ in 0..MAX_LEVELS {
         let Some(last) = views.last().cloned() else {

@@ -11,7 +11,7 @@ use ringcast_proto::event::{Event, LocalEvent, Transmit};
 use ringcast_proto::map::{changes, ClusterMap, MapChange};
 use ringcast_proto::pump::{self, Input, Outputs};
 use ringcast_proto::stats::Stats;
-use ringcast_proto::{ClusterId, Incarnation, KeyId, Keyring, Node, NodeId, Role, Tables};
+use ringcast_proto::{Incarnation, KeyId, Keyring, Node, NodeId, Role, Tables};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -136,8 +136,6 @@ pub struct Rekey {
 pub struct Shared {
     /// The node's id.
     pub node: NodeId,
-    /// The cluster's id.
-    pub cluster: ClusterId,
     /// The cluster's name.
     pub cluster_name: String,
     /// The cluster's id.
@@ -219,7 +217,7 @@ impl Shared {
     /// with its cluster.
     pub(crate) fn publish(&self, mut event: ClusterEvent) {
         if event.cluster == 0 {
-            event.cluster = self.cluster.0;
+            event.cluster = self.cluster_id;
         }
         tracing::info!(kind = event.kind, cluster = event.cluster, "{}", event.text);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -295,7 +293,6 @@ impl Runtime {
         }
         let shared = Arc::new(Shared {
             node: id,
-            cluster: settings.proto.cluster,
             cluster_name: settings.cluster_name.clone(),
             cluster_id: settings.proto.cluster.0,
             http: settings.proto.addrs.http,

@@ -170,7 +170,7 @@ fn take_seat(
         shared.rekey.send_replace(rekey);
     }
     let mut events = shared.events.subscribe();
-    let (leaf, seat_cluster) = (leaf.clone(), shared.cluster.0);
+    let (leaf, seat_cluster) = (leaf.clone(), shared.cluster_id);
     let run = runtime.run();
     let task = tokio::spawn(async move {
         let forward = async {

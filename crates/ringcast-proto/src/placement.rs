@@ -107,8 +107,8 @@ pub fn choose(
         if sticky == Some(node) {
             return Ok(Placement { node, disk });
         }
-        // Load relative to capacity, in millionths, then the node id: deterministic.
-        let ratio = u64::from(streams) * 1_000_000 / u64::from(cap.max(1));
+        // Load relative to capacity, then the node id: deterministic.
+        let ratio = load_ratio(streams, cap);
         if best.is_none_or(|(r, n, _)| (ratio, node) < (r, n)) {
             best = Some((ratio, node, disk));
         }
@@ -118,6 +118,31 @@ pub fn choose(
         None if reachable => Err(PlaceError::NoCapacity),
         None => Err(PlaceError::NoHealthyReplica),
     }
+}
+
+/// Streams relative to a capacity of `cap` streams, in millionths.
+fn load_ratio(streams: u32, cap: u32) -> u64 {
+    u64::from(streams) * 1_000_000 / u64::from(cap.max(1))
+}
+
+/// Claim 5: the order in which a parent's supervisor asks its sub-clusters
+/// (members of `map`'s ring, rows of `tables` summed over each sub-cluster)
+/// to place a stream: the stream's previous sub-cluster first, then the
+/// least loaded relative to capacity; full ones are left out. Which of them
+/// holds the title only the sub-cluster knows, so the caller asks in turn.
+pub fn rank_subclusters(map: &ClusterMap, tables: &Tables, sticky: Option<NodeId>) -> Vec<NodeId> {
+    let mut candidates: Vec<(bool, u64, NodeId)> = map
+        .ring
+        .iter()
+        .filter_map(|n| {
+            let usage = tables.usage(*n)?;
+            let cap = usage.capacity.max_streams;
+            (usage.load.streams < cap)
+                .then(|| (sticky != Some(*n), load_ratio(usage.load.streams, cap), *n))
+        })
+        .collect();
+    candidates.sort();
+    candidates.into_iter().map(|(_, _, n)| n).collect()
 }
 
 /// One stream the supervisor placed.
@@ -268,6 +293,36 @@ mod tests {
             members,
         };
         (map, tables)
+    }
+
+    #[test]
+    fn subclusters_are_asked_previous_first_then_least_loaded_and_never_full() {
+        // Claim 5: seats 10, 20, 30, 40 with summed capacities.
+        let (map, mut tables) = cluster(&[
+            (10, &[], 300),
+            (20, &[], 300),
+            (30, &[], 100),
+            (40, &[], 100),
+        ]);
+        let load = |streams| Load {
+            streams,
+            bytes_per_s: 0,
+        };
+        tables.record_load(NodeId(10), load(150));
+        tables.record_load(NodeId(20), load(30));
+        tables.record_load(NodeId(30), load(100));
+        tables.record_load(NodeId(40), load(20));
+        let ids = |v: Vec<NodeId>| v.into_iter().map(|n| n.0).collect::<Vec<_>>();
+        assert_eq!(ids(rank_subclusters(&map, &tables, None)), vec![20, 40, 10]);
+        assert_eq!(
+            ids(rank_subclusters(&map, &tables, Some(NodeId(10)))),
+            vec![10, 20, 40]
+        );
+        // A full previous sub-cluster is not asked.
+        assert_eq!(
+            ids(rank_subclusters(&map, &tables, Some(NodeId(30)))),
+            vec![20, 40, 10]
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub fn fetch_tree(config: &Path) -> Result<Option<Tree>> {
     }
     let all: Vec<&Value> = views
         .iter()
-        .flat_map(|v| std::iter::once(v).chain(v["seats"].as_array().into_iter().flatten()))
+        .flat_map(ringcast_node::overview::views_of)
         .collect();
     let clusters = file
         .clusters()

@@ -222,7 +222,7 @@ impl Drop for LocalCluster {
 fn formed(clusters: &[clusterfile::ClusterInfo], views: &[Value]) -> Option<u32> {
     let all: Vec<&Value> = views
         .iter()
-        .flat_map(|v| std::iter::once(v).chain(v["seats"].as_array().into_iter().flatten()))
+        .flat_map(ringcast_node::overview::views_of)
         .collect();
     let mut root = None;
     for c in clusters {

@@ -9,12 +9,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{isolate_network, key_hex, Cluster, Reap, Spec, BIN, LIMIT};
+use common::{isolate_network, key_hex, Cluster, Reap, Spec, LIMIT};
 use ringcast_proto::frame::{Keyring, Sealer};
 use ringcast_proto::{ClusterId, Incarnation, KeyId, NodeId};
 use sha2::{Digest, Sha256};
@@ -519,20 +518,7 @@ fn hostile_http_clients_do_not_disturb_a_stream_that_ringcast_play_downloads() {
 
     // The download, resumable and checked, while the attacks go on.
     let out = c.dir.join("download.mp4");
-    let play = Command::new(BIN)
-        .args([
-            "play",
-            &format!("{}/v1/play/movie.mp4", c.url(1)),
-            "--plain",
-            "--max-rate",
-            "4000000",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let play = common::start_play(&format!("{}/v1/play/movie.mp4", c.url(1)), 4_000_000, &out);
     let mut guard = Reap(vec![play]);
     let stdout = guard.0[0].stdout.take().unwrap();
     let lines: Vec<String> = BufReader::new(stdout)

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -372,30 +371,14 @@ fn a_dead_subcluster_is_marked_failed_at_the_root_and_its_stream_continues_from_
         c.place(entry, "movie.mp4").is_ok()
     });
     let out = t.c.dir.join("download.mp4");
-    let mut play = Command::new(BIN)
-        .args([
-            "play",
-            &format!("{}/v1/play/movie.mp4", t.c.url(entry)),
-            "--plain",
-            "--max-rate",
-            "2000000",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let url = format!("{}/v1/play/movie.mp4", t.c.url(entry));
+    let mut play = start_play(&url, 2_000_000, &out);
     let mut lines = BufReader::new(play.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let serving = t.c.node_of(&first).expect("a machine's address");
     let dead = t.cluster_of[&serving];
     assert_ne!(dead, t.cluster_of[&entry], "served away from the entry");
-    let start = Instant::now();
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1 << 20 {
-        assert!(start.elapsed() < LIMIT, "the download does not progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_len(&out, 1 << 20);
     for m in t.machines_of(dead) {
         t.c.kill(m);
     }

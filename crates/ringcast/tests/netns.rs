@@ -14,7 +14,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -294,17 +294,16 @@ struct Play {
 }
 
 impl Play {
-    fn start(hosts: &Hosts, bytes_per_s: u32) -> Play {
+    fn start(hosts: &Hosts, bytes_per_s: u64) -> Play {
         let out = hosts.dir.join("download.mp4");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &hosts.net.host(1), common::BIN, "play"])
-            .arg("http://10.254.0.1:8500/v1/play/movie.mp4")
-            .args(["--plain", "--max-rate", &bytes_per_s.to_string(), "--out"])
-            .arg(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut ip = Command::new("ip");
+        ip.args(["netns", "exec", &hosts.net.host(1), common::BIN]);
+        let mut child = common::play_command(
+            ip,
+            "http://10.254.0.1:8500/v1/play/movie.mp4",
+            bytes_per_s,
+            &out,
+        );
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         Play { child, lines, out }
     }
@@ -318,14 +317,7 @@ impl Play {
             .and_then(|rest| rest.split(':').next())
             .and_then(|h| h.parse().ok())
             .unwrap_or_else(|| panic!("no host in {first:?}"));
-        let start = Instant::now();
-        while std::fs::metadata(&self.out).map_or(0, |m| m.len()) < 1 << 20 {
-            assert!(
-                start.elapsed() < common::LIMIT,
-                "the download does not progress"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::wait_len(&self.out, 1 << 20);
         host
     }
 

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{isolate_network, Cluster, Reap, Spec, BIN, LIMIT};
+use common::{isolate_network, start_play, wait_len, Cluster, Reap, Spec, LIMIT};
 use sha2::{Digest, Sha256};
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -105,29 +105,12 @@ fn sigkill_of_the_serving_node_halfway_and_ringcast_play_completes_byte_exact() 
     c.put_title(1, "movie.mp4", &movie);
     wait_placeable(&c, "movie.mp4");
     let out = c.dir.join("download.mp4");
-    let mut play = Command::new(BIN)
-        .args([
-            "play",
-            &format!("{}/v1/play/movie.mp4", c.url(1)),
-            "--plain",
-            "--max-rate",
-            "2000000",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut play = start_play(&format!("{}/v1/play/movie.mp4", c.url(1)), 2_000_000, &out);
     let mut lines = BufReader::new(play.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("reading from "), "{first}");
     let serving = c.node_of(&first).expect("a node's address");
-    let start = Instant::now();
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1 << 20 {
-        assert!(start.elapsed() < LIMIT, "the download does not progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_len(&out, 1 << 20);
     c.kill(serving);
     let stderr = play.stderr.take().unwrap();
     let mut guard = Reap(vec![play]);

@@ -13,7 +13,8 @@
 
 use std::net::SocketAddr;
 
-use ringcast_proto::{NodeId, Role};
+use ringcast_proto::placement::rank_subclusters;
+use ringcast_proto::Role;
 
 use super::{ask_place, refusal, refused, unavailable, PlaceAnswer, Refused, Streaming, Title};
 use crate::runtime::Shared;
@@ -46,12 +47,12 @@ impl Streaming {
         let leaf = &self.shared;
         let seats = leaf.held_seats();
         if let Some(cluster) = within {
-            if leaf.cluster.0 == cluster && leaf.role() == Role::Supervisor {
+            if leaf.cluster_id == cluster && leaf.role() == Role::Supervisor {
                 return self.decide(title, stream, entry);
             }
             let Some(seat) = seats
                 .iter()
-                .find(|s| s.cluster.0 == cluster && s.role() == Role::Supervisor)
+                .find(|s| s.cluster_id == cluster && s.role() == Role::Supervisor)
             else {
                 return Err(refused(refusal(
                     StatusCode::MISDIRECTED_REQUEST,
@@ -106,22 +107,8 @@ impl Streaming {
             .unwrap_or_else(|e| e.into_inner())
             .get(&stream)
             .copied();
-        let mut candidates: Vec<(bool, u64, NodeId)> = map
-            .ring
-            .iter()
-            .filter_map(|n| {
-                let usage = tables.usage(*n)?;
-                let cap = usage.capacity.max_streams;
-                if usage.load.streams >= cap {
-                    return None;
-                }
-                let ratio = u64::from(usage.load.streams) * 1_000_000 / u64::from(cap.max(1));
-                Some((sticky != Some(*n), ratio, *n))
-            })
-            .collect();
-        candidates.sort();
         let mut refusal_seen: Option<Refused> = None;
-        for (_, _, sub) in candidates {
+        for sub in rank_subclusters(map, tables, sticky) {
             let Some(http) = map.member(sub).map(|m| m.addrs.http) else {
                 continue;
             };

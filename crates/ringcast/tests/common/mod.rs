@@ -464,6 +464,39 @@ pub fn replace_file(path: &Path, contents: &str) {
 }
 
 /// Runs the ringcast binary to completion.
+/// Starts `ringcast play URL --plain --max-rate RATE --out OUT`, its output
+/// piped: each line says where a part is read from.
+pub fn start_play(url: &str, max_rate: u64, out: &Path) -> Child {
+    play_command(Command::new(BIN), url, max_rate, out)
+}
+
+/// Adds `play URL --plain --max-rate RATE --out OUT` to `cmd` (the binary,
+/// or a wrapper that runs it) and starts it with its output piped.
+pub fn play_command(mut cmd: Command, url: &str, max_rate: u64, out: &Path) -> Child {
+    cmd.args([
+        "play",
+        url,
+        "--plain",
+        "--max-rate",
+        &max_rate.to_string(),
+        "--out",
+    ])
+    .arg(out)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start ringcast play")
+}
+
+/// Waits until the file at `path` holds at least `bytes`.
+pub fn wait_len(path: &Path, bytes: u64) {
+    let start = Instant::now();
+    while std::fs::metadata(path).map_or(0, |m| m.len()) < bytes {
+        assert!(start.elapsed() < LIMIT, "the download does not progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn ringcast(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run ringcast")
 }
