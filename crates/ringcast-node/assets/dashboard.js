@@ -46,6 +46,7 @@
     stalled: false,
     kickTimer: null,
     lastFragAt: 0,
+    titlesRetry: null,
     catalogs: null,
     // Content-Security-Policy violations seen by this page (none expected).
     violations: [],
@@ -431,9 +432,13 @@
 
   async function loadTitles() {
     const select = $('title-select');
+    clearTimeout(state.titlesRetry);
     try {
       const r = await fetch('/v1/titles', { cache: 'no-store' });
-      const body = r.ok ? await r.json() : { titles: [] };
+      const body = r.ok ? await r.json() : { titles: [], settled: true };
+      // A node has not rescanned a changed disk yet: the list changes
+      // without the tables changing again, so ask once more shortly.
+      if (body.settled === false) state.titlesRetry = setTimeout(loadTitles, 1000);
       const current = select.value;
       const titles = body.titles.filter((t) => PLAYABLE.test(t.title));
       select.replaceChildren(...titles.map((t) =>

@@ -94,6 +94,10 @@ pub struct TitleEntry {
 pub struct TitlesAnswer {
     /// Every title, sorted.
     pub titles: Vec<TitleEntry>,
+    /// Whether every disk's catalog is the one the tables report: `false`
+    /// while a node that reaches a changed disk has not rescanned it yet,
+    /// so the list may still change without the tables changing again.
+    pub settled: bool,
 }
 
 /// The supervisor's answer to `GET /v1/place/...`.
@@ -246,13 +250,19 @@ impl Streaming {
 
     /// Every title of the cluster with the disks holding it, from the
     /// catalogs of the disks the tables list (this node's own scans, or
-    /// `GET /v1/disks/{id}/catalog` of a node that reaches the disk).
-    pub fn titles(&self) -> Vec<TitleEntry> {
+    /// `GET /v1/disks/{id}/catalog` of a node that reaches the disk), and
+    /// whether every catalog matched the digest the tables report.
+    pub fn titles(&self) -> (Vec<TitleEntry>, bool) {
         let snap = self.shared.snapshot();
         let mut by_title: BTreeMap<String, Vec<DiskId>> = BTreeMap::new();
+        let mut settled = true;
         match (snap.map.as_ref(), snap.tables.as_ref()) {
             (Some(map), Some(tables)) => {
                 let known = self.refresh_known(map, tables);
+                settled = tables
+                    .disk_usage
+                    .iter()
+                    .all(|r| known.get(&r.disk).is_some_and(|(d, _)| *d == r.catalog));
                 for (disk, (_, titles)) in known.iter() {
                     if tables.disk_usage.iter().any(|r| r.disk == *disk) {
                         for t in titles {
@@ -273,14 +283,15 @@ impl Streaming {
                 }
             }
         }
-        by_title
+        let titles = by_title
             .into_iter()
             .map(|(title, disks)| TitleEntry {
                 content_type: crate::stream::content_type_for(&title),
                 title,
                 disks,
             })
-            .collect()
+            .collect();
+        (titles, settled)
     }
 
     /// Reads the catalog of `disk` whose digest is `wanted`: this node's own
@@ -601,7 +612,7 @@ async fn place(
 
 async fn titles(State(s): State<Arc<Streaming>>) -> Response {
     match tokio::task::spawn_blocking(move || s.titles()).await {
-        Ok(titles) => Json(TitlesAnswer { titles }).into_response(),
+        Ok((titles, settled)) => Json(TitlesAnswer { titles, settled }).into_response(),
         Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "listing titles failed"),
     }
 }
