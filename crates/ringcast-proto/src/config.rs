@@ -41,6 +41,16 @@ pub struct DiskAccess {
     pub probe_path: String,
 }
 
+/// Claim 5: how many times slower each level of a tree runs than the level
+/// below it, unless told otherwise (docs/hierarchy.md, "Timing between levels").
+pub const LEVEL_SLOWDOWN: u32 = 5;
+
+/// Claim 5: missed status periods before a parent cluster declares a seat
+/// failed. A seat moves within a sub-cluster's failover plus one
+/// notification of its parent; a loaded machine should not turn that into a
+/// failure.
+pub const PARENT_MISS_LIMIT: u32 = 5;
+
 /// Timing of the protocol. Every timer of the node state machine derives from these.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -116,6 +126,24 @@ impl Timing {
         t.takeover_step = interval / 2;
         t.join_retry = interval;
         t.leave_retry = interval;
+        t
+    }
+
+    /// Claim 5: the timing of a cluster `levels_above` levels above the
+    /// leaves of a tree whose leaves run `self`: every interval `slowdown`
+    /// times longer per level, so a sub-cluster fails over and its seat
+    /// moves well inside its parent's failure detection, and
+    /// [`PARENT_MISS_LIMIT`] missed periods before a seat is declared
+    /// failed. The one rule of the simulator and of generated cluster files.
+    pub fn for_level(&self, levels_above: u32, slowdown: u32) -> Timing {
+        if levels_above == 0 {
+            return self.clone();
+        }
+        let factor = slowdown.max(1).saturating_pow(levels_above);
+        let mut t = Timing::with_interval(self.status_interval * factor, PARENT_MISS_LIMIT);
+        t.preempt = self.preempt;
+        t.disk_check_interval = self.disk_check_interval;
+        t.disk_quorum = self.disk_quorum;
         t
     }
 

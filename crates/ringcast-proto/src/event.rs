@@ -119,4 +119,11 @@ pub enum Event {
         /// The version seen.
         version: u32,
     },
+    /// A datagram was refused (bad tag, replayed counter, unknown sender,
+    /// a body that is not a message, ...); the reason is also counted in
+    /// the node's statistics.
+    Rejected {
+        /// Why, one of [`crate::stats::REJECT_REASONS`].
+        reason: &'static str,
+    },
 }

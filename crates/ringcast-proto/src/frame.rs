@@ -165,7 +165,7 @@ impl ClusterKey {
 /// The cluster keys a node accepts (at most two, during a rotation) and the
 /// one it seals with.
 ///
-/// Issue 7: a key is rotated without downtime in three stages (see
+/// Key rotation: a key is rotated without downtime in three stages (see
 /// [`Rotation`]); each stage starts only once every node runs the previous
 /// one, so two nodes are never more than one stage apart and every frame
 /// any node seals is accepted by every other node.
@@ -245,7 +245,7 @@ impl Keyring {
             .collect()
     }
 
-    /// Issue 7: the keyring of a node at `stage` of the rotation from `old`
+    /// Key rotation: the keyring of a node at `stage` of the rotation from `old`
     /// to `new` (each a key id and its 32 bytes).
     pub fn at_stage(stage: Rotation, old: (KeyId, [u8; 32]), new: (KeyId, [u8; 32])) -> Keyring {
         let (seal, also) = match stage {
@@ -273,7 +273,7 @@ impl Keyring {
     }
 }
 
-/// Issue 7: the stages of a key rotation without downtime, in order. A node
+/// Key rotation: the stages of a key rotation without downtime, in order. A node
 /// moves to the next stage only once every node of the cluster runs the
 /// current one (the node crate applies a stage by reloading its key file on
 /// `SIGHUP` or when it sees a newer configuration version).
@@ -1008,7 +1008,7 @@ mod tests {
         );
     }
 
-    /// Issue 7: the staged rotation. Between nodes at the same or adjacent
+    /// Key rotation: the staged rotation. Between nodes at the same or adjacent
     /// stages every frame is accepted both ways; two stages apart it would
     /// not be (so each stage must be complete before the next); after the
     /// last stage a frame under the old key is refused.

@@ -4,7 +4,8 @@
 //! time is a value passed in, randomness comes from a seed, and the only
 //! outputs are datagrams to send, events and the next deadline. The simulator
 //! (`ringcast-sim`) and the real daemon (`ringcast-node`) drive the same
-//! [`node::Node`] through the same [`pump::pump`].
+//! [`machine::Machine`] (a host's leaf [`node::Node`] and the seats it holds
+//! in ancestor clusters) through the same [`pump::pump`].
 //!
 //! Modules are named after the claim's concept: [`election`] (claims 1, 12,
 //! 16-18, 21-22), [`ring`] (6-8), [`supervisor`] and [`tables`] (4, 9, 14, 19),
@@ -21,6 +22,7 @@ pub mod fragment;
 pub mod frame;
 pub mod health;
 pub mod ids;
+pub mod machine;
 pub mod map;
 pub mod message;
 pub mod node;
@@ -34,11 +36,15 @@ pub mod tables;
 pub mod timer;
 pub mod token;
 
-pub use config::{Capacity, ConfigError, DiskAccess, NodeAddrs, NodeConfig, Timing};
+pub use config::{
+    Capacity, ConfigError, DiskAccess, NodeAddrs, NodeConfig, Timing, LEVEL_SLOWDOWN,
+    PARENT_MISS_LIMIT,
+};
 pub use election::Reason;
 pub use event::{Destination, Event, LocalEvent, Transmit};
 pub use frame::Keyring;
 pub use ids::{ClusterId, DiskId, Epoch, Incarnation, KeyId, NodeId, Rank};
+pub use machine::{Level, LevelTransmit, Machine, MachineConfig, MachineEvent, Reassign, Reload};
 pub use map::{ClusterMap, Member, MemberStatus};
 pub use node::{Node, Role};
 pub use tables::{Load, Tables};

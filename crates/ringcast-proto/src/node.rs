@@ -296,7 +296,7 @@ impl Node {
         &self.keyring
     }
 
-    /// Issue 7: the node now runs configuration version `version` (it
+    /// Configuration reload: the node now runs configuration version `version` (it
     /// reloaded its configuration, a new key say). Frames sealed from now on
     /// carry it, so nodes still on an older version see it and refetch; a
     /// version at or below one already seen raises no `ConfigOutdated`.
@@ -1073,6 +1073,7 @@ impl Node {
 
     fn reject(&mut self, reason: &'static str) {
         self.stats.count_rejected(reason);
+        self.events.push_back(Event::Rejected { reason });
     }
 }
 

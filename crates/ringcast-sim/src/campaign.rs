@@ -204,7 +204,7 @@ fn inject_faults(sim: &mut Sim, cfg: &CampaignConfig) {
         let gap = Duration::from_millis(sim.rng().gen_range(20..300));
         sim.run_for(gap);
         let id = sim.rng().gen_range(1..=n);
-        let running = sim.machine(id).node.is_some();
+        let running = sim.machine(id).node().is_some();
         match sim.rng().gen_range(0..10) {
             0 | 1 if running && sim.live().len() > 1 => sim.crash(id),
             2 | 3 if !running || !sim.machine(id).is_live() => sim.start(id),
@@ -264,7 +264,7 @@ fn inject_minority_faults(sim: &mut Sim, cfg: &CampaignConfig) -> Duration {
         }
         next_fault = now + Duration::from_millis(sim.rng().gen_range(20..300));
         let id = minority[sim.rng().gen_range(0..minority.len())];
-        let running = sim.machine(id).node.is_some();
+        let running = sim.machine(id).node().is_some();
         match sim.rng().gen_range(0..10) {
             0 | 1 if running => sim.crash(id),
             2 | 3 if !running || !sim.machine(id).is_live() => sim.start(id),
@@ -300,21 +300,16 @@ fn inject_minority_faults(sim: &mut Sim, cfg: &CampaignConfig) -> Duration {
 /// Whether every node of `majority` follows one supervisor that runs and
 /// supervises (it may be outside the majority).
 fn majority_served(sim: &Sim, majority: &[u32]) -> bool {
-    let Some(sup) = sim
-        .machine(majority[0])
-        .node
-        .as_ref()
-        .and_then(|n| n.supervisor())
-    else {
+    let Some(sup) = sim.machine(majority[0]).node().and_then(|n| n.supervisor()) else {
         return false;
     };
     let follows = majority
         .iter()
-        .all(|id| sim.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(sup));
+        .all(|id| sim.machine(*id).node().and_then(|n| n.supervisor()) == Some(sup));
     let supervises = sim
         .machines
         .get((sup.0 as usize).wrapping_sub(1))
-        .and_then(|m| m.node.as_ref())
+        .and_then(|m| m.node())
         .is_some_and(|n| n.role() == Role::Supervisor);
     follows && supervises
 }
@@ -353,9 +348,7 @@ fn measure_failover(sim: &mut Sim, cfg: &CampaignConfig, limit: Duration) -> Opt
         survivors
             .iter()
             .filter(|id| s.machine(**id).is_live())
-            .all(|id| {
-                s.machine(*id).node.as_ref().and_then(|n| n.supervisor()) == Some(NodeId(next))
-            })
+            .all(|id| s.machine(*id).node().and_then(|n| n.supervisor()) == Some(NodeId(next)))
     });
     match result {
         Ok(d) => {

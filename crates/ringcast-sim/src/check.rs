@@ -2,30 +2,56 @@
 //! (liveness) once the network is quiet.
 
 use ringcast_proto::map::MemberStatus;
-use ringcast_proto::{NodeId, Role};
+use ringcast_proto::{Incarnation, Node, NodeId, Role};
 
-use crate::world::{Machine, Sim};
+use crate::world::Sim;
 
 /// The order in which a node prefers maps: (epoch, rank reversed, version).
 pub use ringcast_proto::map::Precedence;
 
-/// The precedence of the map a machine holds.
-pub fn precedence_of(m: &Machine) -> Option<Precedence> {
-    m.node
-        .as_ref()
-        .and_then(|n| n.map())
-        .map(|map| map.precedence())
+/// One cluster as the invariants see it: a lone cluster's world, or one
+/// cluster of a simulated tree (its members machines or seats).
+pub trait ClusterView {
+    /// The nodes of the cluster's members that run now, by member id,
+    /// lowest first (left nodes included).
+    fn running(&self) -> Vec<(u32, &Node)>;
+    /// Whether life `incarnation` of member `id` still runs.
+    fn life_is_running(&self, id: NodeId, incarnation: Incarnation) -> bool;
+    /// Whether the cluster's timing lets a higher priority preempt.
+    fn preempt(&self) -> bool;
 }
 
-/// Safety checks on machine `i` after it handled an input.
-pub fn node_safety(sim: &Sim, i: usize, previous: &mut Option<Precedence>) -> Vec<String> {
+impl ClusterView for Sim {
+    fn running(&self) -> Vec<(u32, &Node)> {
+        self.machines
+            .iter()
+            .filter_map(|m| m.node().map(|n| (m.id.0, n)))
+            .collect()
+    }
+    fn life_is_running(&self, id: NodeId, incarnation: Incarnation) -> bool {
+        Sim::life_is_running(self, id, incarnation)
+    }
+    fn preempt(&self) -> bool {
+        self.config.timing.preempt
+    }
+}
+
+/// The precedence of the map a node holds.
+pub fn precedence_of(node: Option<&Node>) -> Option<Precedence> {
+    node.and_then(|n| n.map()).map(|map| map.precedence())
+}
+
+/// Safety checks on `node` after it handled an input: `previous` is the
+/// precedence of the map it held before; with `strict`, its cluster runs on
+/// a healthy network, where no live node may be marked failed.
+pub fn node_safety(
+    node: &Node,
+    previous: Option<Precedence>,
+    strict: Option<&dyn ClusterView>,
+) -> Vec<String> {
     let mut problems = Vec::new();
-    let m = &sim.machines[i];
-    let Some(node) = m.node.as_ref() else {
-        return problems;
-    };
-    let id = m.id;
-    if let (Some(before), Some(now)) = (*previous, precedence_of(m)) {
+    let id = node.id();
+    if let (Some(before), Some(now)) = (previous, precedence_of(Some(node))) {
         if now < before {
             problems.push(format!(
                 "{id} went back from map {before:?} to an older one {now:?}"
@@ -61,11 +87,11 @@ pub fn node_safety(sim: &Sim, i: usize, previous: &mut Option<Precedence>) -> Ve
             }
         }
     }
-    if sim.config.strict_failures {
+    if let Some(cluster) = strict {
         if let Some(map) = node.map() {
             for entry in &map.members {
                 if entry.status == MemberStatus::Failed
-                    && sim.life_is_running(entry.id, entry.incarnation)
+                    && cluster.life_is_running(entry.id, entry.incarnation)
                 {
                     problems.push(format!(
                         "{id}'s map marks {} ({}) failed but it is alive on a healthy network",
@@ -82,30 +108,35 @@ pub fn node_safety(sim: &Sim, i: usize, previous: &mut Option<Precedence>) -> Ve
 /// supervisor among the live nodes (the highest priority when preemption is
 /// on), every live node joined and holding the supervisor's map, every live
 /// node listed up with its current life and every other listed node not up.
-pub fn not_converged(sim: &Sim) -> Option<String> {
-    let live = sim.live();
+pub fn not_converged(cluster: &(impl ClusterView + ?Sized)) -> Option<String> {
+    let live: Vec<(u32, &Node)> = cluster
+        .running()
+        .into_iter()
+        .filter(|(_, n)| n.role() != Role::Left)
+        .collect();
     if live.is_empty() {
         return None;
     }
-    let supervisors: Vec<u32> = live
+    let supervisors: Vec<(u32, &Node)> = live
         .iter()
         .copied()
-        .filter(|id| sim.node(*id).role() == Role::Supervisor)
+        .filter(|(_, n)| n.role() == Role::Supervisor)
         .collect();
-    let [sup] = supervisors[..] else {
-        return Some(format!("supervisors: {supervisors:?}"));
+    let [(sup, sup_node)] = supervisors[..] else {
+        let ids: Vec<u32> = supervisors.iter().map(|(id, _)| *id).collect();
+        return Some(format!("supervisors: {ids:?}"));
     };
-    if sim.config.timing.preempt {
-        let best = live.iter().min().copied().unwrap_or(sup);
+    if cluster.preempt() {
+        // Priority is in id order in every simulated cluster.
+        let best = live.iter().map(|(id, _)| *id).min().unwrap_or(sup);
         if sup != best {
             return Some(format!(
                 "n{sup} supervises but n{best} has a higher priority"
             ));
         }
     }
-    let reference = sim.node(sup).map()?.agreement_key();
-    for id in &live {
-        let node = sim.node(*id);
+    let reference = sup_node.map()?.agreement_key();
+    for (id, node) in &live {
         if !node.is_joined() {
             return Some(format!("n{id} has not joined"));
         }
@@ -114,9 +145,8 @@ pub fn not_converged(sim: &Sim) -> Option<String> {
             _ => return Some(format!("n{id}'s map differs from the supervisor's")),
         }
     }
-    let map = sim.node(sup).map()?;
-    for id in &live {
-        let node = sim.node(*id);
+    let map = sup_node.map()?;
+    for (id, node) in &live {
         let listed = map.member(NodeId(*id));
         if !listed
             .is_some_and(|m| m.status == MemberStatus::Up && m.incarnation == node.incarnation())
@@ -125,14 +155,15 @@ pub fn not_converged(sim: &Sim) -> Option<String> {
         }
     }
     for entry in &map.members {
-        if entry.status == MemberStatus::Up && !sim.life_is_running(entry.id, entry.incarnation) {
+        if entry.status == MemberStatus::Up && !cluster.life_is_running(entry.id, entry.incarnation)
+        {
             return Some(format!("{} is listed up but is not running", entry.id));
         }
     }
     None
 }
 
-/// Whether the world has converged.
-pub fn converged(sim: &Sim) -> bool {
-    not_converged(sim).is_none()
+/// Whether the cluster has converged.
+pub fn converged(cluster: &(impl ClusterView + ?Sized)) -> bool {
+    not_converged(cluster).is_none()
 }

@@ -1,39 +1,33 @@
-//! Claim 5 and DESIGN section 7: a hierarchy of clusters in the simulator.
+//! Claim 5 and DESIGN section 7: runs of a whole tree of clusters.
 //!
-//! Every cluster of the tree is its own simulated world ([`Sim`]) with its own
-//! bus and ring. A leaf cluster's members are machines; a parent cluster's
-//! members are seats, one per sub-cluster. The seat of a sub-cluster runs on
-//! the machine that supervises the sub-cluster: when that supervisor changes
-//! (takeover, preemption, crash), the old seat stops without a word and the
-//! new supervisor starts the seat again with a newer life, which the parent
-//! takes as a rejoin, not a failure. When every machine of a sub-cluster is
-//! dead, nobody holds its seat and the parent's ring declares it failed.
-//!
-//! The worlds advance in lockstep windows of virtual time, in parallel; seats
-//! follow their supervisors at every window boundary (a window is a quarter
-//! of the leaf status interval, so a seat moves within 5 ms at LAN timing),
-//! deepest level first, so a machine that supervises at several levels stops
-//! at every level at the same boundary. Each level runs slower than the one
-//! below it by `slowdown`, so a sub-cluster's failover fits well inside its
-//! parent's failure detection time.
+//! The tree is a [`TreeWorld`]: every host a protocol [`ringcast_proto::Machine`]
+//! that takes its sub-cluster's seat in the parent cluster while it
+//! supervises, exactly as the daemon's machine does. A run forms the tree
+//! from a cold start, measures quiet traffic against lone clusters, then
+//! plays fault rounds: supervisor deaths at every level, whole dead
+//! sub-clusters and, with [`TreeFaults::All`], loss, duplication and
+//! reordering on every level's network, partitions of clusters at every
+//! level and pauses of supervising machines. After each round every cluster
+//! must converge again; a parent may mark a sub-cluster failed only when it
+//! is dead (or while network faults and pauses may cut its seat off), and at
+//! the end the root's tables must count every machine's streams. Each level
+//! runs slower than the one below it ([`Timing::for_level`]), so a
+//! sub-cluster's failover fits well inside its parent's failure detection.
 
-use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use rayon::prelude::*;
-use ringcast_proto::event::{Event, LocalEvent};
-use ringcast_proto::tables::aggregate;
-use ringcast_proto::{Capacity, ClusterId, MemberStatus, NodeId, Timing};
-use ringcast_proto::{Incarnation, Load};
+use ringcast_proto::event::LocalEvent;
+use ringcast_proto::{Load, MemberStatus, Timing};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::campaign::{convergence_limit, percentile};
-use crate::check;
-use crate::world::{Sim, SimConfig};
+use crate::check::{self, ClusterView};
+use crate::tree::TreeWorld;
+use crate::world::{NetFaults, Sim, SimConfig};
 
 /// Why a shape was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -116,6 +110,18 @@ impl Shape {
     }
 }
 
+/// Which faults a hierarchy run injects besides its kills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeFaults {
+    /// Only kills: supervisors at every level and whole sub-clusters, on a
+    /// quiet network, where no parent may mark a live sub-cluster failed.
+    Kills,
+    /// Kills, and between them loss, duplication and reordering on every
+    /// level's network, partitions of clusters at every level, and pauses
+    /// of machines that supervise at one or more levels.
+    All,
+}
+
 /// How a hierarchy run goes.
 #[derive(Clone, Debug)]
 pub struct HierarchyConfig {
@@ -129,22 +135,18 @@ pub struct HierarchyConfig {
     pub leaf_timing: Timing,
     /// How much slower each level runs than the level below it.
     pub slowdown: u32,
-    /// Worker threads.
+    /// Faults besides the kills.
+    pub faults: TreeFaults,
+    /// Worker threads, for the lone clusters measured beside the tree.
     pub threads: usize,
 }
 
 impl HierarchyConfig {
-    /// Timing of the clusters at `level` (0 is the root).
+    /// Timing of the clusters at `level` (0 is the root), by the protocol's
+    /// one rule ([`Timing::for_level`]).
     pub fn level_timing(&self, level: usize) -> Timing {
-        let above_leaves = self.shape.levels() - 1 - level;
-        if above_leaves == 0 {
-            return self.leaf_timing.clone();
-        }
-        let factor = self.slowdown.max(1).pow(above_leaves as u32);
-        Timing::with_interval(
-            self.leaf_timing.status_interval * factor,
-            self.leaf_timing.miss_limit.get(),
-        )
+        let above_leaves = (self.shape.levels() - 1 - level) as u32;
+        self.leaf_timing.for_level(above_leaves, self.slowdown)
     }
 }
 
@@ -186,14 +188,23 @@ pub struct HierarchySummary {
     /// From a whole sub-cluster's death until every seat of its parent lists it failed.
     pub subcluster_detect_ms_p99: Option<f64>,
     /// Parents that marked a sub-cluster failed while it had a live machine
-    /// (a violation each).
+    /// on a quiet network (a violation each).
     pub false_subcluster_failures: usize,
+    /// Which faults ran besides the kills: `kills` or `all`.
+    pub faults: &'static str,
+    /// Network fault rounds run (loss, duplication and reordering on every level).
+    pub network_rounds: usize,
+    /// Partition rounds run, per level (root first).
+    pub partitions: Vec<usize>,
+    /// Pause rounds run (each pauses a machine that supervises at least one cluster).
+    pub pauses: usize,
     /// Streams the root's tables count at the end.
     pub root_streams: u64,
     /// Streams every live machine reports at the end (the root must agree).
     pub machine_streams: u64,
     /// Bus and ring bytes sent and received per second by one node of one
-    /// cluster (a machine, or a seat), the most of any, on a quiet network.
+    /// cluster (a machine, or a seat, whoever holds it), the most of any, on
+    /// a quiet network.
     pub max_bytes_per_node_per_s: f64,
     /// The same, averaged over every node of every cluster.
     pub mean_bytes_per_node_per_s: f64,
@@ -208,39 +219,25 @@ pub struct HierarchySummary {
     pub wall_s: f64,
 }
 
-/// One cluster of the tree and its world.
-struct Cluster {
-    level: usize,
-    /// The parent cluster and the seat's member id in it.
-    parent: Option<(usize, u32)>,
-    /// The sub-cluster of each member id (id - 1), for clusters above the leaves.
-    children: Vec<usize>,
-    world: Sim,
-    /// The supervisor (member id and life) whose seat runs in the parent.
-    seat: Option<(u32, Incarnation)>,
-    /// The load last handed to the seat.
-    pushed: Option<Load>,
-    /// When it was killed whole, and when it came back.
-    dead: Option<(Duration, Option<Duration>)>,
-}
-
-/// A whole hierarchy of simulated clusters.
+/// A whole tree of simulated clusters and what a run watches in it.
 pub struct Hierarchy {
     cfg: HierarchyConfig,
-    clusters: Vec<Cluster>,
-    elapsed: Duration,
+    world: TreeWorld,
     window: Duration,
-    rng: ChaCha8Rng,
-    pool: rayon::ThreadPool,
-    /// Machines to start later: (when, leaf cluster, member id).
-    pending: Vec<(Duration, usize, u32)>,
-    /// Cross-level violations (each world keeps its own too).
+    /// Machines to start later: (when, host).
+    pending: Vec<(Duration, usize)>,
+    /// Cross-level violations (the world keeps the safety ones).
     violations: Vec<String>,
-    /// Events of parent worlds already looked at, per cluster.
-    seen_events: Vec<Vec<usize>>,
+    /// Seat failures already audited.
+    audited: usize,
     /// Seats allowed to be marked failed in this round (they supervised
-    /// their parent and died with their machine).
+    /// their parent and died, or stalled, with their machine).
     churn_allowed: Vec<(usize, u32)>,
+    /// Until when a parent may mark a live sub-cluster failed: network
+    /// faults and pauses can cut a seat off for longer than its parent waits.
+    faults_until: Duration,
+    /// Per leaf cluster: when it was killed whole, and when it came back.
+    dead: Vec<Option<(Duration, Option<Duration>)>>,
     false_failures: usize,
     last_unconverged: usize,
 }
@@ -262,106 +259,60 @@ fn ms(d: Duration) -> f64 {
 impl Hierarchy {
     /// Builds the tree with every machine stopped.
     pub fn new(cfg: HierarchyConfig) -> Hierarchy {
-        let threads = cfg.threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("a thread pool of a few threads can be built");
-        let mut clusters: Vec<Cluster> = Vec::new();
-        let mut level_start = 0;
-        clusters.push(Self::cluster(&cfg, 0, None, 0));
-        for level in 0..cfg.shape.levels() - 1 {
-            let level_end = clusters.len();
-            for parent in level_start..level_end {
-                for id in 1..=cfg.shape.members(level) {
-                    let index = clusters.len();
-                    clusters.push(Self::cluster(&cfg, level + 1, Some((parent, id)), index));
-                    clusters[parent].children.push(index);
-                }
-            }
-            level_start = level_end;
-        }
-        let window = cfg.leaf_timing.status_interval / 4;
-        let seen_events = clusters
-            .iter()
-            .map(|c| vec![0; c.world.machines.len()])
+        let shape: Vec<u32> = (0..cfg.shape.levels())
+            .map(|l| cfg.shape.members(l))
             .collect();
+        let world = TreeWorld::new(&shape, |l| cfg.level_timing(l), cfg.seed);
+        let window = (cfg.leaf_timing.status_interval / 4).max(Duration::from_micros(100));
+        let clusters = world.clusters.len();
         Hierarchy {
-            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
-            clusters,
-            elapsed: Duration::ZERO,
-            window: window.max(Duration::from_micros(100)),
-            pool,
+            world,
+            window,
             pending: Vec::new(),
             violations: Vec::new(),
-            seen_events,
+            audited: 0,
             churn_allowed: Vec::new(),
+            faults_until: Duration::ZERO,
+            dead: vec![None; clusters],
             false_failures: 0,
             last_unconverged: 0,
         }
     }
 
-    fn cluster(
-        cfg: &HierarchyConfig,
-        level: usize,
-        parent: Option<(usize, u32)>,
-        index: usize,
-    ) -> Cluster {
-        let seed = cfg.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut sim_cfg = SimConfig::new(seed, cfg.shape.members(level));
-        sim_cfg.timing = cfg.level_timing(level);
-        let mut world = Sim::new(sim_cfg);
-        for m in &mut world.machines {
-            m.cfg.cluster = ClusterId(index as u32 + 1);
-        }
-        Cluster {
-            level,
-            parent,
-            children: Vec::new(),
-            world,
-            seat: None,
-            pushed: None,
-            dead: None,
-        }
+    /// The simulated tree.
+    pub fn world(&self) -> &TreeWorld {
+        &self.world
     }
 
-    fn is_leaf(&self, cluster: usize) -> bool {
-        self.clusters[cluster].children.is_empty()
+    fn is_leaf(&self, c: usize) -> bool {
+        self.world.clusters[c].children.is_empty()
     }
 
     fn leaves(&self) -> std::ops::Range<usize> {
-        let first = self
-            .clusters
-            .iter()
-            .position(|c| c.children.is_empty())
+        let first = (0..self.world.clusters.len())
+            .find(|c| self.is_leaf(*c))
             .unwrap_or(0);
-        first..self.clusters.len()
+        first..self.world.clusters.len()
     }
 
-    /// Virtual time since the start.
-    pub fn elapsed(&self) -> Duration {
-        self.elapsed
+    /// The hosts of leaf cluster `c`.
+    fn hosts_of(&self, c: usize) -> Vec<usize> {
+        (0..self.world.hosts.len())
+            .filter(|h| self.world.hosts[*h].chain[0].0 == c)
+            .collect()
     }
 
-    /// Starts a leaf machine now, with its load.
-    fn start_machine(&mut self, cluster: usize, id: u32) {
-        let world = &mut self.clusters[cluster].world;
-        world.start(id);
-        world.local(id, LocalEvent::Load(machine_load(cluster, id)));
+    fn start_host(&mut self, h: usize) {
+        let (c, id) = self.world.hosts[h].chain[0];
+        self.world.start(h, machine_load(c, id));
     }
 
-    /// Kills a leaf machine and, at once, every seat it holds.
-    fn kill_machine(&mut self, cluster: usize, id: u32) {
-        self.clusters[cluster].world.crash(id);
-        self.sync_seats();
-    }
-
-    /// Advances every world by `d`, window by window.
+    /// Advances the tree by `d`, window by window.
     pub fn advance(&mut self, d: Duration) {
-        let end = self.elapsed + d;
-        while self.elapsed < end {
-            let step = self.window.min(end - self.elapsed);
+        let end = self.world.elapsed() + d;
+        while self.world.elapsed() < end {
+            let step = self.window.min(end - self.world.elapsed());
             self.step(step);
         }
     }
@@ -372,13 +323,13 @@ impl Hierarchy {
         limit: Duration,
         mut done: impl FnMut(&mut Hierarchy) -> bool,
     ) -> Result<Duration, Duration> {
-        let start = self.elapsed;
+        let start = self.world.elapsed();
         loop {
             if done(self) {
-                return Ok(self.elapsed - start);
+                return Ok(self.world.elapsed() - start);
             }
-            if self.elapsed - start >= limit {
-                return Err(self.elapsed - start);
+            if self.world.elapsed() - start >= limit {
+                return Err(self.world.elapsed() - start);
             }
             let step = self.window;
             self.step(step);
@@ -386,126 +337,66 @@ impl Hierarchy {
     }
 
     fn step(&mut self, step: Duration) {
-        let clusters = &mut self.clusters;
-        self.pool.install(|| {
-            clusters.par_iter_mut().for_each(|c| c.world.run_for(step));
-        });
-        self.elapsed += step;
-        let now = self.elapsed;
-        let due: Vec<(usize, u32)> = self
+        self.world.run_for(step);
+        let now = self.world.elapsed();
+        let due: Vec<usize> = self
             .pending
             .iter()
-            .filter(|(at, _, _)| *at <= now)
-            .map(|(_, c, id)| (*c, *id))
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, h)| *h)
             .collect();
-        self.pending.retain(|(at, _, _)| *at > now);
-        for (c, id) in due {
-            self.start_machine(c, id);
+        self.pending.retain(|(at, _)| *at > now);
+        for h in due {
+            self.start_host(h);
         }
-        self.sync_seats();
-        self.push_loads();
-        self.audit_parent_events();
-    }
-
-    /// Seats follow their sub-cluster's supervisor, deepest level first.
-    fn sync_seats(&mut self) {
-        for c in (0..self.clusters.len()).rev() {
-            let Some((parent, slot)) = self.clusters[c].parent else {
-                continue;
-            };
-            let speaker = self.clusters[c].world.speaker();
-            if speaker == self.clusters[c].seat {
-                continue;
-            }
-            let capacity = self.aggregate(c).map(|(cap, _)| cap);
-            let had_seat = self.clusters[c].seat.is_some();
-            let parent_world = &mut self.clusters[parent].world;
-            if had_seat {
-                parent_world.crash(slot);
-            }
-            if let Some(capacity) = capacity.filter(|_| speaker.is_some()) {
-                parent_world.machines[slot as usize - 1].cfg.capacity = capacity;
-                parent_world.start(slot);
-            }
-            self.clusters[c].seat = speaker;
-            self.clusters[c].pushed = None;
-        }
-    }
-
-    /// Claim 5: the capacity and load a sub-cluster reports through its
-    /// seat, summed over the members its supervisor lists up.
-    fn aggregate(&self, cluster: usize) -> Option<(Capacity, Load)> {
-        let world = &self.clusters[cluster].world;
-        let (id, _) = world.speaker()?;
-        let node = world.machine(id).node.as_ref()?;
-        Some(aggregate(node.map()?, node.tables()?))
-    }
-
-    /// Hands each seat its sub-cluster's current load when it changed.
-    fn push_loads(&mut self) {
-        for c in 0..self.clusters.len() {
-            let Some((parent, slot)) = self.clusters[c].parent else {
-                continue;
-            };
-            if self.clusters[c].seat.is_none() {
-                continue;
-            }
-            let Some((_, load)) = self.aggregate(c) else {
-                continue;
-            };
-            if self.clusters[c].pushed != Some(load) {
-                self.clusters[parent]
-                    .world
-                    .local(slot, LocalEvent::Load(load));
-                self.clusters[c].pushed = Some(load);
-            }
-        }
+        self.audit_seat_failures();
     }
 
     /// A parent may mark a sub-cluster failed only while all of it is dead,
-    /// or when its seat was the parent's supervisor and died with its machine.
-    fn audit_parent_events(&mut self) {
-        for p in 0..self.clusters.len() {
-            if self.clusters[p].children.is_empty() {
+    /// when its seat was the parent's supervisor and died with its machine,
+    /// or while network faults or pauses may cut the seat off.
+    fn audit_seat_failures(&mut self) {
+        while self.audited < self.world.seat_failures.len() {
+            let f = self.world.seat_failures[self.audited];
+            self.audited += 1;
+            let Some(&child) = self.world.clusters[f.parent]
+                .children
+                .get(f.seat as usize - 1)
+            else {
+                continue;
+            };
+            let all_dead = self.leaves_below(child).iter().all(|leaf| {
+                self.dead[*leaf].is_some_and(|(killed, back)| {
+                    f.at >= killed && back.is_none_or(|b| f.at <= b + self.window)
+                })
+            });
+            if all_dead
+                || self.churn_allowed.contains(&(f.parent, f.seat))
+                || f.at <= self.faults_until
+            {
                 continue;
             }
-            for i in 0..self.clusters[p].world.machines.len() {
-                let total = self.clusters[p].world.machines[i].events.len();
-                let from = self.seen_events[p][i];
-                if total == from {
-                    continue;
-                }
-                self.seen_events[p][i] = total;
-                let declared: Vec<(Duration, NodeId)> = self.clusters[p].world.machines[i].events
-                    [from..total]
-                    .iter()
-                    .filter_map(|(at, e)| match e {
-                        Event::NodeFailed { node, .. } => Some((*at, *node)),
-                        _ => None,
-                    })
-                    .collect();
-                for (at, node) in declared {
-                    let Some(&child) = self.clusters[p].children.get(node.0 as usize - 1) else {
-                        continue;
-                    };
-                    let all_dead = match self.clusters[child].dead {
-                        Some((killed, back)) => {
-                            at >= killed && back.is_none_or(|b| at <= b + self.window)
-                        }
-                        None => false,
-                    };
-                    if all_dead || self.churn_allowed.contains(&(p, node.0)) {
-                        continue;
-                    }
-                    self.false_failures += 1;
-                    self.violation(format!(
-                        "cluster {p} (level {}) marked sub-cluster {child} (its {node}) failed at {:.1} ms while the sub-cluster had live machines",
-                        self.clusters[p].level,
-                        ms(at)
-                    ));
-                }
-            }
+            self.false_failures += 1;
+            self.violation(format!(
+                "cluster {} (level {}) marked sub-cluster {child} (its n{}) failed at {:.1} ms while the sub-cluster had live machines",
+                f.parent,
+                self.world.clusters[f.parent].level,
+                f.seat,
+                ms(f.at)
+            ));
         }
+    }
+
+    /// The leaf clusters in the subtree of `c`.
+    fn leaves_below(&self, c: usize) -> Vec<usize> {
+        if self.is_leaf(c) {
+            return vec![c];
+        }
+        self.world.clusters[c]
+            .children
+            .iter()
+            .flat_map(|child| self.leaves_below(*child))
+            .collect()
     }
 
     fn violation(&mut self, what: String) {
@@ -513,55 +404,22 @@ impl Hierarchy {
             self.violations.push(format!(
                 "seed {} at {:.1} ms: {what}",
                 self.cfg.seed,
-                ms(self.elapsed)
+                ms(self.world.elapsed())
             ));
         }
     }
 
     /// The first cluster that has not converged, with why.
     fn unconverged(&mut self) -> Option<(usize, String)> {
-        let n = self.clusters.len();
+        let n = self.world.clusters.len();
         for k in 0..n {
             let c = (self.last_unconverged + k) % n;
-            if let Some(why) = check::not_converged(&self.clusters[c].world) {
+            if let Some(why) = check::not_converged(&self.world.view(c)) {
                 self.last_unconverged = c;
                 return Some((c, why));
             }
         }
         None
-    }
-
-    /// The leaf machine that holds cluster `c`'s supervision, following
-    /// supervisors down the tree.
-    fn holder(&self, mut c: usize) -> Option<(usize, u32)> {
-        loop {
-            let (id, _) = self.clusters[c].world.speaker()?;
-            if self.is_leaf(c) {
-                return Some((c, id));
-            }
-            c = self.clusters[c].children[id as usize - 1];
-        }
-    }
-
-    /// The clusters whose supervision machine `(leaf, id)` holds, deepest first.
-    fn supervised_by(&self, leaf: usize, id: u32) -> Vec<usize> {
-        let mut chain = Vec::new();
-        let mut c = leaf;
-        let mut member = id;
-        loop {
-            match self.clusters[c].world.speaker() {
-                Some((s, _)) if s == member => chain.push(c),
-                _ => break,
-            }
-            match self.clusters[c].parent {
-                Some((parent, slot)) => {
-                    c = parent;
-                    member = slot;
-                }
-                None => break,
-            }
-        }
-        chain
     }
 
     fn limit(&self, level: usize) -> Duration {
@@ -583,7 +441,7 @@ impl Hierarchy {
             Ok(_) => true,
             Err(_) => {
                 let (c, why) = self.unconverged().unwrap_or_default();
-                let level = self.clusters[c].level;
+                let level = self.world.clusters[c].level;
                 self.violation(format!(
                     "no convergence {what}: cluster {c} (level {level}): {why}"
                 ));
@@ -594,48 +452,54 @@ impl Hierarchy {
 
     /// Streams the root's supervisor counts, and streams every live machine reports.
     fn stream_totals(&self) -> (u64, u64) {
-        let root = self.aggregate(0).map_or(0, |(_, l)| u64::from(l.streams));
-        let machines = self
-            .leaves()
-            .flat_map(|c| {
-                self.clusters[c]
-                    .world
-                    .machines
-                    .iter()
-                    .filter(|m| m.is_live())
-                    .map(move |m| u64::from(machine_load(c, m.id.0).streams))
+        let root = self
+            .world
+            .aggregate(0)
+            .map_or(0, |(_, l)| u64::from(l.streams));
+        let machines = (0..self.world.hosts.len())
+            .filter(|h| self.world.is_live(*h))
+            .map(|h| {
+                let (c, id) = self.world.hosts[h].chain[0];
+                u64::from(machine_load(c, id).streams)
             })
             .sum();
         (root, machines)
     }
+
+    /// Every cluster's formation: every member runs and the cluster converged.
+    fn formed(&self, level: usize) -> bool {
+        (0..self.world.clusters.len())
+            .filter(|c| self.world.clusters[*c].level == level)
+            .all(|c| {
+                let view = self.world.view(c);
+                view.running().len() == self.world.clusters[c].members as usize
+                    && check::converged(&view)
+            })
+    }
 }
 
-/// Bytes per second of each node of each world over `window`, measured now.
-fn traffic_window(h: &mut Hierarchy, window: Duration) -> Vec<Vec<f64>> {
-    let before: Vec<Vec<u64>> = h
+/// Bytes per second of each member of each cluster, and of each host, over
+/// `window`, measured now.
+fn traffic_window(h: &mut Hierarchy, window: Duration) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let members: Vec<Vec<u64>> = h.world.clusters.iter().map(|c| c.bytes.clone()).collect();
+    let hosts: Vec<u64> = h.world.hosts.iter().map(|x| x.bytes).collect();
+    h.advance(window);
+    let rate = |after: u64, before: u64| (after - before) as f64 / window.as_secs_f64();
+    let per_member = h
+        .world
         .clusters
         .iter()
-        .map(|c| {
-            c.world
-                .machines
-                .iter()
-                .map(|m| m.sent + m.received)
-                .collect()
-        })
+        .zip(members)
+        .map(|(c, b)| c.bytes.iter().zip(b).map(|(a, b)| rate(*a, b)).collect())
         .collect();
-    h.advance(window);
-    h.clusters
+    let per_host = h
+        .world
+        .hosts
         .iter()
-        .zip(before)
-        .map(|(c, b)| {
-            c.world
-                .machines
-                .iter()
-                .zip(b)
-                .map(|(m, b)| (m.sent + m.received - b) as f64 / window.as_secs_f64())
-                .collect()
-        })
-        .collect()
+        .zip(hosts)
+        .map(|(x, b)| rate(x.bytes, b))
+        .collect();
+    (per_member, per_host)
 }
 
 /// How many lone clusters the traffic comparison runs: the most any node
@@ -675,14 +539,21 @@ fn single_cluster_bytes(
     (max, mean)
 }
 
-/// What a fault round kills.
+/// One round of faults.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
-    /// The machine that supervises a random cluster of this level (and every
-    /// level below it down to a leaf).
+    /// Kill the machine that supervises a random cluster of this level (and
+    /// every level below it down to a leaf).
     Supervisor(usize),
-    /// Every machine of a random leaf cluster whose seat does not supervise its parent.
+    /// Kill every machine of a random leaf cluster whose seat does not
+    /// supervise its parent.
     WholeLeaf,
+    /// Loss, duplication and reordering on every level's network.
+    Network,
+    /// Split a random cluster of this level in two, then heal.
+    Partition(usize),
+    /// Pause a machine that supervises at least one cluster.
+    Pause,
 }
 
 /// Runs the hierarchy: a cold start, a quiet traffic measurement, then fault
@@ -696,11 +567,9 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
     // notification times.
     let stagger = cfg.leaf_timing.notification_time * 2;
     let mut pending = Vec::new();
-    for c in h.leaves() {
-        for id in 1..=cfg.shape.members(levels - 1) {
-            let at = h.rng.gen_range(Duration::ZERO..=stagger);
-            pending.push((at, c, id));
-        }
+    for host in 0..h.world.hosts.len() {
+        let at = h.world.rng().gen_range(Duration::ZERO..=stagger);
+        pending.push((at, host));
     }
     h.pending = pending;
     let mut formation_per_level: Vec<Option<f64>> = vec![None; levels];
@@ -710,15 +579,11 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
             return false;
         }
         for (level, formed) in formation_per_level.iter_mut().enumerate() {
-            if formed.is_none()
-                && h.clusters.iter().filter(|c| c.level == level).all(|c| {
-                    c.world.live().len() == c.world.machines.len() && check::converged(&c.world)
-                })
-            {
-                *formed = Some(ms(h.elapsed));
+            if formed.is_none() && h.formed(level) {
+                *formed = Some(ms(h.world.elapsed()));
             }
         }
-        h.pending.is_empty() && h.unconverged().is_none()
+        h.unconverged().is_none()
     });
     let formation = match formed {
         Ok(d) => Some(ms(d)),
@@ -733,16 +598,16 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
     progress(&format!(
         "formed {} machines in {} clusters: {:?} ms (per level {:?})",
         cfg.shape.machines(),
-        h.clusters.len(),
+        h.world.clusters.len(),
         formation,
         formation_per_level
     ));
 
-    // Quiet traffic, per node of each cluster and per machine.
-    // Whole cycles of full notifications (one in ten), long enough that one
-    // message more or less in the window moves a node's rate by about 2%.
+    // Quiet traffic, per node of each cluster and per machine. Whole cycles
+    // of full notifications (one in ten), long enough that one message more
+    // or less in the window moves a node's rate by about 2%.
     let quiet = cfg.leaf_timing.notify_interval * 250;
-    let rates = traffic_window(&mut h, quiet);
+    let (rates, per_host) = traffic_window(&mut h, quiet);
     let mut max_node: f64 = 0.0;
     let (mut sum, mut count) = (0.0, 0usize);
     for r in rates.iter().flatten() {
@@ -750,25 +615,19 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
         sum += r;
         count += 1;
     }
-    let mut per_machine: Vec<Vec<f64>> = rates.clone();
-    for c in 0..h.clusters.len() {
-        if let Some((parent, slot)) = h.clusters[c].parent {
-            if let Some((leaf, id)) = h.holder(c) {
-                let seat = rates[parent][slot as usize - 1];
-                per_machine[leaf][id as usize - 1] += seat;
-            }
-        }
-    }
-    let max_machine = h
-        .leaves()
-        .flat_map(|c| per_machine[c].iter().copied())
-        .fold(0.0, f64::max);
+    let max_machine = per_host.iter().copied().fold(0.0, f64::max);
     // Several lone clusters, so the most any node moves is compared over
     // more than one cluster's nodes on both sides.
-    let lone: Vec<(f64, f64)> = (0..SINGLE_CLUSTERS)
-        .into_par_iter()
-        .map(|k| single_cluster_bytes(cfg, cfg.seed + k, cfg.shape.members(levels - 1), quiet))
-        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads.max(1))
+        .build()
+        .expect("a thread pool of a few threads can be built");
+    let lone: Vec<(f64, f64)> = pool.install(|| {
+        (0..SINGLE_CLUSTERS)
+            .into_par_iter()
+            .map(|k| single_cluster_bytes(cfg, cfg.seed + k, cfg.shape.members(levels - 1), quiet))
+            .collect()
+    });
     let single_max = lone.iter().map(|(max, _)| *max).fold(0.0f64, f64::max);
     let single_mean = lone.iter().map(|(_, mean)| mean).sum::<f64>() / SINGLE_CLUSTERS as f64;
     progress(&format!(
@@ -785,121 +644,48 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
     if levels > 1 {
         kinds.push(Fault::WholeLeaf);
     }
-    let mut failover: Vec<Vec<f64>> = vec![Vec::new(); levels];
-    let mut detect: Vec<f64> = Vec::new();
+    if cfg.faults == TreeFaults::All {
+        kinds.push(Fault::Network);
+        kinds.extend((0..levels).rev().map(Fault::Partition));
+        kinds.push(Fault::Pause);
+    }
+    let mut tally = Tally {
+        failover: vec![Vec::new(); levels],
+        detect: Vec::new(),
+        network: 0,
+        partitions: vec![0; levels],
+        pauses: 0,
+    };
     let mut round = 0usize;
-    let round_budget = h.overall_limit();
     // A round takes about a root failover and a rejoin; start one only if
     // that fits in the time left.
     let root = cfg.level_timing(0);
     let typical_round = (root.notification_time + root.upstream_timeout()) * 2;
-    while h.elapsed + typical_round < cfg.duration && h.violations.len() < 5 {
+    while h.world.elapsed() + typical_round < cfg.duration && h.violations.len() < 5 {
         let kind = kinds[round % kinds.len()];
         round += 1;
-        // A random phase, so kills fall anywhere in the intervals.
+        // A random phase, so faults fall anywhere in the intervals.
         let phase = h
-            .rng
-            .gen_range(Duration::ZERO..=cfg.level_timing(0).status_interval);
+            .world
+            .rng()
+            .gen_range(Duration::ZERO..=root.status_interval);
         h.advance(phase);
-        match kind {
-            Fault::Supervisor(level) => {
-                let candidates: Vec<usize> = (0..h.clusters.len())
-                    .filter(|c| h.clusters[*c].level == level)
-                    .collect();
-                let c = candidates[h.rng.gen_range(0..candidates.len())];
-                let Some((leaf, id)) = h.holder(c) else {
-                    h.violation(format!(
-                        "cluster {c} has no supervisor before round {round}"
-                    ));
-                    continue;
-                };
-                let chain = h.supervised_by(leaf, id);
-                // A seat that supervised its parent dies with its machine;
-                // the parent's takeover may mark that life failed.
-                h.churn_allowed = chain
-                    .iter()
-                    .filter_map(|c| h.clusters[*c].parent)
-                    .filter(|(p, _)| chain.contains(p))
-                    .collect();
-                h.kill_machine(leaf, id);
-                let mut waiting: Vec<usize> = chain.clone();
-                let limit = round_budget;
-                let started = h.elapsed;
-                let _ = h.advance_until(limit, |h| {
-                    waiting.retain(|c| {
-                        if h.clusters[*c].world.follows_one_live_supervisor() {
-                            failover[h.clusters[*c].level].push(ms(h.elapsed - started));
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                    waiting.is_empty()
-                });
-                for c in waiting {
-                    h.violation(format!(
-                        "cluster {c} (level {}) found no new supervisor after its supervisor's machine died",
-                        h.clusters[c].level
-                    ));
-                }
-                h.wait_converged("after a supervisor died");
-                progress(&format!(
-                    "round {round}: killed the supervisor of cluster {c} (level {level}), which supervised {} cluster(s)",
-                    chain.len()
-                ));
-                h.start_machine(leaf, id);
-                h.wait_converged("after the dead supervisor came back");
-                h.churn_allowed.clear();
-            }
-            Fault::WholeLeaf => {
-                let candidates: Vec<usize> = h
-                    .leaves()
-                    .filter(|c| {
-                        let (p, slot) = h.clusters[*c].parent.expect("a leaf below a root");
-                        h.clusters[p].world.speaker().map(|s| s.0) != Some(slot)
-                    })
-                    .collect();
-                if candidates.is_empty() {
-                    continue;
-                }
-                let c = candidates[h.rng.gen_range(0..candidates.len())];
-                let (parent, slot) = h.clusters[c].parent.expect("a leaf below a root");
-                h.clusters[c].dead = Some((h.elapsed, None));
-                for id in 1..=cfg.shape.members(levels - 1) {
-                    h.kill_machine(c, id);
-                }
-                let limit = round_budget;
-                let result = h.advance_until(limit, |h| {
-                    let world = &h.clusters[parent].world;
-                    let live = world.live();
-                    !live.is_empty() && world.all_list(&live, slot, MemberStatus::Failed)
-                });
-                match result {
-                    Ok(d) => detect.push(ms(d)),
-                    Err(_) => h.violation(format!(
-                        "the parent of dead cluster {c} never marked it failed"
-                    )),
-                }
-                h.wait_converged("after a whole sub-cluster died");
-                progress(&format!(
-                    "round {round}: killed every machine of cluster {c}; its parent marked it failed in {:?} ms",
-                    detect.last()
-                ));
-                for id in 1..=cfg.shape.members(levels - 1) {
-                    h.start_machine(c, id);
-                }
-                if let Some((_, back)) = h.clusters[c].dead.as_mut() {
-                    *back = Some(h.elapsed);
-                }
-                h.wait_converged("after a dead sub-cluster came back");
-            }
+        let line = match kind {
+            Fault::Supervisor(level) => kill_supervisor(&mut h, &mut tally, level),
+            Fault::WholeLeaf => kill_leaf(&mut h, &mut tally),
+            Fault::Network => network_round(&mut h, &mut tally),
+            Fault::Partition(level) => partition_round(&mut h, &mut tally, level),
+            Fault::Pause => pause_round(&mut h, &mut tally),
+        };
+        if let Some(line) = line {
+            progress(&format!("round {round}: {line}"));
         }
     }
 
     // The rest of the time on a quiet network; then the root's tables must
     // count every machine's streams.
-    if h.elapsed < cfg.duration {
-        let rest = cfg.duration - h.elapsed;
+    if h.world.elapsed() < cfg.duration {
+        let rest = cfg.duration - h.world.elapsed();
         h.advance(rest);
     }
     h.wait_converged("at the end");
@@ -916,22 +702,15 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
     }
 
     let mut violations: Vec<String> = std::mem::take(&mut h.violations);
-    for (i, c) in h.clusters.iter().enumerate() {
-        for v in &c.world.violations {
-            violations.push(format!("cluster {i} (level {}): {v}", c.level));
-        }
-    }
+    violations.extend(h.world.violations.iter().cloned());
     let examples = violations
         .iter()
         .take(3)
-        .map(|v| {
-            let mut short = String::new();
-            let _ = write!(short, "{}", v.chars().take(600).collect::<String>());
-            short
-        })
+        .map(|v| v.chars().take(1500).collect::<String>())
         .collect();
     let per_level = |p: f64| -> Vec<Option<f64>> {
-        failover
+        tally
+            .failover
             .iter()
             .map(|v| {
                 let mut v = v.clone();
@@ -939,13 +718,14 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
             })
             .collect()
     };
+    let mut detect = tally.detect.clone();
     HierarchySummary {
         shape: cfg.shape.to_string(),
         nodes: cfg.shape.machines(),
         levels,
-        clusters: h.clusters.len(),
+        clusters: h.world.clusters.len(),
         seed: cfg.seed,
-        seconds: h.elapsed.as_secs_f64(),
+        seconds: h.world.elapsed().as_secs_f64(),
         violations: violations.len(),
         violation_examples: examples,
         interval_ms: (0..levels)
@@ -953,12 +733,19 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
             .collect(),
         formation_ms: formation,
         formation_ms_per_level: formation_per_level,
-        failovers: failover.iter().map(Vec::len).collect(),
+        failovers: tally.failover.iter().map(Vec::len).collect(),
         failover_ms_p50: per_level(50.0),
         failover_ms_p99: per_level(99.0),
         subclusters_killed: detect.len(),
         subcluster_detect_ms_p99: (!detect.is_empty()).then(|| percentile(&mut detect, 99.0)),
         false_subcluster_failures: h.false_failures,
+        faults: match cfg.faults {
+            TreeFaults::Kills => "kills",
+            TreeFaults::All => "all",
+        },
+        network_rounds: tally.network,
+        partitions: tally.partitions.clone(),
+        pauses: tally.pauses,
         root_streams,
         machine_streams,
         max_bytes_per_node_per_s: max_node.round(),
@@ -968,4 +755,181 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
         single_cluster_mean_bytes_per_node_per_s: single_mean.round(),
         wall_s: wall.elapsed().as_secs_f64(),
     }
+}
+
+/// What the fault rounds measured.
+struct Tally {
+    failover: Vec<Vec<f64>>,
+    detect: Vec<f64>,
+    network: usize,
+    partitions: Vec<usize>,
+    pauses: usize,
+}
+
+/// Kills the machine that supervises a random cluster of `level`, waits
+/// for every cluster it supervised to follow a new supervisor, and starts it again.
+fn kill_supervisor(h: &mut Hierarchy, tally: &mut Tally, level: usize) -> Option<String> {
+    let candidates: Vec<usize> = (0..h.world.clusters.len())
+        .filter(|c| h.world.clusters[*c].level == level)
+        .collect();
+    let c = candidates[h.world.rng().gen_range(0..candidates.len())];
+    let Some((host, _)) = h.world.supervisor_of(c) else {
+        h.violation(format!("cluster {c} has no supervisor before a round"));
+        return None;
+    };
+    let chain = h.world.supervised_by(host);
+    // A seat that supervised its parent dies with its machine; the parent's
+    // takeover may mark that life failed.
+    h.churn_allowed = chain
+        .iter()
+        .filter_map(|c| h.world.clusters[*c].parent)
+        .filter(|(p, _)| chain.contains(p))
+        .collect();
+    h.world.crash(host);
+    let mut waiting: Vec<usize> = chain.clone();
+    let limit = h.overall_limit();
+    let started = h.world.elapsed();
+    let failover = &mut tally.failover;
+    let _ = h.advance_until(limit, |h| {
+        waiting.retain(|c| {
+            if h.world.follows_one_live_supervisor(*c) {
+                failover[h.world.clusters[*c].level].push(ms(h.world.elapsed() - started));
+                false
+            } else {
+                true
+            }
+        });
+        waiting.is_empty()
+    });
+    for c in waiting {
+        h.violation(format!(
+            "cluster {c} (level {}) found no new supervisor after its supervisor's machine died",
+            h.world.clusters[c].level
+        ));
+    }
+    h.wait_converged("after a supervisor died");
+    h.start_host(host);
+    h.wait_converged("after the dead supervisor came back");
+    h.churn_allowed.clear();
+    Some(format!(
+        "killed the supervisor of cluster {c} (level {level}), which supervised {} cluster(s)",
+        chain.len()
+    ))
+}
+
+/// Kills every machine of a random leaf cluster whose seat does not
+/// supervise its parent, waits until the parent marks it failed, and starts
+/// them again.
+fn kill_leaf(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
+    let candidates: Vec<usize> = h
+        .leaves()
+        .filter(|c| {
+            let (p, seat) = h.world.clusters[*c].parent.expect("a leaf below a root");
+            h.world.supervisor_of(p).map(|(_, s)| s) != Some(seat)
+        })
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let c = candidates[h.world.rng().gen_range(0..candidates.len())];
+    let (parent, seat) = h.world.clusters[c].parent.expect("a leaf below a root");
+    h.dead[c] = Some((h.world.elapsed(), None));
+    let hosts = h.hosts_of(c);
+    for &host in &hosts {
+        h.world.crash(host);
+    }
+    let limit = h.overall_limit();
+    match h.advance_until(limit, |h| {
+        h.world.all_list(parent, seat, MemberStatus::Failed)
+    }) {
+        Ok(d) => tally.detect.push(ms(d)),
+        Err(_) => h.violation(format!(
+            "the parent of dead cluster {c} never marked it failed"
+        )),
+    }
+    h.wait_converged("after a whole sub-cluster died");
+    for &host in &hosts {
+        h.start_host(host);
+    }
+    if let Some((_, back)) = h.dead[c].as_mut() {
+        *back = Some(h.world.elapsed());
+    }
+    h.wait_converged("after a dead sub-cluster came back");
+    Some(format!(
+        "killed every machine of cluster {c}; its parent marked it failed in {:?} ms",
+        tally.detect.last()
+    ))
+}
+
+/// Loss, duplication and reordering on every level's network for about a
+/// root failure detection time, then a quiet network until every cluster converged.
+fn network_round(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
+    let root = h.cfg.level_timing(0);
+    let loss = h.world.rng().gen_range(0.01..0.10);
+    let duplicate = h.world.rng().gen_range(0.0..0.05);
+    let delay_max = h.cfg.leaf_timing.status_interval / 4;
+    h.world.set_net(NetFaults {
+        loss,
+        duplicate,
+        delay_min: Duration::from_micros(50),
+        delay_max,
+    });
+    let span = root.upstream_timeout();
+    h.faults_until = h.world.elapsed() + span + h.overall_limit();
+    h.advance(span);
+    h.world.set_net(NetFaults::clean());
+    h.wait_converged("after loss, duplication and reordering");
+    tally.network += 1;
+    Some(format!(
+        "{:.0}% loss, {:.0}% duplication, delays up to {delay_max:?} on every level for {span:?}",
+        loss * 100.0,
+        duplicate * 100.0
+    ))
+}
+
+/// Splits a random cluster of `level` in two for longer than its failure
+/// detection, then heals it: each side elects its own supervisor, and they
+/// merge again by the formation rule.
+fn partition_round(h: &mut Hierarchy, tally: &mut Tally, level: usize) -> Option<String> {
+    let candidates: Vec<usize> = (0..h.world.clusters.len())
+        .filter(|c| h.world.clusters[*c].level == level)
+        .collect();
+    let c = candidates[h.world.rng().gen_range(0..candidates.len())];
+    let members = h.world.clusters[c].members;
+    let cut = h.world.rng().gen_range(1..members);
+    let side: Vec<u32> = (1..=cut).collect();
+    let timing = h.cfg.level_timing(level);
+    let span = (timing.notification_time + timing.upstream_timeout()) * 2;
+    h.faults_until = h.world.elapsed() + span + h.overall_limit();
+    h.world.partition(c, &[&side]);
+    h.advance(span);
+    h.world.heal();
+    h.wait_converged("after a partition healed");
+    tally.partitions[level] += 1;
+    Some(format!(
+        "split cluster {c} (level {level}) as {side:?} and the rest for {span:?}, then healed"
+    ))
+}
+
+/// Pauses a random machine that supervises at least one cluster, for up to
+/// twice its leaf cluster's failure detection time.
+fn pause_round(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
+    let level = h.world.rng().gen_range(0..h.cfg.shape.levels());
+    let candidates: Vec<usize> = (0..h.world.clusters.len())
+        .filter(|c| h.world.clusters[*c].level == level)
+        .collect();
+    let c = candidates[h.world.rng().gen_range(0..candidates.len())];
+    let (host, _) = h.world.supervisor_of(c)?;
+    let leaf = h.cfg.leaf_timing.upstream_timeout();
+    let pause = h.world.rng().gen_range(leaf / 4..=leaf * 2);
+    // A paused machine's seats may be marked failed by parents that stop
+    // hearing them, and its clusters may fail over.
+    h.faults_until = h.world.elapsed() + pause + h.overall_limit();
+    h.world.pause(host, pause);
+    h.advance(pause);
+    h.wait_converged("after a supervisor's pause");
+    tally.pauses += 1;
+    Some(format!(
+        "paused the machine supervising cluster {c} (level {level}) for {pause:?}"
+    ))
 }

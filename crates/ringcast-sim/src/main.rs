@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use ringcast_proto::Timing;
 use ringcast_sim::campaign::{self, CampaignConfig, Faults};
-use ringcast_sim::hierarchy::{self, HierarchyConfig, Shape};
+use ringcast_sim::hierarchy::{self, HierarchyConfig, Shape, TreeFaults};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +27,14 @@ enum FaultArg {
     /// Liveness mode: faults only outside a healthy majority, which must
     /// keep a supervisor throughout.
     Minority,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TreeFaultArg {
+    /// Supervisor deaths at every level and dead sub-clusters, on a quiet network.
+    Kills,
+    /// Also loss, duplication, reordering, partitions and pauses at every level.
+    All,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +97,11 @@ enum Command {
         /// How many times slower each level runs than the level below it.
         #[arg(long, default_value_t = 3)]
         slowdown: u32,
+        /// Faults besides the kills: `kills` (supervisor deaths at every
+        /// level and dead sub-clusters only) or `all` (also loss,
+        /// duplication, reordering, partitions and pauses at every level).
+        #[arg(long, value_enum, default_value_t = TreeFaultArg::Kills)]
+        faults: TreeFaultArg,
         /// Worker threads (default: every core).
         #[arg(long)]
         threads: Option<usize>,
@@ -183,6 +196,7 @@ fn main() -> Result<()> {
             seed,
             interval_ms,
             slowdown,
+            faults,
             threads,
         } => {
             if !(1.0..=3600.0).contains(&seconds) {
@@ -200,6 +214,10 @@ fn main() -> Result<()> {
                 duration: Duration::from_secs_f64(seconds),
                 leaf_timing: Timing::with_interval(Duration::from_millis(interval_ms), 3),
                 slowdown,
+                faults: match faults {
+                    TreeFaultArg::Kills => TreeFaults::Kills,
+                    TreeFaultArg::All => TreeFaults::All,
+                },
                 threads: threads_or_cores(threads),
             };
             eprintln!(

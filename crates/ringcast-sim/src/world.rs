@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringcast_proto::event::{Destination, Event, LocalEvent, Transmit};
-use ringcast_proto::pump::{self, Input, Outputs};
+use ringcast_proto::pump::{self, Input, Outbox};
 use ringcast_proto::{
-    Capacity, ClusterId, ClusterMap, DiskAccess, DiskId, Incarnation, KeyId, Keyring, MemberStatus,
-    NodeAddrs, NodeConfig, NodeId, Role, Timing,
+    Capacity, ClusterId, ClusterMap, DiskAccess, DiskId, Incarnation, KeyId, Keyring,
+    MachineConfig, MachineEvent, MemberStatus, NodeAddrs, NodeConfig, NodeId, Reload, Role, Timing,
 };
 
 use crate::check;
@@ -75,20 +75,21 @@ impl SimConfig {
     }
 }
 
-/// One simulated machine.
+/// One simulated host of a lone cluster: a [`ringcast_proto::Machine`]
+/// without seats, driven through the daemon's pump.
 #[derive(Debug)]
-pub struct Machine {
+pub struct Host {
     /// Its node id.
     pub id: NodeId,
     /// The configuration the configuration service hands it.
     pub cfg: NodeConfig,
-    /// The running protocol node; `None` while crashed or not yet started.
-    pub node: Option<ringcast_proto::Node>,
+    /// The running machine; `None` while crashed or not yet started.
+    pub machine: Option<ringcast_proto::Machine>,
     /// The life it runs (or last ran).
     pub incarnation: Incarnation,
     timer_gen: u64,
     paused_until: Option<Instant>,
-    /// Every event it emitted, with the virtual time since start.
+    /// Every event its node emitted, with the virtual time since start.
     pub events: Vec<(Duration, Event)>,
     /// Bytes it sent (a bus datagram counts once).
     pub sent: u64,
@@ -96,12 +97,35 @@ pub struct Machine {
     pub received: u64,
 }
 
-impl Machine {
+impl Host {
+    /// The running node; `None` while crashed or not yet started.
+    pub fn node(&self) -> Option<&ringcast_proto::Node> {
+        self.machine.as_ref().map(ringcast_proto::Machine::leaf)
+    }
+
     /// Whether the node runs (started, not crashed, not left).
     pub fn is_live(&self) -> bool {
-        self.node.as_ref().is_some_and(|n| n.role() != Role::Left)
+        self.node().is_some_and(|n| n.role() != Role::Left)
     }
 }
+
+/// The events of a machine's leaf node, as the node emitted them: the
+/// machine's map changes and reassignments are derived from these.
+pub fn node_event(e: MachineEvent) -> Option<Event> {
+    match e {
+        MachineEvent::Node { event, .. } => Some(event),
+        MachineEvent::ConfigOutdated { version } => Some(Event::ConfigOutdated { version }),
+        MachineEvent::Rejected { reason, .. } => Some(Event::Rejected { reason }),
+        MachineEvent::Map { .. }
+        | MachineEvent::Reassign { .. }
+        | MachineEvent::SeatTaken { .. }
+        | MachineEvent::SeatReleased { .. } => None,
+    }
+}
+
+/// The virtual wall clock of every simulated host at the start of a run
+/// (2026-01-01 UTC): seats' lives grow with it.
+pub const SIM_WALL_START: Duration = Duration::from_secs(1_767_225_600);
 
 #[derive(Debug)]
 enum Action {
@@ -152,7 +176,7 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     /// The machines, index = id - 1.
-    pub machines: Vec<Machine>,
+    pub machines: Vec<Host>,
     net: NetFaults,
     component: Vec<u32>,
     cut: BTreeSet<(usize, usize)>,
@@ -198,20 +222,6 @@ pub fn node_config(id: u32, nodes: u32, timing: &Timing, mtu: usize) -> NodeConf
     }
 }
 
-struct Collect {
-    transmits: Vec<Transmit>,
-    events: Vec<Event>,
-}
-
-impl Outputs for Collect {
-    fn transmit(&mut self, _node: &ringcast_proto::Node, t: Transmit) {
-        self.transmits.push(t);
-    }
-    fn event(&mut self, _node: &ringcast_proto::Node, e: Event) {
-        self.events.push(e);
-    }
-}
-
 const TRACE_LINES: usize = 60;
 
 impl Sim {
@@ -219,10 +229,10 @@ impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let base = Instant::now();
         let machines = (1..=config.nodes)
-            .map(|id| Machine {
+            .map(|id| Host {
                 id: NodeId(id),
                 cfg: node_config(id, config.nodes, &config.timing, config.mtu),
-                node: None,
+                machine: None,
                 incarnation: Incarnation(0),
                 timer_gen: 0,
                 paused_until: None,
@@ -265,26 +275,27 @@ impl Sim {
     }
 
     /// The machine of `id`.
-    pub fn machine(&self, id: u32) -> &Machine {
+    pub fn machine(&self, id: u32) -> &Host {
         &self.machines[id as usize - 1]
     }
 
     /// The running node of `id`; panics in tests if it does not run.
     pub fn node(&self, id: u32) -> &ringcast_proto::Node {
         self.machine(id)
-            .node
-            .as_ref()
+            .node()
             .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
-    /// The running node of `id`, to change what a running daemon may change
-    /// (its keys during a rotation, its configuration version); panics in
-    /// tests if it does not run.
-    pub fn node_mut(&mut self, id: u32) -> &mut ringcast_proto::Node {
-        self.machines[id as usize - 1]
-            .node
-            .as_mut()
-            .unwrap_or_else(|| panic!("node {id} is not running"))
+    /// Hands machine `id` new keys and configuration version, as the
+    /// daemon's reload does (a stage of a key rotation, say).
+    pub fn reload(&mut self, id: u32, keyring: Keyring, config_version: u32) {
+        self.input(
+            id,
+            Input::Reload(Reload {
+                keyring,
+                config_version,
+            }),
+        );
     }
 
     /// Ids of the machines whose node runs.
@@ -308,25 +319,27 @@ impl Sim {
         let m = &mut self.machines[i];
         // A new life is above every life before it, refutations included, as
         // the daemon's start time in milliseconds is.
-        if let Some(n) = &m.node {
+        if let Some(n) = m.node() {
             m.incarnation = m.incarnation.max(n.incarnation());
         }
         m.incarnation = m.incarnation.next();
         m.paused_until = None;
         let keyring = Keyring::new(KeyId(1), SIM_KEY);
-        let node = ringcast_proto::Node::new(m.cfg.clone(), keyring, m.incarnation, seed, self.now)
-            .expect("simulated configurations are valid");
-        m.node = Some(node);
+        let cfg = MachineConfig {
+            leaf: m.cfg.clone(),
+            seats: Vec::new(),
+        };
+        let wall = SIM_WALL_START + (self.now - self.base);
+        let mut machine =
+            ringcast_proto::Machine::new(cfg, keyring, m.incarnation, seed, self.now, wall)
+                .expect("simulated configurations are valid");
+        let mut out = Outbox::default();
+        pump::drain(&mut machine, &mut out);
+        m.machine = Some(machine);
         let incarnation = m.incarnation;
         self.precedence[i] = None;
         self.note(format!("start n{id} {incarnation}"));
-        self.after_input(
-            i,
-            Collect {
-                transmits: vec![],
-                events: vec![],
-            },
-        );
+        self.after_input(i, out);
     }
 
     /// Starts every machine at once.
@@ -339,10 +352,10 @@ impl Sim {
     /// Crashes node `id`: it stops at once, sending nothing more.
     pub fn crash(&mut self, id: u32) {
         let m = &mut self.machines[id as usize - 1];
-        if let Some(n) = &m.node {
+        if let Some(n) = m.node() {
             m.incarnation = m.incarnation.max(n.incarnation());
         }
-        m.node = None;
+        m.machine = None;
         m.timer_gen += 1;
         self.note(format!("crash n{id}"));
     }
@@ -361,20 +374,22 @@ impl Sim {
 
     /// Hands node `id` a local event (load, disk probe, leave).
     pub fn local(&mut self, id: u32, event: LocalEvent) {
+        self.input(id, Input::Local(event));
+    }
+
+    /// Applies a host's input to machine `id` now, if it runs.
+    fn input(&mut self, id: u32, input: Input<'_>) {
         let i = id as usize - 1;
         let now = self.now;
-        if self.machines[i].node.is_none() {
+        if self.machines[i].machine.is_none() {
             return;
         }
-        self.note(format!("local n{id} {event:?}"));
-        let Some(node) = self.machines[i].node.as_mut() else {
+        self.note(format!("input n{id} {input:?}"));
+        let Some(machine) = self.machines[i].machine.as_mut() else {
             return;
         };
-        let mut out = Collect {
-            transmits: vec![],
-            events: vec![],
-        };
-        pump::pump(node, now, Input::Local(event), &mut out);
+        let mut out = Outbox::default();
+        pump::pump(machine, now, input, &mut out);
         self.after_input(i, out);
     }
 
@@ -482,18 +497,18 @@ impl Sim {
             return;
         };
         let now = self.now;
-        if self.machines[to].node.is_some() {
-            self.machines[to].received += bytes.len() as u64;
-        }
-        let Some(node) = self.machines[to].node.as_mut() else {
+        let host = &mut self.machines[to];
+        let Some(machine) = host.machine.as_mut() else {
             return;
         };
+        host.received += bytes.len() as u64;
         self.traffic.received += bytes.len() as u64;
-        let mut out = Collect {
-            transmits: vec![],
-            events: vec![],
+        let mut out = Outbox::default();
+        let input = Input::Datagram {
+            level: 0,
+            bytes: &bytes,
         };
-        pump::pump(node, now, Input::Datagram(&bytes), &mut out);
+        pump::pump(machine, now, input, &mut out);
         self.after_input(to, out);
     }
 
@@ -510,30 +525,27 @@ impl Sim {
             return;
         }
         let now = self.now;
-        let Some(node) = self.machines[at].node.as_mut() else {
+        let Some(machine) = self.machines[at].machine.as_mut() else {
             return;
         };
-        let mut out = Collect {
-            transmits: vec![],
-            events: vec![],
-        };
-        pump::pump(node, now, Input::Timeout, &mut out);
+        let mut out = Outbox::default();
+        pump::pump(machine, now, Input::Timeout, &mut out);
         self.after_input(at, out);
     }
 
-    fn after_input(&mut self, i: usize, out: Collect) {
+    fn after_input(&mut self, i: usize, out: Outbox) {
         let elapsed = self.elapsed();
-        for e in out.events {
+        for e in out.events.into_iter().filter_map(node_event) {
             self.note(format!("n{} {e:?}", i + 1));
             self.machines[i].events.push((elapsed, e));
         }
         for t in out.transmits {
-            self.send(i, t);
+            self.send(i, t.transmit);
         }
         let m = &mut self.machines[i];
         m.timer_gen += 1;
         let generation = m.timer_gen;
-        if let Some(at) = m.node.as_ref().and_then(|n| n.poll_timeout()) {
+        if let Some(at) = m.machine.as_ref().and_then(|n| n.poll_timeout()) {
             self.schedule(at.max(self.now), Action::Timer { at: i, generation });
         }
         self.check_node(i);
@@ -564,7 +576,7 @@ impl Sim {
         if self.component[from] != self.component[to] || self.cut.contains(&(from, to)) {
             return;
         }
-        if self.machines[to].node.is_none() {
+        if self.machines[to].machine.is_none() {
             return;
         }
         if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
@@ -615,8 +627,15 @@ impl Sim {
     }
 
     fn check_node(&mut self, i: usize) {
-        let problems = check::node_safety(self, i, &mut self.precedence[i].clone());
-        if let Some(p) = check::precedence_of(&self.machines[i]) {
+        let Some(node) = self.machines[i].node() else {
+            return;
+        };
+        let strict = self
+            .config
+            .strict_failures
+            .then_some(self as &dyn check::ClusterView);
+        let problems = check::node_safety(node, self.precedence[i], strict);
+        if let Some(p) = check::precedence_of(Some(node)) {
             self.precedence[i] = Some(p);
         }
         for p in problems {
@@ -642,8 +661,7 @@ impl Sim {
         let Some(m) = self.machines.get((id.0 as usize).wrapping_sub(1)) else {
             return false;
         };
-        m.node
-            .as_ref()
+        m.node()
             .is_some_and(|n| n.incarnation() == incarnation && n.role() != Role::Left)
     }
 
@@ -653,7 +671,7 @@ impl Sim {
     pub fn speaker(&self) -> Option<(u32, Incarnation)> {
         self.machines
             .iter()
-            .filter_map(|m| m.node.as_ref().map(|n| (m.id.0, n)))
+            .filter_map(|m| m.node().map(|n| (m.id.0, n)))
             .filter(|(_, n)| n.role() == Role::Supervisor)
             .max_by_key(|(id, n)| (n.map().map(|m| m.epoch), std::cmp::Reverse(*id)))
             .map(|(id, n)| (id, n.incarnation()))
@@ -665,7 +683,7 @@ impl Sim {
         let mut live = self
             .machines
             .iter()
-            .filter_map(|m| m.node.as_ref())
+            .filter_map(Host::node)
             .filter(|n| n.role() != Role::Left);
         let Some(first) = live.next() else {
             return true;
@@ -677,12 +695,12 @@ impl Sim {
             && self
                 .machines
                 .get((sup.0 as usize).wrapping_sub(1))
-                .is_some_and(Machine::is_live)
+                .is_some_and(Host::is_live)
     }
 
     /// The map node `id` holds.
     pub fn map_of(&self, id: u32) -> Option<&ClusterMap> {
-        self.machine(id).node.as_ref().and_then(|n| n.map())
+        self.machine(id).node().and_then(|n| n.map())
     }
 
     /// Whether every node of `ids` lists `node` with `status`.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ringcast_proto::Timing;
-use ringcast_sim::hierarchy::{self, HierarchyConfig, Shape};
+use ringcast_sim::hierarchy::{self, HierarchyConfig, Shape, TreeFaults};
 
 fn run(shape: &str, seconds: u64, seed: u64) -> hierarchy::HierarchySummary {
     let cfg = HierarchyConfig {
@@ -14,6 +14,7 @@ fn run(shape: &str, seconds: u64, seed: u64) -> hierarchy::HierarchySummary {
         duration: Duration::from_secs(seconds),
         leaf_timing: Timing::lan(),
         slowdown: 3,
+        faults: TreeFaults::Kills,
         threads: 2,
     };
     hierarchy::run(&cfg, &mut |_| {})

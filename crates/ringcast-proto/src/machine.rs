@@ -1,0 +1,558 @@
+//! Claim 5 and DESIGN sections 1 and 7: one host of the tree of clusters.
+//!
+//! A [`Machine`] owns the protocol [`Node`] of its leaf cluster and, while it
+//! supervises below them, one seat [`Node`] per ancestor cluster: the seat is
+//! its sub-cluster's node in the parent cluster, under the sub-cluster's id,
+//! on the parent's bus and ring. The machine takes a seat when the node one
+//! level below becomes its cluster's supervisor and releases it, without a
+//! word, when that node stops supervising: the parent then sees the seat's
+//! next holder rejoin with a newer life rather than a failure. A seat that
+//! supervises its own cluster holds the next seat up in turn, so the root
+//! supervisor's machine holds a seat at every level.
+//!
+//! While it holds a seat the machine reports, through it, the capacity and
+//! load of the cluster below summed by [`aggregate`] whenever they change; the
+//! seat node itself re-announces a capacity its supervisor's tables do not
+//! show yet (a lost announcement).
+//!
+//! Like [`Node`], the machine is sans-IO: the host passes datagrams tagged
+//! with the level whose socket received them, timeouts, local reports, key
+//! rotations and seat sockets it could not open, through [`crate::pump`];
+//! the machine answers with datagrams tagged with the level whose socket must
+//! send them, and typed [`MachineEvent`]s. The simulator's tree and the real
+//! daemon run this same code.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{Capacity, ConfigError, NodeConfig};
+use crate::event::{Event, LocalEvent, Transmit};
+use crate::frame::Keyring;
+use crate::ids::{DiskId, Incarnation, NodeId};
+use crate::map::{changes, ClusterMap, MapChange};
+use crate::node::{Node, Role};
+use crate::tables::{aggregate, DiskChange, Load};
+
+/// A level of the tree as one machine sees it: 0 is its leaf cluster, 1 the
+/// parent cluster where it may hold its sub-cluster's seat, and so on up.
+pub type Level = usize;
+
+/// How long a machine waits before taking a seat again after its host could
+/// not open the seat's sockets.
+pub const SEAT_RETRY: Duration = Duration::from_millis(500);
+
+/// What one machine runs with: its leaf node's configuration and, nearest
+/// parent first, the configuration of its seat in each ancestor cluster
+/// (the sub-cluster's id, the parent's bus, priority list and timing, and
+/// this machine's own ring address in that cluster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// The leaf cluster's node.
+    pub leaf: NodeConfig,
+    /// One seat per ancestor cluster, nearest parent first.
+    pub seats: Vec<NodeConfig>,
+}
+
+/// A datagram for the host to send from the socket of `level`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelTransmit {
+    /// The level whose bus or ring socket sends it.
+    pub level: Level,
+    /// The datagram.
+    pub transmit: Transmit,
+}
+
+/// Claim 13: why the streams of a node or disk must move to nodes that still work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reassign {
+    /// A node (or a sub-cluster's seat) was marked failed.
+    NodeFailed(NodeId),
+    /// A node left its cluster.
+    NodeLeft(NodeId),
+    /// A disk was declared failed by a quorum of reports.
+    DiskFailed(DiskId),
+    /// One node's path to a disk broke (one report alone).
+    PathBroken {
+        /// The node.
+        node: NodeId,
+        /// The disk it can no longer read.
+        disk: DiskId,
+    },
+}
+
+/// Something that happened on a machine, typed, for the host to act on and report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineEvent {
+    /// An event of the node at `level` (became supervisor, declared its
+    /// upstream, a disk changed, ...).
+    Node {
+        /// The node's level.
+        level: Level,
+        /// What happened.
+        event: Event,
+    },
+    /// The cluster map the node at `level` holds changed: a new supervisor,
+    /// a member up, failed or gone.
+    Map {
+        /// The node's level.
+        level: Level,
+        /// One change.
+        change: MapChange,
+    },
+    /// Claim 13: the streams of a failed node or disk of the cluster at
+    /// `level` must move.
+    Reassign {
+        /// The cluster's level.
+        level: Level,
+        /// What failed.
+        what: Reassign,
+    },
+    /// Claim 5: the machine took its sub-cluster's seat at `level`: the host
+    /// opens that level's sockets.
+    SeatTaken {
+        /// The seat's level (1 or more).
+        level: Level,
+        /// The seat's id in the parent cluster: the sub-cluster's id.
+        seat: NodeId,
+        /// The seat's new life.
+        incarnation: Incarnation,
+    },
+    /// Claim 5: the machine released its seat at `level` (it no longer
+    /// supervises below it): the host closes that level's sockets.
+    SeatReleased {
+        /// The seat's level.
+        level: Level,
+        /// The seat's id.
+        seat: NodeId,
+    },
+    /// A frame carried a newer configuration version than the machine's:
+    /// the host refetches its configuration.
+    ConfigOutdated {
+        /// The version seen.
+        version: u32,
+    },
+    /// A datagram received at `level` was refused (bad tag, replayed,
+    /// unknown sender, ...): the host charges its sender.
+    Rejected {
+        /// The level whose socket received it.
+        level: Level,
+        /// Why, as counted in the node's statistics.
+        reason: &'static str,
+    },
+}
+
+/// What the host may change in a running machine: the keys it seals with
+/// and accepts (a rotation stage), and the configuration version its frames
+/// carry (a reload).
+#[derive(Clone, Debug)]
+pub struct Reload {
+    /// The new keys.
+    pub keyring: Keyring,
+    /// The configuration version they came with.
+    pub config_version: u32,
+}
+
+struct Seat {
+    node: Node,
+    /// The capacity and load last handed to the seat.
+    reported: Option<(Capacity, Load)>,
+}
+
+/// One host's protocol state: its leaf node and the seats it holds.
+pub struct Machine {
+    leaf: Node,
+    seat_configs: Vec<NodeConfig>,
+    /// Held seats, nearest parent first: `seats[k]` is level `k + 1`.
+    seats: Vec<Seat>,
+    keyring: Keyring,
+    config_version: u32,
+    rng: ChaCha8Rng,
+    /// The host's wall clock at `started`, for the lives of seats.
+    wall_at_start: Duration,
+    started: Instant,
+    /// The life of the seat last taken at each seat level.
+    last_seat_life: Vec<Incarnation>,
+    /// No seat is taken at that seat level before this instant.
+    retry_at: Vec<Option<Instant>>,
+    /// The map last seen at each level, for [`MachineEvent::Map`].
+    maps: Vec<Option<ClusterMap>>,
+    transmits: VecDeque<LevelTransmit>,
+    events: VecDeque<MachineEvent>,
+}
+
+impl Machine {
+    /// A machine whose leaf node starts listening at `now` with life
+    /// `incarnation`. `wall` is the host's wall clock at `now` (time since
+    /// the Unix epoch): a seat's life is its wall time in microseconds, so
+    /// the seat's next holder, on another machine, starts a newer life.
+    pub fn new(
+        cfg: MachineConfig,
+        keyring: Keyring,
+        incarnation: Incarnation,
+        seed: u64,
+        now: Instant,
+        wall: Duration,
+    ) -> Result<Machine, ConfigError> {
+        for seat in &cfg.seats {
+            seat.validate()?;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let config_version = cfg.leaf.config_version;
+        let leaf = Node::new(cfg.leaf, keyring.clone(), incarnation, rng.next_u64(), now)?;
+        let levels = cfg.seats.len();
+        let mut machine = Machine {
+            leaf,
+            seat_configs: cfg.seats,
+            seats: Vec::new(),
+            keyring,
+            config_version,
+            rng,
+            wall_at_start: wall,
+            started: now,
+            last_seat_life: vec![Incarnation(0); levels],
+            retry_at: vec![None; levels],
+            maps: vec![None; levels + 1],
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        machine.settle(now);
+        Ok(machine)
+    }
+
+    // ----- inputs -----
+
+    /// A datagram arrived on the socket of `level`. One for a seat the
+    /// machine no longer holds is dropped (its socket is closing).
+    pub fn handle_datagram(&mut self, now: Instant, level: Level, datagram: &[u8]) {
+        if let Some(node) = self.node_mut(level) {
+            node.handle_datagram(now, datagram);
+        }
+        self.settle(now);
+    }
+
+    /// Time passed: fires every due timer of every node.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.leaf.handle_timeout(now);
+        for seat in &mut self.seats {
+            seat.node.handle_timeout(now);
+        }
+        self.settle(now);
+    }
+
+    /// Something the host reports about the leaf node: its load, a disk
+    /// probe, a leave request.
+    pub fn handle_local(&mut self, now: Instant, event: LocalEvent) {
+        self.leaf.handle_local(now, event);
+        self.settle(now);
+    }
+
+    /// New keys and configuration version, for every node the machine runs
+    /// now and every seat it takes later.
+    pub fn handle_reload(&mut self, now: Instant, reload: Reload) {
+        self.config_version = reload.config_version.max(self.config_version);
+        self.keyring = reload.keyring;
+        let (keyring, version) = (self.keyring.clone(), self.config_version);
+        for node in
+            std::iter::once(&mut self.leaf).chain(self.seats.iter_mut().map(|s| &mut s.node))
+        {
+            *node.keyring_mut() = keyring.clone();
+            node.set_config_version(version.max(node.config().config_version));
+        }
+        self.settle(now);
+    }
+
+    /// The host could not open the sockets of the seat at `level`: the seat
+    /// and every seat above it are released, and taken again after
+    /// [`SEAT_RETRY`].
+    pub fn handle_seat_unavailable(&mut self, now: Instant, level: Level) {
+        if level >= 1 && level <= self.seats.len() {
+            self.release_from(level);
+            self.retry_at[level - 1] = Some(now + SEAT_RETRY);
+        }
+        self.settle(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next datagram to send, with the level whose socket sends it.
+    pub fn poll_transmit(&mut self) -> Option<LevelTransmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing that happened.
+    pub fn poll_event(&mut self) -> Option<MachineEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Machine::handle_timeout`] must next be called; `None` once the
+    /// leaf node has left.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.leaf.role() == Role::Left {
+            return None;
+        }
+        let nodes = self.seats.iter().filter_map(|s| s.node.poll_timeout());
+        let retries = self.retry_at.iter().flatten().copied();
+        self.leaf
+            .poll_timeout()
+            .into_iter()
+            .chain(nodes)
+            .chain(retries)
+            .min()
+    }
+
+    // ----- what the machine knows -----
+
+    /// The leaf cluster's node.
+    pub fn leaf(&self) -> &Node {
+        &self.leaf
+    }
+
+    /// The node at `level`: the leaf's at 0, a held seat above.
+    pub fn node(&self, level: Level) -> Option<&Node> {
+        match level {
+            0 => Some(&self.leaf),
+            l => self.seats.get(l - 1).map(|s| &s.node),
+        }
+    }
+
+    /// Levels of the tree this machine may sit in: its leaf and every ancestor.
+    pub fn levels(&self) -> usize {
+        self.seat_configs.len() + 1
+    }
+
+    /// Seats held now; they are levels `1..=seats_held()`.
+    pub fn seats_held(&self) -> usize {
+        self.seats.len()
+    }
+
+    /// The configuration of the seat at `level` (1 or more).
+    pub fn seat_config(&self, level: Level) -> Option<&NodeConfig> {
+        level.checked_sub(1).and_then(|i| self.seat_configs.get(i))
+    }
+
+    /// The keys the machine seals with and accepts.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Claim 5: the capacity and load of the cluster the node at `level`
+    /// supervises, as it reports them through the seat above; `None` when
+    /// it does not supervise.
+    pub fn aggregate(&self, level: Level) -> Option<(Capacity, Load)> {
+        let node = self.node(level)?;
+        if node.role() != Role::Supervisor {
+            return None;
+        }
+        Some(aggregate(node.map()?, node.tables()?))
+    }
+
+    fn node_mut(&mut self, level: Level) -> Option<&mut Node> {
+        match level {
+            0 => Some(&mut self.leaf),
+            l => self.seats.get_mut(l - 1).map(|s| &mut s.node),
+        }
+    }
+
+    // ----- the seat policy -----
+
+    /// After every input: collect the nodes' outputs, make the seats follow
+    /// the roles below them, and report changed aggregates up; repeated
+    /// while a step changes something for the next.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            self.collect();
+            let changed = self.follow_roles(now) | self.report_aggregates(now);
+            if !changed {
+                self.collect();
+                return;
+            }
+        }
+    }
+
+    /// Takes a seat whose level below supervises and releases one whose
+    /// level below does not (or that left its cluster). Returns whether a
+    /// seat was taken or released.
+    fn follow_roles(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        // A held seat stays only while the node below it supervises and it
+        // has not left; the first that fails releases every seat above it.
+        let keep = (1..=self.seats.len())
+            .take_while(|&level| {
+                let below = self.node(level - 1).map(Node::role);
+                let own = self.node(level).map(Node::role);
+                below == Some(Role::Supervisor) && own != Some(Role::Left)
+            })
+            .count();
+        if keep < self.seats.len() {
+            self.release_from(keep + 1);
+            changed = true;
+        }
+        let level = self.seats.len() + 1;
+        if level > self.seat_configs.len() {
+            return changed;
+        }
+        if self.node(level - 1).map(Node::role) != Some(Role::Supervisor) {
+            return changed;
+        }
+        if self.retry_at[level - 1].is_some_and(|at| now < at) {
+            return changed;
+        }
+        self.retry_at[level - 1] = None;
+        self.take(now, level);
+        true
+    }
+
+    fn take(&mut self, now: Instant, level: Level) {
+        let mut cfg = self.seat_configs[level - 1].clone();
+        let summed = self.aggregate(level - 1);
+        if let Some((capacity, _)) = summed.filter(|(c, _)| c.max_streams > 0) {
+            cfg.capacity = capacity;
+        }
+        cfg.config_version = cfg.config_version.max(self.config_version);
+        let wall = self.wall_at_start + now.saturating_duration_since(self.started);
+        let micros = u64::try_from(wall.as_micros()).unwrap_or(u64::MAX);
+        let life = Incarnation(micros.max(self.last_seat_life[level - 1].0.saturating_add(1)));
+        self.last_seat_life[level - 1] = life;
+        let seed = self.rng.next_u64();
+        let seat = cfg.node;
+        match Node::new(cfg, self.keyring.clone(), life, seed, now) {
+            Ok(node) => {
+                self.seats.push(Seat {
+                    node,
+                    reported: None,
+                });
+                self.events.push_back(MachineEvent::SeatTaken {
+                    level,
+                    seat,
+                    incarnation: life,
+                });
+            }
+            // Seat configurations were validated in `new`; a summed
+            // capacity cannot make one invalid. Should it ever, the seat is
+            // tried again later rather than taken broken.
+            Err(_) => self.retry_at[level - 1] = Some(now + SEAT_RETRY),
+        }
+    }
+
+    /// Releases the seat at `level` and every seat above it, nearest the
+    /// root first. No leave is sent: the parent keeps the sub-cluster while
+    /// the next holder takes the seat.
+    fn release_from(&mut self, level: Level) {
+        while self.seats.len() >= level {
+            let top = self.seats.len();
+            if let Some(seat) = self.seats.pop() {
+                self.maps[top] = None;
+                self.events.push_back(MachineEvent::SeatReleased {
+                    level: top,
+                    seat: seat.node.id(),
+                });
+            }
+        }
+    }
+
+    /// Hands each held seat the capacity and load of the cluster below it
+    /// when they changed. Returns whether any seat was told something.
+    fn report_aggregates(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for level in 1..=self.seats.len() {
+            let Some(summed) = self.aggregate(level - 1) else {
+                continue;
+            };
+            let seat = &mut self.seats[level - 1];
+            if seat.reported == Some(summed) {
+                continue;
+            }
+            seat.reported = Some(summed);
+            let (capacity, load) = summed;
+            if capacity.max_streams > 0 {
+                seat.node.handle_local(now, LocalEvent::Capacity(capacity));
+            }
+            seat.node.handle_local(now, LocalEvent::Load(load));
+            changed = true;
+        }
+        changed
+    }
+
+    /// Moves every node's datagrams and events to the machine's queues,
+    /// with the map changes each node's map shows.
+    fn collect(&mut self) {
+        for level in 0..=self.seats.len() {
+            let node = match level {
+                0 => &mut self.leaf,
+                l => &mut self.seats[l - 1].node,
+            };
+            let mut events = Vec::new();
+            while let Some(transmit) = node.poll_transmit() {
+                self.transmits.push_back(LevelTransmit { level, transmit });
+            }
+            while let Some(e) = node.poll_event() {
+                events.push(e);
+            }
+            // A supervisor bumps its map's version with every change, so a
+            // map of the same supervisor and precedence is the same map.
+            let key = |m: &ClusterMap| (m.supervisor, m.precedence());
+            let fresh = match (&self.maps[level], node.map()) {
+                (_, None) => None,
+                (Some(old), Some(new)) if key(old) == key(new) => None,
+                (_, Some(new)) => Some(new.clone()),
+            };
+            for event in events {
+                self.event(level, event);
+            }
+            if let Some(map) = fresh {
+                for change in changes(self.maps[level].as_ref(), &map) {
+                    self.map_change(level, change);
+                }
+                self.maps[level] = Some(map);
+            }
+        }
+    }
+
+    fn event(&mut self, level: Level, event: Event) {
+        let out = match event {
+            Event::ConfigOutdated { version } => MachineEvent::ConfigOutdated { version },
+            Event::Rejected { reason } => MachineEvent::Rejected { level, reason },
+            Event::Disk(change) => {
+                let what = match change {
+                    DiskChange::Failed(disk) => Some(Reassign::DiskFailed(disk)),
+                    DiskChange::PathBroken { node, disk } => {
+                        Some(Reassign::PathBroken { node, disk })
+                    }
+                    DiskChange::Recovered(_) | DiskChange::PathRestored { .. } => None,
+                };
+                self.events.push_back(MachineEvent::Node { level, event });
+                match what {
+                    Some(what) => MachineEvent::Reassign { level, what },
+                    None => return,
+                }
+            }
+            event => MachineEvent::Node { level, event },
+        };
+        self.events.push_back(out);
+    }
+
+    fn map_change(&mut self, level: Level, change: MapChange) {
+        let what = match change {
+            MapChange::Failed { node } => Some(Reassign::NodeFailed(node)),
+            MapChange::Left { node } => Some(Reassign::NodeLeft(node)),
+            MapChange::Supervisor { .. } | MapChange::Joined { .. } => None,
+        };
+        self.events.push_back(MachineEvent::Map { level, change });
+        if let Some(what) = what {
+            self.events
+                .push_back(MachineEvent::Reassign { level, what });
+        }
+    }
+}
+
+impl core::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Machine")
+            .field("leaf", &self.leaf)
+            .field("seats", &self.seats.len())
+            .finish_non_exhaustive()
+    }
+}
