@@ -79,3 +79,58 @@ pub fn drain(machine: &mut Machine, out: &mut Outbox) -> Option<Instant> {
     }
     machine.poll_timeout()
 }
+
+/// The node-level pump of the daemon before it drove a [`Machine`]; kept
+/// only until the daemon's host loop moves to the machine, then deleted.
+#[doc(hidden)]
+pub mod legacy {
+    use std::time::Instant;
+
+    use crate::event::{Event, LocalEvent, Transmit};
+    use crate::node::Node;
+
+    /// One input to a node.
+    #[derive(Debug)]
+    pub enum Input<'a> {
+        /// A datagram from the bus or the ring.
+        Datagram(&'a [u8]),
+        /// The node's timeout came due.
+        Timeout,
+        /// Something the host reports.
+        Local(LocalEvent),
+    }
+
+    /// Where a node's outputs go.
+    pub trait Outputs {
+        /// A datagram to send.
+        fn transmit(&mut self, node: &Node, transmit: Transmit);
+        /// Something that happened.
+        fn event(&mut self, node: &Node, event: Event);
+    }
+
+    /// Applies `input` and hands every output to `out`.
+    pub fn pump(
+        node: &mut Node,
+        now: Instant,
+        input: Input<'_>,
+        out: &mut impl Outputs,
+    ) -> Option<Instant> {
+        match input {
+            Input::Datagram(bytes) => node.handle_datagram(now, bytes),
+            Input::Timeout => node.handle_timeout(now),
+            Input::Local(event) => node.handle_local(now, event),
+        }
+        drain(node, out)
+    }
+
+    /// Hands every pending output of `node` to `out`.
+    pub fn drain(node: &mut Node, out: &mut impl Outputs) -> Option<Instant> {
+        while let Some(t) = node.poll_transmit() {
+            out.transmit(node, t);
+        }
+        while let Some(e) = node.poll_event() {
+            out.event(node, e);
+        }
+        node.poll_timeout()
+    }
+}
