@@ -119,6 +119,16 @@ pub enum Event {
         /// The version seen.
         version: u32,
     },
+    /// As supervisor: another supervisor of this cluster that this node
+    /// outranks is heard (a partition or a pause healed); it will yield.
+    /// Claim 5: while both supervised, both may have held the cluster's
+    /// seat in the parent, so the machine takes its seat again with a newer life.
+    RivalSupervisor {
+        /// The rival.
+        rival: NodeId,
+        /// The rival's epoch.
+        epoch: Epoch,
+    },
     /// A datagram was refused (bad tag, replayed counter, unknown sender,
     /// a body that is not a message, ...); the reason is also counted in
     /// the node's statistics.

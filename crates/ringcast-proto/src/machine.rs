@@ -179,6 +179,8 @@ pub struct Machine {
     retry_at: Vec<Option<Instant>>,
     /// The map last seen at each level, for [`MachineEvent::Map`].
     maps: Vec<Option<ClusterMap>>,
+    /// The rival supervisor (and its epoch) each level's node last heard.
+    rivals: Vec<Option<(NodeId, crate::ids::Epoch)>>,
     transmits: VecDeque<LevelTransmit>,
     events: VecDeque<MachineEvent>,
 }
@@ -215,6 +217,7 @@ impl Machine {
             last_seat_life: vec![Incarnation(0); levels],
             retry_at: vec![None; levels],
             maps: vec![None; levels + 1],
+            rivals: vec![None; levels + 1],
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -479,7 +482,9 @@ impl Machine {
     /// Moves every node's datagrams and events to the machine's queues,
     /// with the map changes each node's map shows.
     fn collect(&mut self) {
-        for level in 0..=self.seats.len() {
+        // An event may release seats, so the bound is read at every level.
+        let mut level = 0;
+        while level <= self.seats.len() {
             let node = match level {
                 0 => &mut self.leaf,
                 l => &mut self.seats[l - 1].node,
@@ -508,10 +513,23 @@ impl Machine {
                 }
                 self.maps[level] = Some(map);
             }
+            level += 1;
         }
     }
 
     fn event(&mut self, level: Level, event: Event) {
+        if let Event::RivalSupervisor { rival, epoch } = event {
+            // While the rival supervised, its machine may have taken the
+            // seat above with a newer life than this machine's seat, and the
+            // parent now refuses this one's frames as stale: take the seat
+            // again, newer than any the rival took. Once per rival epoch.
+            if self.rivals[level] != Some((rival, epoch)) {
+                self.rivals[level] = Some((rival, epoch));
+                if self.seats.len() > level {
+                    self.release_from(level + 1);
+                }
+            }
+        }
         let out = match event {
             Event::ConfigOutdated { version } => MachineEvent::ConfigOutdated { version },
             Event::Rejected { reason } => MachineEvent::Rejected { level, reason },

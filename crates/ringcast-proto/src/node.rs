@@ -521,6 +521,10 @@ impl Node {
                     self.timers.clear(Timer::Notify);
                     self.adopt(now, n);
                 } else if let Some(view) = self.view.as_mut() {
+                    self.events.push_back(Event::RivalSupervisor {
+                        rival: from,
+                        epoch: n.map.epoch,
+                    });
                     // A lower-priority supervisor: make sure our notification
                     // wins over its members (claim 22, partitions healing).
                     if n.map.epoch > view.map.epoch {
@@ -565,7 +569,15 @@ impl Node {
                     .set(Timer::Listen, now + self.cfg.timing.notification_time);
             }
             // A rival supervisor: a full notification settles who yields.
-            Role::Supervisor => self.notify_now = true,
+            Role::Supervisor => {
+                if !election::yields_to(self.cfg.rank(), b.supervisor_rank) {
+                    self.events.push_back(Event::RivalSupervisor {
+                        rival: from,
+                        epoch: b.epoch,
+                    });
+                }
+                self.notify_now = true
+            }
             Role::Member => {
                 let Some(map) = self.map() else { return };
                 let beat = (

@@ -27,7 +27,7 @@ pub enum Input<'a> {
     /// Something the host reports about its leaf node.
     Local(LocalEvent),
     /// New keys and configuration version.
-    Reload(Reload),
+    Reload(Box<Reload>),
     /// The host could not open the sockets of the seat at `level`.
     SeatUnavailable {
         /// The seat's level.
@@ -63,7 +63,7 @@ pub fn pump(
         Input::Datagram { level, bytes } => machine.handle_datagram(now, level, bytes),
         Input::Timeout => machine.handle_timeout(now),
         Input::Local(event) => machine.handle_local(now, event),
-        Input::Reload(reload) => machine.handle_reload(now, reload),
+        Input::Reload(reload) => machine.handle_reload(now, *reload),
         Input::SeatUnavailable { level } => machine.handle_seat_unavailable(now, level),
     }
     drain(machine, out)

@@ -442,8 +442,41 @@ impl Hierarchy {
             Err(_) => {
                 let (c, why) = self.unconverged().unwrap_or_default();
                 let level = self.world.clusters[c].level;
+                let view = self.world.view(c);
+                let nodes: Vec<String> = view
+                    .running()
+                    .iter()
+                    .map(|(id, n)| {
+                        let map = n.map().map(|m| {
+                            let members: Vec<String> = m
+                                .members
+                                .iter()
+                                .map(|e| format!("{}:{:?}:{}", e.id, e.status, e.incarnation))
+                                .collect();
+                            format!(
+                                "sup {} {} v{} [{}]",
+                                m.supervisor,
+                                m.epoch,
+                                m.version,
+                                members.join(" ")
+                            )
+                        });
+                        format!(
+                            "n{id} {:?} {} {map:?} rejected {:?} received {:?}",
+                            n.role(),
+                            n.incarnation(),
+                            n.stats().rejected,
+                            n.stats()
+                                .received
+                                .values()
+                                .map(|t| t.datagrams)
+                                .sum::<u64>()
+                        )
+                    })
+                    .collect();
                 self.violation(format!(
-                    "no convergence {what}: cluster {c} (level {level}): {why}"
+                    "no convergence {what}: cluster {c} (level {level}): {why}; nodes: {}",
+                    nodes.join("; ")
                 ));
                 false
             }

@@ -48,6 +48,8 @@ pub struct Cluster {
     component: Vec<u32>,
     /// Bytes sent and received by each member id (id - 1), whoever held it.
     pub bytes: Vec<u64>,
+    /// Loss on this cluster's network alone, on top of the tree's faults.
+    loss: f64,
 }
 
 /// One simulated host: a leaf machine and the seats it holds.
@@ -185,13 +187,14 @@ impl TreeWorld {
             present: BTreeSet::new(),
             component: vec![0; shape[level] as usize],
             bytes: vec![0; shape[level] as usize],
+            loss: 0.0,
         };
         clusters.push(new_cluster(0, None));
         let mut level_start = 0;
-        for level in 0..levels - 1 {
+        for (level, &members) in shape.iter().enumerate().take(levels - 1) {
             let level_end = clusters.len();
             for parent in level_start..level_end {
-                for id in 1..=shape[level] {
+                for id in 1..=members {
                     let index = clusters.len();
                     clusters.push(new_cluster(level + 1, Some((parent, id))));
                     clusters[parent].children.push(index);
@@ -264,6 +267,13 @@ impl TreeWorld {
             }
         }
         self.note(format!("partition cluster {c} {groups:?}"));
+    }
+
+    /// Loses `loss` of the datagrams on cluster `c`'s network alone (a
+    /// lost announcement, say); 0 restores it.
+    pub fn set_cluster_loss(&mut self, c: usize, loss: f64) {
+        self.clusters[c].loss = loss;
+        self.note(format!("loss {loss} on cluster {c}"));
     }
 
     /// Heals every partition of every cluster.
@@ -349,6 +359,25 @@ impl TreeWorld {
             self.clusters[c].present.remove(&h);
         }
         self.note(format!("crash host {h}"));
+    }
+
+    /// Runs until `done` holds (checked every millisecond of virtual time)
+    /// or `limit` passes; returns how long it took.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&TreeWorld) -> bool,
+    ) -> Result<Duration, Duration> {
+        let start = self.now;
+        loop {
+            if done(self) {
+                return Ok(self.now - start);
+            }
+            if self.now - start >= limit {
+                return Err(self.now - start);
+            }
+            self.run_for(Duration::from_millis(1));
+        }
     }
 
     /// Whether host `h`'s machine runs.
@@ -504,7 +533,8 @@ impl TreeWorld {
         if self.hosts[to].node(level).is_none() {
             return;
         }
-        if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
+        let loss = self.net.loss.max(cluster.loss).min(1.0);
+        if loss > 0.0 && self.rng.gen_bool(loss) {
             return;
         }
         let copies = if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {

@@ -291,10 +291,10 @@ impl Sim {
     pub fn reload(&mut self, id: u32, keyring: Keyring, config_version: u32) {
         self.input(
             id,
-            Input::Reload(Reload {
+            Input::Reload(Box::new(Reload {
                 keyring,
                 config_version,
-            }),
+            })),
         );
     }
 
