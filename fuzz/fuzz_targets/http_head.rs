@@ -1,5 +1,5 @@
 //! The node's own HTTP/1.x request head parser for stream connections:
-//! `ringcast_node::stream::RequestHead::parse`, then the `Range` parser on
+//! `ringcast_files::stream::RequestHead::parse`, then the `Range` parser on
 //! every `Range` field it yields, as the stream server does.
 //!
 //! Checks: no panic; a complete head took at most the buffer; its path starts
@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcast_node::stream::{HeadError, RequestHead};
+use ringcast_files::stream::{HeadError, RequestHead};
 
 fuzz_target!(|data: &[u8]| {
     match RequestHead::parse(data) {
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = head.wants_keep_alive();
             for value in head.headers_named("range") {
-                let _ = ringcast_node::range::parse_range(value, 1 << 20);
+                let _ = ringcast_files::range::parse_range(value, 1 << 20);
             }
             // The same head followed by anything parses the same.
             let mut longer = data[..used].to_vec();

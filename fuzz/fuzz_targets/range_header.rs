@@ -1,4 +1,4 @@
-//! The HTTP `Range` header parser: `ringcast_node::range::parse_range(value, len)`.
+//! The HTTP `Range` header parser: `ringcast_files::range::parse_range(value, len)`.
 //!
 //! Input: the first line is the representation length in decimal (anything
 //! else there is folded into a number, so every length is reachable), the
@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use libfuzzer_sys::fuzz_target;
-use ringcast_node::range::{parse_range, parse_specs, RangeError, MAX_RANGES};
+use ringcast_files::range::{parse_range, parse_specs, RangeError, MAX_RANGES};
 
 fn length(line: &[u8]) -> u64 {
     match std::str::from_utf8(line).ok().and_then(|s| s.trim().parse::<u64>().ok()) {

@@ -8,17 +8,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ringcast_files::guard::Guard;
+use ringcast_files::httpd::HttpdConfig;
+use ringcast_files::stream::StreamCounters;
 use ringcast_proto::{ClusterId, LocalEvent, NodeId};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::disks::{ProbeConfig, Prober};
-use crate::guard::Guard;
-use crate::httpd::HttpdConfig;
 use crate::runtime::{NodeError, Rekey, Runtime, Shared};
 use crate::settings::NodeSettings;
-use crate::stream::StreamCounters;
 use crate::streaming::{Streaming, STREAM_PREFIX};
 
 /// How often the HTTP listener's exempt addresses (the members') are
@@ -240,7 +240,7 @@ pub async fn start_with_seats(
     let api = crate::api::router(shared.clone()).merge(streaming.routes());
     let _ = shared.http_guard.set(guard.clone());
     let mut tasks = vec![
-        tokio::spawn(crate::httpd::serve_with(
+        tokio::spawn(ringcast_files::httpd::serve_with(
             listener,
             api,
             streaming.clone(),
@@ -377,7 +377,15 @@ mod tests {
 
     use super::*;
     use crate::clusterfile::{self, local_cluster};
-    use crate::stream::tests::runtime;
+
+    /// The runtime the test node runs on (two workers, like the machine).
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    }
 
     /// Issue 7: a reload applies new keys and a newer version at once, names
     /// what needs a restart, and refuses another node's, another cluster's

@@ -13,17 +13,13 @@ pub mod daemon;
 pub mod dashboard;
 pub mod disks;
 pub mod faults;
-pub mod guard;
-pub mod httpd;
 pub mod life;
 pub mod limit;
 pub mod metrics;
 pub mod overview;
-pub mod range;
 pub mod runtime;
 pub mod seat;
 pub mod settings;
-pub mod stream;
 pub mod streaming;
 pub mod transport;
 

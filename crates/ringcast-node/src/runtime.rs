@@ -157,11 +157,11 @@ pub struct Shared {
     /// When the node started.
     pub started: Instant,
     /// The data path's counters, once streaming runs.
-    pub streams: std::sync::OnceLock<Arc<crate::stream::StreamCounters>>,
+    pub streams: std::sync::OnceLock<Arc<ringcast_files::stream::StreamCounters>>,
     /// Counters outside the protocol core (probes, placement, 503s), for `/metrics`.
     pub metrics: crate::metrics::NodeMetrics,
     /// The HTTP listener's guard (its refusal counters), once it runs.
-    pub http_guard: std::sync::OnceLock<Arc<crate::guard::Guard>>,
+    pub http_guard: std::sync::OnceLock<Arc<ringcast_files::guard::Guard>>,
     /// Issue 7: new keys for the protocol loop to apply.
     pub rekey: watch::Sender<Option<Rekey>>,
     /// Issue 7: configuration reloads.

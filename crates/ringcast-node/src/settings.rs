@@ -47,7 +47,8 @@ use ringcast_proto::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::limit::Rate;
+use ringcast_files::buckets::Rate;
+pub use ringcast_files::limits::HttpLimits;
 
 /// Length of a cluster key in bytes.
 pub const KEY_LEN: usize = 32;
@@ -102,53 +103,6 @@ pub struct NodeSettings {
     /// hierarchy). Each is a node of that cluster under the child cluster's
     /// id; its own `seats` is empty.
     pub seats: Vec<NodeSettings>,
-}
-
-/// Issue 7: the HTTP listener's limits against slow, abusive and malformed
-/// clients. The defaults suit a node serving video to players on the
-/// internet; addresses of cluster members are exempt from the per-client
-/// limits (see [`crate::guard`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// Largest request head (request line and header fields) accepted; a
-    /// longer one gets `431`.
-    pub max_head: usize,
-    /// Time allowed to receive a whole request head once its first byte (or
-    /// the connection) arrived, however slowly it trickles in (slowloris);
-    /// then the connection is closed.
-    pub head_timeout: Duration,
-    /// Time a keep-alive connection may wait for its next request.
-    pub idle_timeout: Duration,
-    /// Time the socket may stay unwritable (a client that stopped reading).
-    pub send_timeout: Duration,
-    /// Connections served at once, all clients together.
-    pub max_connections: usize,
-    /// Connections served at once from one client address.
-    pub max_client_connections: usize,
-    /// Requests per client address: a token bucket; beyond it `429` with
-    /// `Retry-After`.
-    pub client_requests: Rate,
-    /// Client addresses whose request rate is tracked at once; beyond, idle
-    /// ones are forgotten and new ones share one bucket.
-    pub max_clients: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> HttpLimits {
-        HttpLimits {
-            max_head: crate::stream::MAX_HEAD,
-            head_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            send_timeout: Duration::from_secs(60),
-            max_connections: crate::httpd::MAX_CONNECTIONS,
-            max_client_connections: 256,
-            client_requests: Rate {
-                per_second: 100,
-                burst: 200,
-            },
-            max_clients: 4096,
-        }
-    }
 }
 
 /// Issue 7: limits on the datagrams the bus and ring sockets take from one

@@ -13,6 +13,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ringcast_files::stream::{Refusal, RequestHead, Resolve, Resolved, StreamCounters};
 use ringcast_proto::placement::{PlaceError, StreamBook};
 use ringcast_proto::token::{StreamToken, TokenError};
 use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
@@ -22,7 +23,6 @@ mod tree;
 
 use crate::catalog::{self, Catalog, Title};
 use crate::runtime::Shared;
-use crate::stream::{Refusal, RequestHead, Resolve, Resolved, StreamCounters};
 
 /// How long a stream token stays valid: long enough to start the request.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -286,7 +286,7 @@ impl Streaming {
         let titles = by_title
             .into_iter()
             .map(|(title, disks)| TitleEntry {
-                content_type: crate::stream::content_type_for(&title),
+                content_type: ringcast_files::stream::content_type_for(&title),
                 title,
                 disks,
             })
@@ -699,7 +699,7 @@ impl Streaming {
     fn resolve_stream(&self, req: &RequestHead) -> Result<Resolved, Refusal> {
         let rest = req.path.strip_prefix(STREAM_PREFIX).unwrap_or_default();
         let (token, title, path) = self.resolve_token(rest)?;
-        let content_type = crate::stream::content_type_for(title.as_str());
+        let content_type = ringcast_files::stream::content_type_for(title.as_str());
         if title.as_str().ends_with(".m3u8") {
             return playlist(&path, &title, &token, content_type);
         }

@@ -4,12 +4,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::plan::{etags_match, quote_etag};
 use super::*;
 
 // ---------------------------------------------------------------------------
@@ -97,7 +99,7 @@ impl TestServer {
             counters: counters.clone(),
             config,
             guard: Arc::new(crate::guard::Guard::new(
-                &crate::settings::HttpLimits::default(),
+                &crate::limits::HttpLimits::default(),
             )),
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::guard::Guard;
-use crate::settings::HttpLimits;
+use crate::limits::HttpLimits;
 use crate::stream::tests::{eventually, pseudo_random, runtime, Client, Resp, TestResolver};
 use crate::stream::StreamCounters;
 

@@ -1,14 +1,13 @@
-//! Issue 7: what the node's HTTP listener keeps against hostile clients,
-//! shared by the zero-copy stream server and the API server (hyper): the
-//! connections open in all and per client address, the request rate of
-//! each client address (a token bucket, `429` with `Retry-After` beyond),
-//! and counters of everything refused.
+//! What the HTTP listener keeps against hostile clients, shared by the
+//! zero-copy stream server and the API server (hyper): the connections open
+//! in all and per client address, the request rate of each client address
+//! (a token bucket, `429` with `Retry-After` beyond), and counters of
+//! everything refused.
 //!
-//! Client addresses are compared by [`crate::limit::client_key`] (IPv6 by
-//! /64). Addresses marked exempt (the daemon marks the cluster members':
-//! nodes ask the supervisor to place every stream, and on one host every
-//! client shares their address) skip the per-client limits, never the total
-//! one.
+//! Client addresses are compared by [`crate::buckets::client_key`] (IPv6 by
+//! /64). Addresses marked exempt skip the per-client limits, never the total
+//! one: a node marks its cluster's members, since nodes ask the supervisor
+//! to place every stream, and on one host every client shares their address.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -16,8 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::limit::{client_key, Buckets};
-use crate::settings::HttpLimits;
+use crate::buckets::{client_key, Buckets};
+use crate::limits::HttpLimits;
 
 /// Why the listener refused a connection or a request, for the counters
 /// (`ringcast_http_refused_total{reason}`).
@@ -214,7 +213,7 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::Rate;
+    use crate::buckets::Rate;
 
     fn limits(total: usize, per_client: usize, rate: Rate) -> HttpLimits {
         HttpLimits {

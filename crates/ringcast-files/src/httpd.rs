@@ -1,5 +1,5 @@
-//! The node's single HTTP listener (DESIGN section 6, issue 4 item 4): the
-//! stream data path and the API share one port.
+//! The single HTTP listener of a node (DESIGN section 6): the stream data
+//! path and the API share one port.
 //!
 //! Each connection starts on the zero-copy stream server
 //! ([`crate::stream::serve_connection`]), which reads the first request
@@ -15,7 +15,7 @@
 //! hyper, by [`crate::stream::respond_via_hyper`]: same statuses and
 //! headers, file data copied in bounded chunks instead of `sendfile(2)`.
 //!
-//! Issue 7: both servers enforce the same limits against hostile clients
+//! Both servers enforce the same limits against hostile clients
 //! ([`HttpLimits`], shared state in [`Guard`]): connections in all and per
 //! client address (over either, a new connection is closed at once), the
 //! request rate per client address (`429` with `Retry-After`), the request
@@ -43,16 +43,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
+use crate::buckets::retry_after_secs;
 use crate::guard::{Guard, Refused};
-use crate::limit::retry_after_secs;
-use crate::settings::HttpLimits;
+use crate::limits::HttpLimits;
 use crate::stream::{
     self, Outcome, RequestHead, Resolve, StreamConfig, StreamContext, StreamCounters, MAX_HEADERS,
 };
 
-/// The most connections served at once by default; a connection accepted
-/// over the limit is closed at once.
-pub const MAX_CONNECTIONS: usize = 4096;
+pub use crate::limits::MAX_CONNECTIONS;
 
 /// The most bytes hyper buffers per connection (request heads, and body
 /// bytes not yet taken by the API): its default is about 400 KiB.
@@ -65,7 +63,7 @@ pub struct HttpdConfig {
     /// stream requests. Its head limit and head timeout apply to the API
     /// server too.
     pub stream: StreamConfig,
-    /// Issue 7: the connection and request limits (the head limit and the
+    /// The connection and request limits (the head limit and the
     /// timeouts are `stream`'s, which [`HttpdConfig::with_limits`] copies
     /// from here).
     pub limits: HttpLimits,

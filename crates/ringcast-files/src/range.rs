@@ -1,6 +1,6 @@
-//! The `Range` request header of RFC 9110 section 14, for the node's file
-//! server (DESIGN section 6, issue 4 item 4): players resume and seek with
-//! byte ranges, and a resumed download must get exactly the bytes it asks for.
+//! The `Range` request header of RFC 9110 section 14, for the file server
+//! (DESIGN section 6): players resume and seek with byte ranges, and a
+//! resumed download must get exactly the bytes it asks for.
 //!
 //! Parsing is pure and bounded: at most [`MAX_RANGES`] range specs, numbers
 //! that do not fit a `u64` saturate (so they are simply out of bounds), and

@@ -1,0 +1,79 @@
+//! How stream connections are served (timeouts, the stream prefix, the
+//! head limit) and what a connection needs to be served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::counters::StreamCounters;
+use super::resolve::Resolve;
+use crate::guard::Guard;
+use crate::limits::MAX_HEAD;
+
+/// How stream connections are served.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// With `Some(prefix)`, [`serve_connection`] serves only requests whose
+    /// path starts with `prefix` and hands the connection back
+    /// ([`Outcome::Handoff`]) at the first request that does not; with
+    /// `None` it serves every request.
+    pub prefix: Option<String>,
+    /// The largest request head accepted; a longer one gets `431`.
+    pub max_head: usize,
+    /// Time allowed to receive a complete request head once the connection
+    /// is open or the head's first byte has arrived; then the connection
+    /// is closed. The deadline is fixed when the head starts: bytes that
+    /// trickle in do not extend it (slowloris).
+    pub head_timeout: Duration,
+    /// Time a persistent connection may wait for the next request.
+    pub idle_timeout: Duration,
+    /// Time the socket may stay unwritable (a client that stopped reading)
+    /// before the connection is closed.
+    pub send_timeout: Duration,
+    /// Time the disk may take to open a file or to hand over the data of
+    /// one offloaded batch of `sendfile(2)` calls; past it, a request gets
+    /// `503` (open) or its connection is shut down (data), so that a player
+    /// resumes elsewhere instead of waiting on a hung disk.
+    pub disk_timeout: Duration,
+    /// Run `sendfile(2)` on tokio's blocking threads rather than on the
+    /// connection's task. It costs a thread hop per socket buffer's worth of
+    /// data; in exchange a hung disk blocks only the streams reading it, not
+    /// one of the runtime's worker threads.
+    pub offload_sendfile: bool,
+}
+
+impl Default for StreamConfig {
+    fn default() -> StreamConfig {
+        StreamConfig {
+            prefix: None,
+            max_head: MAX_HEAD,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            disk_timeout: Duration::from_secs(10),
+            offload_sendfile: true,
+        }
+    }
+}
+
+/// What a stream connection needs: the resolver, the counters, the
+/// configuration and the listener's guard.
+pub struct StreamContext {
+    /// Maps requests to files.
+    pub resolver: Arc<dyn Resolve>,
+    /// The load counters this server adds to.
+    pub counters: Arc<StreamCounters>,
+    /// Timeouts and options.
+    pub config: StreamConfig,
+    /// Per-client request rates and the refusal counters, shared
+    /// with the API server.
+    pub guard: Arc<Guard>,
+}
+
+impl std::fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext")
+            .field("counters", &self.counters)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
