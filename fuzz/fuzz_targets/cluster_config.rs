@@ -1,4 +1,4 @@
-//! The cluster file parser: `ringcast_node::clusterfile::load`.
+//! The cluster file parser: `ringcast_config::clusterfile::load`.
 //!
 //! The input (UTF-8) is written to `cluster.toml` in a per-process temporary
 //! folder that also holds valid key and token files, so that parsing reaches
@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use ringcast_node::clusterfile::{load, ConfigFileError};
+use ringcast_config::clusterfile::{load, ConfigFileError};
 use ringcast_proto::{Incarnation, Node};
 
 const KEY_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
@@ -107,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // The JSON the configuration service serves decodes to the same settings.
                 let json = serde_json::to_string(&settings).expect("settings serialize");
-                let back: ringcast_node::settings::NodeSettings =
+                let back: ringcast_config::settings::NodeSettings =
                     serde_json::from_str(&json).expect("served settings decode");
                 assert_eq!(back, settings, "settings JSON does not round-trip: {json}");
                 let shown = format!("{settings:?}");

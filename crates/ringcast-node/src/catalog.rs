@@ -29,9 +29,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Name of a disk's library folder under its mount point: titles live in
-/// `<mount>/library`.
-pub const LIBRARY_DIR: &str = "library";
+pub use ringcast_config::settings::LIBRARY_DIR;
 
 /// Most components of a title: a file in the library or in one sub-folder.
 pub const MAX_TITLE_COMPONENTS: usize = 2;

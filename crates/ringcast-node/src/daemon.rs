@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ringcast_config::settings::NodeSettings;
 use ringcast_files::guard::Guard;
 use ringcast_files::httpd::HttpdConfig;
 use ringcast_files::stream::StreamCounters;
@@ -18,7 +19,6 @@ use tokio::task::JoinHandle;
 
 use crate::disks::{ProbeConfig, Prober};
 use crate::runtime::{NodeError, Rekey, Runtime, Shared};
-use crate::settings::NodeSettings;
 use crate::streaming::{Streaming, STREAM_PREFIX};
 
 /// How often the HTTP listener's exempt addresses (the members') are
@@ -376,7 +376,7 @@ mod tests {
     use ringcast_proto::KeyId;
 
     use super::*;
-    use crate::clusterfile::{self, local_cluster};
+    use ringcast_config::clusterfile::{self, local_cluster};
 
     /// The runtime the test node runs on (two workers, like the machine).
     fn runtime() -> tokio::runtime::Runtime {

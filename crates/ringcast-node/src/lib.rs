@@ -7,8 +7,6 @@
 
 pub mod api;
 pub mod catalog;
-pub mod clusterfile;
-pub mod configsvc;
 pub mod daemon;
 pub mod dashboard;
 pub mod disks;
@@ -19,7 +17,6 @@ pub mod metrics;
 pub mod overview;
 pub mod runtime;
 pub mod seat;
-pub mod settings;
 pub mod streaming;
 pub mod transport;
 

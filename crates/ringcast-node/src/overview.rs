@@ -19,7 +19,7 @@ use crate::api::ClusterEntry;
 use ringcast_proto::NodeId;
 
 /// The most levels climbed or descended; deeper trees are cut here.
-const MAX_LEVELS: usize = crate::clusterfile::MAX_LEVELS;
+const MAX_LEVELS: usize = ringcast_config::clusterfile::MAX_LEVELS;
 
 /// How long one walk may spend asking other machines.
 pub const WALK_LIMIT: Duration = Duration::from_secs(3);

@@ -18,8 +18,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::life::LifeFile;
 use crate::limit::SenderLimits;
-use crate::settings::{BusMode, NodeSettings};
 use crate::transport::{Transport, MAX_DATAGRAM};
+use ringcast_config::settings::{BusMode, NodeSettings};
 
 /// Events kept for a subscriber that connects late.
 const RECENT_EVENTS: usize = 200;

@@ -20,7 +20,7 @@ use ringcast_proto::{LocalEvent, Role};
 use tokio::task::JoinHandle;
 
 use crate::runtime::{Runtime, Shared};
-use crate::settings::NodeSettings;
+use ringcast_config::settings::NodeSettings;
 
 /// How often the machine checks whether it still supervises below each seat.
 pub const SEAT_POLL: Duration = Duration::from_millis(5);

@@ -15,7 +15,7 @@ use ringcast_proto::NodeId;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use crate::settings::BusMode;
+use ringcast_config::settings::BusMode;
 
 /// Largest datagram the node receives.
 pub const MAX_DATAGRAM: usize = 65_536;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use ringcast_node::{clusterfile, configsvc};
+use ringcast_config::{clusterfile, service};
 
 #[derive(Parser)]
 #[command(
@@ -294,7 +294,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let layout = match shape {
                 Some(s) => up_cmd::Layout::Shape(
-                    ringcast_node::clusterfile::parse_shape(&s)
+                    clusterfile::parse_shape(&s)
                         .map_err(|e| anyhow::anyhow!("--shape {s}: {e}"))?,
                 ),
                 None => up_cmd::Layout::Nodes(nodes),
@@ -385,7 +385,7 @@ fn run(cli: Cli) -> Result<()> {
                         .await
                         .with_context(|| format!("cannot listen on {listen}"))?;
                     eprintln!("serving {} on http://{listen}", file.display());
-                    configsvc::serve(file, listener).await?;
+                    service::serve(file, listener).await?;
                     Ok(())
                 })
             }

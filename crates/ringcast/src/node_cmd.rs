@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ringcast_config::settings::NodeSettings;
+use ringcast_config::{clusterfile, service};
+use ringcast_node::daemon;
 use ringcast_node::proto::{LocalEvent, NodeId};
-use ringcast_node::settings::NodeSettings;
-use ringcast_node::{clusterfile, configsvc, daemon};
 use tokio::sync::{broadcast, mpsc};
 
 /// Where a node gets its configuration.
@@ -33,7 +34,7 @@ fn load(source: &Source, node: u32, attempts: u32) -> Result<NodeSettings> {
             let file = clusterfile::load(path)?;
             Ok(file.node_settings(id)?)
         }
-        Source::Url { url, cache_dir } => Ok(configsvc::fetch(url, id, cache_dir, attempts)?),
+        Source::Url { url, cache_dir } => Ok(service::fetch(url, id, cache_dir, attempts)?),
     }
 }
 

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ringcast_node::clusterfile;
+use ringcast_config::clusterfile;
 use serde_json::Value;
 
 use crate::http;

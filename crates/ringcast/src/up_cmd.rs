@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use ringcast_node::clusterfile;
+use ringcast_config::clusterfile;
 
 use crate::http;
 use serde_json::Value;

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringcast_node::clusterfile::{self, ClusterFile};
+use ringcast_config::clusterfile::{self, ClusterFile};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -2,9 +2,9 @@
 //! configuration service hands it, how its bus is carried, the cluster keys
 //! and the admin token.
 //!
-//! [`NodeSettings`] is built from the cluster file ([`crate::clusterfile`]) or
-//! fetched from the configuration service ([`crate::configsvc`]), which sends
-//! it as JSON. The JSON form spells out every field (limits only where they
+//! [`NodeSettings`] is built from the cluster file (`clusterfile`) or
+//! fetched from the configuration service (`service`), which sends it as
+//! JSON. The JSON form spells out every field (limits only where they
 //! differ from their defaults), gives durations in whole milliseconds and
 //! keys as hexadecimal:
 //!
@@ -53,6 +53,10 @@ pub use ringcast_files::limits::HttpLimits;
 /// Length of a cluster key in bytes.
 pub const KEY_LEN: usize = 32;
 
+/// Name of a disk's library folder under its mount point (claim 3's disk
+/// access list names the mount): titles live in `<mount>/library`.
+pub const LIBRARY_DIR: &str = "library";
+
 /// Claim 1: how a node's bus messages travel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BusMode {
@@ -96,7 +100,7 @@ pub struct NodeSettings {
     pub admin_token: Option<String>,
     /// Human-readable name of the cluster, for logs and status output.
     pub cluster_name: String,
-    /// Issue 7: limits against hostile HTTP clients and bus senders.
+    /// Limits against hostile HTTP clients and bus senders.
     pub limits: Limits,
     /// Claim 5: what this machine runs with in each ancestor cluster while it
     /// holds its cluster's seat there, nearest parent first (empty outside a
@@ -105,7 +109,7 @@ pub struct NodeSettings {
     pub seats: Vec<NodeSettings>,
 }
 
-/// Issue 7: limits on the datagrams the bus and ring sockets take from one
+/// Limits on the datagrams the bus and ring sockets take from one
 /// sender (a known member's ring address, or any other source by its IP
 /// address), checked before a datagram is parsed or authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +142,7 @@ impl Default for BusLimits {
     }
 }
 
-/// Issue 7: every limit of a node, as the cluster file's `[limits]` table
+/// Every limit of a node, as the cluster file's `[limits]` table
 /// and the settings' `limits` object name them ([`Limits::FIELDS`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limits {

@@ -4,7 +4,7 @@
 //! Endpoints of [`serve`]:
 //!
 //! - `GET /v1/nodes/{id}/config`: the node's settings as the JSON of
-//!   [`crate::settings`]; 404 for a node the cluster file does not define, 400
+//!   [`NodeSettings`]; 404 for a node the cluster file does not define, 400
 //!   for an id that is not a number. Errors are one line of JSON,
 //!   `{"error": "..."}`.
 //! - `GET /v1/cluster-file/version`: `{"config_version": N}`.
