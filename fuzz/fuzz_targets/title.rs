@@ -1,4 +1,4 @@
-//! Title names: `ringcast_node::catalog::parse_title`.
+//! Title names: `ringcast_node::library::catalog::parse_title`.
 //!
 //! Checks: no panic; an accepted title is exactly the input, not absolute,
 //! has 1 or 2 components, none empty, `.` or `..`, none starting with
@@ -12,7 +12,7 @@
 use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
-use ringcast_node::catalog::{library_dir, parse_title, Title, MAX_COMPONENT_LEN};
+use ringcast_node::library::catalog::{library_dir, parse_title, Title, MAX_COMPONENT_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {

@@ -1,6 +1,7 @@
 //! One node as a process: the protocol loop, the disk prober, the library
 //! scanner, the load reporter, placement and the HTTP listener that carries
-//! both the API and the zero-copy data path.
+//! both the API and the zero-copy data path. This module wires the node's
+//! parts together; nothing else in the crate uses it.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,9 +18,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::disks::{ProbeConfig, Prober};
-use crate::runtime::{NodeError, Rekey, Runtime, Shared};
-use crate::streaming::{Streaming, STREAM_PREFIX};
+use crate::host::runtime::{NodeError, Rekey, Runtime, Shared};
+use crate::library::disks::{ProbeConfig, Prober};
+use crate::placement::{Streaming, STREAM_PREFIX};
 
 /// How often the HTTP listener's exempt addresses (the members') are
 /// refreshed from the cluster map.
@@ -46,7 +47,7 @@ pub enum DaemonError {
     },
 }
 
-/// Why a reloaded configuration was not applied (issue 7).
+/// Why a reloaded configuration was not applied.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ReloadError {
     /// The configuration is another cluster's.
@@ -77,7 +78,7 @@ pub enum ReloadError {
     },
 }
 
-/// What a reload changed (issue 7).
+/// What a reload changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reloaded {
     /// The keys changed (a key rotation stage).
@@ -100,7 +101,7 @@ pub struct Daemon {
     pub streaming: Arc<Streaming>,
     /// The protocol loop; it ends when the node has left.
     pub node: JoinHandle<()>,
-    /// Issue 7: the HTTP listener's limits and refusal counters.
+    /// The HTTP listener's limits and refusal counters.
     pub guard: Arc<Guard>,
     /// The settings the node runs with (keys and version as last reloaded).
     running: Mutex<NodeSettings>,
@@ -108,7 +109,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Issue 7: applies what a running node can change from a reloaded
+    /// Applies what a running node can change from a reloaded
     /// configuration: the cluster keys (a key rotation stage: frames, and
     /// the keys stream tokens derive from) and the configuration version.
     /// Anything else that changed is listed in [`Reloaded::needs_restart`].
@@ -194,7 +195,7 @@ impl Drop for Daemon {
 }
 
 /// Starts every part of a node. `state_dir` keeps the node's last life
-/// across restarts (see [`crate::life`]).
+/// across restarts (see [`crate::host::life`]).
 pub async fn start(
     settings: NodeSettings,
     state_dir: Option<&std::path::Path>,
@@ -204,7 +205,7 @@ pub async fn start(
 
 /// [`start`] for a machine of a sub-cluster (claim 5): `seats` are the
 /// settings of its seat in each ancestor cluster, nearest parent first,
-/// held while it supervises below them (see [`crate::seat`]).
+/// held while it supervises below them (see [`crate::host::seat`]).
 pub async fn start_with_seats(
     settings: NodeSettings,
     seats: Vec<NodeSettings>,
@@ -219,7 +220,7 @@ pub async fn start_with_seats(
     let http_config = HttpdConfig::with_limits(STREAM_PREFIX, &settings.limits.http);
     let guard = Arc::new(Guard::new(&settings.limits.http));
     let running = Mutex::new(settings.clone());
-    let life = state_dir.map(|d| crate::life::LifeFile::new(d, me));
+    let life = state_dir.map(|d| crate::host::life::LifeFile::new(d, me));
     let runtime = Runtime::bind(settings, life)?;
     let shared = runtime.shared();
     let listener = tokio::net::TcpListener::bind(http)
@@ -237,7 +238,7 @@ pub async fn start_with_seats(
         .levels_above
         .store(seats.len(), std::sync::atomic::Ordering::Relaxed);
     streaming.rescan();
-    let api = crate::api::router(shared.clone()).merge(streaming.routes());
+    let api = crate::operator::api::router(shared.clone()).merge(streaming.routes());
     let _ = shared.http_guard.set(guard.clone());
     let mut tasks = vec![
         tokio::spawn(ringcast_files::httpd::serve_with(
@@ -256,7 +257,10 @@ pub async fn start_with_seats(
     tasks.push(tokio::spawn(
         async move { s.report_load(LOAD_INTERVAL).await },
     ));
-    tasks.push(tokio::spawn(crate::seat::hold_seats(shared.clone(), seats)));
+    tasks.push(tokio::spawn(crate::host::seat::hold_seats(
+        shared.clone(),
+        seats,
+    )));
     tasks.push(tokio::spawn(reassign_loop(
         streaming.clone(),
         shared.clone(),
@@ -272,7 +276,7 @@ pub async fn start_with_seats(
     })
 }
 
-/// Issue 7: the members' addresses skip the HTTP listener's per-client
+/// The members' addresses skip the HTTP listener's per-client
 /// limits (a member asks the supervisor to place every stream its clients
 /// play). Refreshed from the cluster map.
 async fn exempt_loop(guard: Arc<Guard>, shared: Arc<Shared>) {
@@ -387,7 +391,7 @@ mod tests {
             .expect("a tokio runtime")
     }
 
-    /// Issue 7: a reload applies new keys and a newer version at once, names
+    /// A reload applies new keys and a newer version at once, names
     /// what needs a restart, and refuses another node's, another cluster's
     /// or an older configuration.
     #[test]

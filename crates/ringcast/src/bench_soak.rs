@@ -1,5 +1,5 @@
-//! `ringcast bench soak` (issue 7, part 4): a local cluster at LAN timing
-//! serving streams while a CPU hog saturates every core, counting what a
+//! `ringcast bench soak`: a local cluster at LAN timing serving streams
+//! while a CPU hog saturates every core, counting what a
 //! starved machine must not do: declare a live node failed, or take over
 //! from a live supervisor. Nothing is killed during the soak, so every
 //! failure declaration and every takeover counted is a false one.

@@ -158,7 +158,7 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Issue 7: a local cluster serving streams while a CPU hog saturates
+    /// A local cluster serving streams while a CPU hog saturates
     /// every core; counts false failure declarations, false takeovers and
     /// lost streams. The last line is JSON.
     Soak {

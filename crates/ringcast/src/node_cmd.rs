@@ -52,7 +52,7 @@ pub fn state_dir(source: &Source) -> PathBuf {
 
 /// Runs the node until it has left (after SIGINT or SIGTERM, or `POST /v1/leave`).
 /// SIGHUP, or a newer configuration version seen on the bus, reloads the
-/// configuration from `source` (issue 7: key rotation without a restart).
+/// configuration from `source` (key rotation without a restart).
 pub fn run(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -84,7 +84,7 @@ pub fn fetch_tree(config: &Path) -> Result<Option<Tree>> {
     }
     let all: Vec<&Value> = views
         .iter()
-        .flat_map(ringcast_node::overview::views_of)
+        .flat_map(ringcast_node::operator::overview::views_of)
         .collect();
     let clusters = file
         .clusters()

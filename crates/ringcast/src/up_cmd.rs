@@ -222,7 +222,7 @@ impl Drop for LocalCluster {
 fn formed(clusters: &[clusterfile::ClusterInfo], views: &[Value]) -> Option<u32> {
     let all: Vec<&Value> = views
         .iter()
-        .flat_map(ringcast_node::overview::views_of)
+        .flat_map(ringcast_node::operator::overview::views_of)
         .collect();
     let mut root = None;
     for c in clusters {
@@ -276,7 +276,7 @@ impl Library {
                 .context("a library file outside its folder")?
                 .to_string_lossy()
                 .into_owned();
-            if ringcast_node::catalog::parse_title(&rel).is_ok() {
+            if ringcast_node::library::catalog::parse_title(&rel).is_ok() {
                 out.push((rel, entry));
             } else {
                 eprintln!("skipping {}: not a valid title name", entry.display());

@@ -306,7 +306,7 @@ fn bad_command_lines_get_one_clear_sentence() {
 
 #[test]
 fn a_short_soak_counts_declarations_takeovers_and_streams_on_a_starved_machine() {
-    // Issue 7: `bench soak` runs real nodes, real `ringcast play` streams and
+    // `bench soak` runs real nodes, real `ringcast play` streams and
     // a busy thread; its report counts from the nodes' own metrics. The
     // 10-minute soak and its figures are a benchmark (README), not a test.
     isolate_network();

@@ -1,4 +1,4 @@
-//! Issue 7 (hardening) with real node processes on loopback: a flood of
+//! Hardening against hostile inputs, with real node processes on loopback: a flood of
 //! garbage, forged and replayed datagrams from another address is rate
 //! limited and the ring keeps running; a cluster key rotates in three stages
 //! without a failure; hostile HTTP clients do not disturb a stream that

@@ -409,7 +409,7 @@ fn a_dead_subcluster_is_marked_failed_at_the_root_and_its_stream_continues_from_
 
 #[test]
 fn a_key_rotation_reaches_every_seat_and_the_next_holder_of_a_seat() {
-    // Issue 7 in a tree: the three stages of a rotation, each told to one
+    // Key rotation in a tree: the three stages of a rotation, each told to one
     // machine by SIGHUP. Every machine and every seat it holds ends on the
     // new key, and a seat taken after the rotation seals with it too.
     let mut t = start_tree();

@@ -2,7 +2,7 @@
 //! multicast between them; a minority cut off by link down while a stream
 //! plays, which yields two supervisors and heals into one with the stream
 //! byte-exact; a one-way link (made in the transport, `RINGCAST_TEST_FAULTS`,
-//! since `tc netem` is not available); a flapping link (issue 7, part 3).
+//! since `tc netem` is not available); a flapping link.
 //! Each test reports how long the cluster took to converge after the fault
 //! ended. Needs root; skipped (and says so) otherwise.
 //!

@@ -425,7 +425,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Issue 7: the `[limits]` table; each bad entry is reported at its line
+    /// The `[limits]` table; each bad entry is reported at its line
     /// and leaves its default.
     fn check_limits(&mut self, raw: Option<&BTreeMap<String, Spanned<u64>>>) -> Limits {
         let mut limits = Limits::default();

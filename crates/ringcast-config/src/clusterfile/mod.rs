@@ -35,7 +35,7 @@
 //! join_retry_ms = 20
 //! leave_retry_ms = 20
 //!
-//! [limits]                    # optional table, every key optional (issue 7);
+//! [limits]                    # optional table, every key optional;
 //! http_max_head_bytes = 16384 # defaults are settings::Limits::default(); the
 //! bus_refused_per_s = 50      # full list is settings::Limits::FIELDS
 //!

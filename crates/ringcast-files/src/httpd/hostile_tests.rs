@@ -1,4 +1,4 @@
-//! Issue 7: the shared listener against hostile clients, over real sockets
+//! The shared listener against hostile clients, over real sockets
 //! on loopback. Distinct client addresses are loopback addresses the client
 //! socket binds to (127.0.0.2, 127.0.0.3, ...). Each limit is tested on
 //! both servers behind the listener: the zero-copy stream server (a

@@ -72,7 +72,7 @@ pub struct Spec {
     pub max_streams: u32,
     /// How often disks are probed; a probe fails after twice this.
     pub disk_check_interval_ms: u64,
-    /// Entries of the cluster file's `[limits]` table (issue 7).
+    /// Entries of the cluster file's `[limits]` table.
     pub limits: Vec<(&'static str, u64)>,
 }
 
@@ -325,7 +325,7 @@ impl Cluster {
         body.into_json().ok()
     }
 
-    /// Issue 7: one stage of a key rotation: writes `keys` as the key file
+    /// One stage of a key rotation: writes `keys` as the key file
     /// and raises the cluster file's configuration version to `version`.
     pub fn stage_keys(&self, keys: &str, version: u32) {
         replace_file(&self.dir.join("cluster.key"), keys);

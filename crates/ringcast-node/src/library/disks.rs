@@ -81,7 +81,7 @@ pub struct ProbeOutcome {
 impl ProbeOutcome {
     /// The disk report this outcome becomes on the ring (claim 13) for
     /// `disk`, carrying `catalog`, the digest of the disk's library
-    /// ([`crate::catalog::Catalog::digest`]).
+    /// ([`super::catalog::Catalog::digest`]).
     pub fn to_report(&self, disk: DiskId, catalog: u64) -> DiskReport {
         DiskReport {
             disk,

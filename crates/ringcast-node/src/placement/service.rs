@@ -1,7 +1,7 @@
-//! DESIGN 6 and claim 13 at the node: the library of each disk this node
-//! reaches, placement of play requests (by the supervisor), the signed
-//! redirect, the resolver of stream requests for the data path, and the
-//! reassignment of streams when a node or disk fails.
+//! The placement service (DESIGN section 6, claim 13 at the node): the
+//! library of each disk this node reaches, placement of play requests (by
+//! the supervisor), the signed redirect, and the reassignment of streams
+//! when a node or disk fails.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -13,16 +13,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ringcast_files::stream::{Refusal, RequestHead, Resolve, Resolved, StreamCounters};
+use ringcast_files::stream::StreamCounters;
 use ringcast_proto::placement::{PlaceError, StreamBook};
-use ringcast_proto::token::{StreamToken, TokenError};
+use ringcast_proto::token::StreamToken;
 use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
 use serde::{Deserialize, Serialize};
 
-mod tree;
-
-use crate::catalog::{self, Catalog, Title};
-use crate::runtime::Shared;
+use crate::host::runtime::{Shared, Snapshot};
+use crate::library::catalog::{self, Catalog, Title};
 
 /// How long a stream token stays valid: long enough to start the request.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -34,29 +32,29 @@ pub const MAX_PLAYLIST: u64 = 1 << 20;
 /// Everything the node needs to place and serve streams.
 #[derive(Debug)]
 pub struct Streaming {
-    me: NodeId,
+    pub(super) me: NodeId,
     /// The cluster keys tokens derive from: the first signs, every one
-    /// verifies (issue 7: a key rotation changes them while the node runs).
-    keys: RwLock<Vec<[u8; 32]>>,
-    mounts: BTreeMap<DiskId, PathBuf>,
+    /// verifies (a key rotation changes them while the node runs).
+    pub(super) keys: RwLock<Vec<[u8; 32]>>,
+    pub(super) mounts: BTreeMap<DiskId, PathBuf>,
     /// This node's own scans of its disks' libraries.
     pub catalogs: RwLock<BTreeMap<DiskId, Catalog>>,
     /// The supervisor's view: titles of every disk, by digest.
-    known: Mutex<BTreeMap<DiskId, (u64, BTreeSet<String>)>>,
-    book: Mutex<StreamBook>,
-    disk_bytes: Mutex<BTreeMap<DiskId, (Instant, u64)>>,
+    pub(super) known: Mutex<BTreeMap<DiskId, (u64, BTreeSet<String>)>>,
+    pub(super) book: Mutex<StreamBook>,
+    pub(super) disk_bytes: Mutex<BTreeMap<DiskId, (Instant, u64)>>,
     /// One client for the node's own requests (placement, catalogs), so
     /// connections to the supervisor are kept alive between requests.
-    agent: ureq::Agent,
-    shared: Arc<Shared>,
+    pub(super) agent: ureq::Agent,
+    pub(super) shared: Arc<Shared>,
     /// Streams being served, for the load this node reports.
     pub counters: Arc<StreamCounters>,
     /// Claim 5: the sub-cluster each stream was last placed in, for the
     /// streams this machine placed as a parent's supervisor.
-    tree_book: Mutex<BTreeMap<u64, NodeId>>,
+    pub(super) tree_book: Mutex<BTreeMap<u64, NodeId>>,
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -119,17 +117,17 @@ pub struct CatalogAnswer {
 }
 
 /// A refusal as an HTTP response, boxed: responses are large and mostly unused.
-type Refused = Box<Response>;
+pub(super) type Refused = Box<Response>;
 
-fn refused(r: Response) -> Refused {
+pub(super) fn refused(r: Response) -> Refused {
     Box::new(r)
 }
 
-fn refusal(status: StatusCode, message: &str) -> Response {
+pub(super) fn refusal(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
 }
 
-fn unavailable(message: &str, retry_after: u64) -> Response {
+pub(super) fn unavailable(message: &str, retry_after: u64) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, retry_after.to_string())],
@@ -345,7 +343,12 @@ impl Streaming {
     }
 
     /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
-    fn decide(&self, title: &Title, stream: u64, entry: String) -> Result<PlaceAnswer, Refused> {
+    pub(super) fn decide(
+        &self,
+        title: &Title,
+        stream: u64,
+        entry: String,
+    ) -> Result<PlaceAnswer, Refused> {
         let snap = self.shared.snapshot();
         let metrics = &self.shared.metrics;
         let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
@@ -529,7 +532,7 @@ fn random_stream() -> u64 {
 /// A member forwards the decision to the supervisor, so the client sees one redirect.
 async fn ask_supervisor(
     agent: ureq::Agent,
-    snap: &crate::runtime::Snapshot,
+    snap: &Snapshot,
     title: &Title,
     stream: u64,
     entry: &str,
@@ -551,7 +554,7 @@ async fn ask_supervisor(
 
 /// Asks another machine's `/v1/place` (blocking); its refusal is passed on
 /// with its status and `Retry-After`.
-fn ask_place(agent: &ureq::Agent, url: &str) -> Result<PlaceAnswer, Refused> {
+pub(super) fn ask_place(agent: &ureq::Agent, url: &str) -> Result<PlaceAnswer, Refused> {
     match agent.get(url).call() {
         Ok(r) => r
             .into_json::<PlaceAnswer>()
@@ -627,124 +630,4 @@ async fn catalog_of(State(s): State<Arc<Streaming>>, AxPath(disk): AxPath<u32>) 
         .into_response(),
         None => refusal(StatusCode::NOT_FOUND, "this node does not reach that disk"),
     }
-}
-
-impl Streaming {
-    /// Issue 7: the cluster keys tokens derive from, as a key rotation
-    /// stage has them: the first signs new tokens, and a token signed under
-    /// any of them is accepted (so tokens signed by nodes one stage ahead or
-    /// behind are accepted, as their frames are). Empty `keys` change nothing.
-    pub fn set_keys(&self, keys: Vec<[u8; 32]>) {
-        if !keys.is_empty() {
-            *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
-        }
-    }
-
-    fn signing_key(&self) -> [u8; 32] {
-        self.keys.read().unwrap_or_else(|e| e.into_inner())[0]
-    }
-
-    fn verify_token(&self, text: &str) -> Result<StreamToken, TokenError> {
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let now = unix_now();
-        for key in &keys {
-            match StreamToken::verify(text, key, now) {
-                Err(TokenError::BadSignature) => continue,
-                verified => return verified,
-            }
-        }
-        Err(TokenError::BadSignature)
-    }
-
-    fn resolve_token(&self, rest: &str) -> Result<(StreamToken, Title, PathBuf), Refusal> {
-        let deny = |status: u16, message: &str| Refusal::new(status, message);
-        let (token, title) = rest
-            .split_once('/')
-            .ok_or_else(|| deny(404, "no such stream"))?;
-        let token = self
-            .verify_token(token)
-            .map_err(|e| deny(403, &e.to_string()))?;
-        if token.node != self.me {
-            return Err(deny(403, "the stream token is for another node"));
-        }
-        if token.title != title {
-            return Err(deny(403, "the stream token is for another title"));
-        }
-        let title = catalog::parse_title(title).map_err(|e| deny(400, &e.to_string()))?;
-        let mount = self
-            .mounts
-            .get(&token.disk)
-            .ok_or_else(|| deny(404, "this node does not reach that disk"))?;
-        let (_file, path) = catalog::open_title(mount, &title).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => deny(404, "no such title on that disk"),
-            std::io::ErrorKind::PermissionDenied => deny(404, "no such title on that disk"),
-            _ => Refusal::new(503, "the disk cannot be read; ask the play URL again")
-                .with_header("Retry-After", "1"),
-        })?;
-        Ok((token, title, path))
-    }
-}
-
-impl Resolve for Streaming {
-    fn resolve(&self, req: &RequestHead) -> Result<Resolved, Refusal> {
-        self.resolve_stream(req).inspect_err(|r| {
-            if r.status == 503 {
-                self.shared.metrics.count_unavailable("stream");
-            }
-        })
-    }
-}
-
-impl Streaming {
-    fn resolve_stream(&self, req: &RequestHead) -> Result<Resolved, Refusal> {
-        let rest = req.path.strip_prefix(STREAM_PREFIX).unwrap_or_default();
-        let (token, title, path) = self.resolve_token(rest)?;
-        let content_type = ringcast_files::stream::content_type_for(title.as_str());
-        if title.as_str().ends_with(".m3u8") {
-            return playlist(&path, &title, &token, content_type);
-        }
-        Ok(Resolved::File {
-            path,
-            content_type: content_type.into(),
-            disk: token.disk.0,
-        })
-    }
-}
-
-/// HLS: the playlist's segment URIs are rewritten to play URLs of the same
-/// stream, so every segment request goes through placement.
-fn playlist(
-    path: &std::path::Path,
-    title: &Title,
-    token: &StreamToken,
-    content_type: &str,
-) -> Result<Resolved, Refusal> {
-    let stream = token.stream;
-    let unreadable = |m: &str| Refusal::new(503, m).with_header("Retry-After", "1");
-    let meta = std::fs::metadata(path).map_err(|_| unreadable("the playlist cannot be read"))?;
-    if meta.len() > MAX_PLAYLIST {
-        return Err(unreadable("the playlist is too large"));
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(|_| unreadable("the playlist cannot be read"))?;
-    let folder = title.folder().map(|f| format!("{f}/")).unwrap_or_default();
-    let mut out = String::with_capacity(text.len() * 2);
-    for line in text.lines() {
-        let l = line.trim();
-        if l.is_empty() || l.starts_with('#') || l.contains("://") || l.starts_with('/') {
-            out.push_str(line);
-        } else {
-            out.push_str(&format!(
-                "http://{}/v1/play/{folder}{l}?stream={stream}",
-                token.entry
-            ));
-        }
-        out.push('\n');
-    }
-    let etag = format!("\"pl-{:x}-{}\"", meta.len(), stream);
-    Ok(Resolved::Bytes {
-        body: out.into_bytes(),
-        content_type: content_type.to_string().into(),
-        etag,
-    })
 }

@@ -21,7 +21,9 @@ use ringcast_proto::{LocalEvent, MemberStatus, NodeId, Role};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::runtime::{Shared, Snapshot};
+use super::metrics::role_name;
+use super::overview::{ClusterEntry, Overview};
+use crate::host::runtime::{Shared, Snapshot};
 
 /// The routes of a node's HTTP API.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -34,7 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(shared.clone())
-        .merge(crate::dashboard::routes(shared))
+        .merge(super::dashboard::routes(shared))
 }
 
 /// One node in `GET /v1/cluster`.
@@ -83,9 +85,9 @@ pub struct ClusterView {
     pub tables: Option<ringcast_proto::Tables>,
     /// Claim 5: the cluster's id.
     pub cluster_id: u32,
-    /// Issue 7: the configuration version the node runs.
+    /// The configuration version the node runs.
     pub config_version: u32,
-    /// Issue 7: the ids of the cluster keys the node accepts, the one it
+    /// The ids of the cluster keys the node accepts, the one it
     /// seals with first (never the keys themselves).
     pub keys: Vec<ringcast_proto::KeyId>,
     /// Claim 5: the seats this machine holds in its ancestor clusters, each
@@ -96,16 +98,6 @@ pub struct ClusterView {
     /// is the view of a seat's cluster) rather than machines.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub members_are_clusters: bool,
-}
-
-/// The name of a role, as the API and metrics show it.
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Listening => "listening",
-        Role::Member => "member",
-        Role::Supervisor => "supervisor",
-        Role::Left => "left",
-    }
 }
 
 fn status_name(status: MemberStatus) -> &'static str {
@@ -185,7 +177,7 @@ fn with_cors(shared: &Shared, headers: &HeaderMap, mut response: Response) -> Re
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return response;
     };
-    if crate::dashboard::cluster_origins(shared)
+    if super::dashboard::cluster_origins(shared)
         .iter()
         .any(|o| o == origin)
     {
@@ -194,36 +186,6 @@ fn with_cors(shared: &Shared, headers: &HeaderMap, mut response: Response) -> Re
         }
     }
     response
-}
-
-/// One cluster of `GET /v1/overview`: a parent's entry comes first and its
-/// sub-clusters name it in `parent` (claim 5).
-#[derive(Debug, Serialize)]
-pub struct ClusterEntry {
-    /// The cluster's id.
-    pub id: u32,
-    /// Its name.
-    pub name: String,
-    /// The cluster it is a node of, if any (the hierarchy, claim 5).
-    pub parent: Option<u32>,
-    /// Whose view `view` is.
-    pub view_of: NodeId,
-    /// Whether `view` is the supervisor's own (`false`: the answering node's,
-    /// because the supervisor did not answer).
-    pub supervisor_view: bool,
-    /// The cluster as `GET /v1/cluster` of `view_of` shows it.
-    pub view: serde_json::Value,
-}
-
-/// `GET /v1/overview`: what the dashboard shows, as a list of clusters.
-#[derive(Debug, Serialize)]
-pub struct Overview {
-    /// The node that answered.
-    pub answered_by: NodeId,
-    /// Its HTTP address.
-    pub answered_by_http: String,
-    /// The clusters, parents before children.
-    pub clusters: Vec<ClusterEntry>,
 }
 
 fn own_overview(shared: &Shared, snap: &Snapshot) -> Overview {
@@ -266,7 +228,7 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
     let mut answer = own_overview(&shared, &snap);
     if shared.in_tree() {
         let own = serde_json::to_value(cluster_view(&shared, &snap)).unwrap_or_default();
-        let walked = tokio::task::spawn_blocking(move || crate::overview::walk(&agent(), own))
+        let walked = tokio::task::spawn_blocking(move || super::overview::walk(&agent(), own))
             .await
             .unwrap_or_default();
         if !walked.is_empty() {
@@ -462,6 +424,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&shared, &snap),
+        super::metrics::render(&shared, &snap),
     )
 }

@@ -16,17 +16,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::runtime::Shared;
+use crate::host::runtime::Shared;
 
 /// The page.
-pub const INDEX_HTML: &str = include_str!("../assets/dashboard.html");
+pub const INDEX_HTML: &str = include_str!("../../assets/dashboard.html");
 /// Its script.
-pub const APP_JS: &str = include_str!("../assets/dashboard.js");
+pub const APP_JS: &str = include_str!("../../assets/dashboard.js");
 /// Its style sheet.
-pub const APP_CSS: &str = include_str!("../assets/dashboard.css");
+pub const APP_CSS: &str = include_str!("../../assets/dashboard.css");
 /// hls.js (light build), vendored from the npm registry; version and
 /// licence in `assets/README.md` and `assets/hls.js-LICENSE`.
-pub const HLS_JS: &str = include_str!("../assets/hls.light.min.js");
+pub const HLS_JS: &str = include_str!("../../assets/hls.light.min.js");
 
 /// Where the assets are served.
 pub const APP_JS_PATH: &str = "/dashboard/app.js";

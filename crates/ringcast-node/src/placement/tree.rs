@@ -16,9 +16,11 @@ use std::net::SocketAddr;
 use ringcast_proto::placement::rank_subclusters;
 use ringcast_proto::Role;
 
-use super::{ask_place, refusal, refused, unavailable, PlaceAnswer, Refused, Streaming, Title};
-use crate::runtime::Shared;
 use axum::http::StatusCode;
+
+use super::service::{ask_place, refusal, refused, unavailable, PlaceAnswer, Refused, Streaming};
+use crate::host::runtime::Shared;
+use crate::library::catalog::Title;
 
 /// The most machines a placement request may pass through, up and down.
 pub const MAX_HOPS: u32 = 16;

@@ -16,15 +16,15 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::life::LifeFile;
-use crate::limit::SenderLimits;
-use crate::transport::{Transport, MAX_DATAGRAM};
+use super::life::LifeFile;
+use super::limit::SenderLimits;
+use super::transport::{Transport, MAX_DATAGRAM};
 use ringcast_config::settings::{BusMode, NodeSettings};
 
 /// Events kept for a subscriber that connects late.
 const RECENT_EVENTS: usize = 200;
 
-/// Issue 7: the most datagrams of senders over their budget dropped in one
+/// The most datagrams of senders over their budget dropped in one
 /// go before the loop looks at its timers again.
 const DRAIN_BATCH: usize = 256;
 
@@ -102,13 +102,13 @@ pub struct IoCounters {
     pub send_errors: AtomicU64,
     /// Receive errors.
     pub recv_errors: AtomicU64,
-    /// Issue 7: datagrams dropped unread because their sender was over its
+    /// Datagrams dropped unread because their sender was over its
     /// budget ([`SenderLimits`]); shown as the `rate_limited` reason of
     /// `ringcast_frames_rejected_total`.
     pub rate_limited: AtomicU64,
 }
 
-/// Issue 7: counters of configuration reloads (`SIGHUP`, or a newer
+/// Counters of configuration reloads (`SIGHUP`, or a newer
 /// configuration version seen on the bus).
 #[derive(Debug, Default)]
 pub struct ReloadCounters {
@@ -121,7 +121,7 @@ pub struct ReloadCounters {
     pub failed: AtomicU64,
 }
 
-/// Issue 7: what a running node changes without a restart: the keys it
+/// What a running node changes without a restart: the keys it
 /// seals with and accepts, and the configuration version its frames carry.
 #[derive(Clone, Debug)]
 pub struct Rekey {
@@ -159,15 +159,15 @@ pub struct Shared {
     /// The data path's counters, once streaming runs.
     pub streams: std::sync::OnceLock<Arc<ringcast_files::stream::StreamCounters>>,
     /// Counters outside the protocol core (probes, placement, 503s), for `/metrics`.
-    pub metrics: crate::metrics::NodeMetrics,
+    pub metrics: super::counters::NodeMetrics,
     /// The HTTP listener's guard (its refusal counters), once it runs.
     pub http_guard: std::sync::OnceLock<Arc<ringcast_files::guard::Guard>>,
-    /// Issue 7: new keys for the protocol loop to apply.
+    /// New keys for the protocol loop to apply.
     pub rekey: watch::Sender<Option<Rekey>>,
-    /// Issue 7: configuration reloads.
+    /// Configuration reloads.
     pub reloads: ReloadCounters,
     /// Claim 5: the seats this machine holds in its ancestor clusters,
-    /// nearest parent first (see [`crate::seat`]).
+    /// nearest parent first (see `seat`).
     pub seats: RwLock<Vec<Arc<Shared>>>,
     /// Claim 5: how many ancestor clusters this machine's cluster has.
     pub levels_above: std::sync::atomic::AtomicUsize,
@@ -240,8 +240,8 @@ pub struct Runtime {
     senders: SenderLimits,
     held: Option<ClusterMap>,
     life: Option<LifeFile>,
-    /// Issue 7: test-only transport faults (`RINGCAST_TEST_FAULTS`).
-    faults: Option<crate::faults::Faults>,
+    /// Test-only transport faults (`RINGCAST_TEST_FAULTS`).
+    faults: Option<super::faults::Faults>,
 }
 
 fn unix_ms() -> u64 {
@@ -304,7 +304,7 @@ impl Runtime {
             io: IoCounters::default(),
             started: now,
             streams: std::sync::OnceLock::new(),
-            metrics: crate::metrics::NodeMetrics::default(),
+            metrics: super::counters::NodeMetrics::default(),
             http_guard: std::sync::OnceLock::new(),
             rekey: rekey_tx,
             reloads: ReloadCounters::default(),
@@ -320,7 +320,7 @@ impl Runtime {
             senders,
             held: None,
             life,
-            faults: crate::faults::Faults::from_env(),
+            faults: super::faults::Faults::from_env(),
         })
     }
 
@@ -369,7 +369,7 @@ impl Runtime {
                             continue;
                         }
                     }
-                    // Issue 7: a sender over its budget is dropped unread,
+                    // A sender over its budget is dropped unread,
                     // without touching the protocol or the snapshot, and so
                     // is every such datagram already waiting behind it.
                     let Some((n, sender)) = self.admit(now, n, from, &mut buf) else {
@@ -407,7 +407,7 @@ impl Runtime {
         }
     }
 
-    /// Issue 7: charges the datagram of `n` bytes from `from` (in `buf`) to
+    /// Charges the datagram of `n` bytes from `from` (in `buf`) to
     /// its sender. Returns it if it may be read; else drops it, and drains
     /// and drops the datagrams already waiting while their senders are over
     /// budget too (at most [`DRAIN_BATCH`], so timers are not kept waiting),
@@ -418,7 +418,7 @@ impl Runtime {
         mut n: usize,
         mut from: std::net::SocketAddr,
         buf: &mut [u8],
-    ) -> Option<(usize, crate::limit::Sender)> {
+    ) -> Option<(usize, super::limit::Sender)> {
         for i in 1.. {
             if let Some(sender) = self.senders.admit(now, from) {
                 return Some((n, sender));
@@ -435,7 +435,7 @@ impl Runtime {
         None
     }
 
-    /// Issue 7: takes new keys (a rotation stage) and the configuration
+    /// Takes new keys (a rotation stage) and the configuration
     /// version they came with.
     fn apply(&mut self, rekey: Rekey) {
         let before = self.node.keyring().key_ids();

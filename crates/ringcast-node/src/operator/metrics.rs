@@ -11,85 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ringcast_proto::message::MessageKind;
 use ringcast_proto::stats::{Histogram, REJECT_REASONS};
 use ringcast_proto::{MemberStatus, Role};
 
-use crate::runtime::{Shared, Snapshot};
-
-/// Outcomes of a placement decision, the label of `ringcast_placements_total`.
-pub const PLACEMENT_OUTCOMES: [&str; 5] = [
-    "placed",
-    "unknown_title",
-    "no_capacity",
-    "no_healthy_replica",
-    "not_ready",
-];
-
-/// Routes that may answer 503, the label of `ringcast_unavailable_responses_total`.
-pub const UNAVAILABLE_ROUTES: [&str; 3] = ["play", "place", "stream"];
-
-/// Counters of the node outside the protocol core: disk probes, placement,
-/// play answers, 503s and reassignments. Updated by the daemon's tasks and
-/// the HTTP handlers; read by [`render`].
-#[derive(Debug, Default)]
-pub struct NodeMetrics {
-    /// Per disk: probe durations and failed probes.
-    probes: Mutex<BTreeMap<u32, (Histogram, u64)>>,
-    /// Placement decisions this node took as supervisor, by outcome.
-    placements: Mutex<BTreeMap<&'static str, u64>>,
-    /// Answers to `GET /v1/play/...` at this node, by status code.
-    play: Mutex<BTreeMap<u16, u64>>,
-    /// 503 answers, by route.
-    unavailable: Mutex<BTreeMap<&'static str, u64>>,
-    /// Streams this node moved as supervisor after a failure.
-    reassigned: AtomicU64,
-}
-
-fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-    let n = m.entry(key).or_default();
-    *n = n.saturating_add(1);
-}
-
-impl NodeMetrics {
-    /// Records one disk probe: how long it took and whether it succeeded.
-    pub fn observe_probe(&self, disk: u32, took: Duration, ok: bool) {
-        let mut m = self.probes.lock().unwrap_or_else(|e| e.into_inner());
-        let (h, failures) = m.entry(disk).or_default();
-        h.observe(took);
-        if !ok {
-            *failures = failures.saturating_add(1);
-        }
-    }
-
-    /// Records one placement decision (one of [`PLACEMENT_OUTCOMES`]).
-    pub fn count_placement(&self, outcome: &'static str) {
-        bump(&self.placements, outcome);
-    }
-
-    /// Records the status of one answer to a play request.
-    pub fn count_play(&self, status: u16) {
-        bump(&self.play, status);
-    }
-
-    /// Records a 503 answer on a route (one of [`UNAVAILABLE_ROUTES`]).
-    pub fn count_unavailable(&self, route: &'static str) {
-        bump(&self.unavailable, route);
-    }
-
-    /// Records streams moved to other nodes after a failure.
-    pub fn count_reassigned(&self, streams: usize) {
-        self.reassigned.fetch_add(
-            u64::try_from(streams).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-}
+use crate::host::counters::{PLACEMENT_OUTCOMES, UNAVAILABLE_ROUTES};
+use crate::host::runtime::{Shared, Snapshot};
 
 /// Builds an exposition: each family once, with its HELP and TYPE first.
 struct Exposition {
@@ -159,8 +89,14 @@ fn format_seconds(d: Duration) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn role_value(role: Role) -> &'static str {
-    crate::api::role_name(role)
+/// The name of a role, as the API and metrics show it.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Listening => "listening",
+        Role::Member => "member",
+        Role::Supervisor => "supervisor",
+        Role::Left => "left",
+    }
 }
 
 /// The Prometheus text exposition of a node: protocol counters from `snap`,
@@ -228,7 +164,7 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
     for (r, n) in &s.rejected {
         reasons.insert(r, *n);
     }
-    // Issue 7: datagrams dropped unread by the per-sender limits.
+    // Datagrams dropped unread by the per-sender limits.
     reasons.insert(
         "rate_limited",
         shared.io.rate_limited.load(Ordering::Relaxed),
@@ -282,7 +218,7 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
     for role in [Role::Listening, Role::Member, Role::Supervisor, Role::Left] {
         e.sample(
             "ringcast_role",
-            &[("role", role_value(role))],
+            &[("role", role_name(role))],
             u8::from(role == snap.role),
         );
     }
@@ -309,12 +245,7 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         e.sample("ringcast_cluster_nodes", &[("status", name)], n);
     }
 
-    let probes = shared
-        .metrics
-        .probes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let probes = shared.metrics.probes();
     e.family(
         "ringcast_disk_probe_duration_seconds",
         "histogram",
@@ -385,11 +316,7 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         "counter",
         "Placement decisions this node took as supervisor, by outcome.",
     );
-    let placements = m
-        .placements
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let placements = m.placements();
     for outcome in PLACEMENT_OUTCOMES {
         let n = placements.get(outcome).copied().unwrap_or(0);
         e.sample("ringcast_placements_total", &[("outcome", outcome)], n);
@@ -399,7 +326,7 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         "counter",
         "Answers to play requests (/v1/play/) at this node, by status code.",
     );
-    let mut play = m.play.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut play = m.play();
     for code in [307, 404, 503] {
         play.entry(code).or_default();
     }
@@ -412,11 +339,7 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         "counter",
         "503 answers (no capacity, no healthy replica, no supervisor, unreadable disk), by route.",
     );
-    let unavailable = m
-        .unavailable
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let unavailable = m.unavailable();
     for route in UNAVAILABLE_ROUTES {
         let n = unavailable.get(route).copied().unwrap_or(0);
         e.sample(
@@ -429,7 +352,7 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         "ringcast_streams_reassigned_total",
         "counter",
         "Streams this node moved to other nodes as supervisor after a node, disk or path failed.",
-        m.reassigned.load(Ordering::Relaxed),
+        m.reassigned(),
     );
     e.single(
         "ringcast_event_subscribers",

@@ -19,7 +19,7 @@ use ringcast_proto::tables::aggregate;
 use ringcast_proto::{LocalEvent, Role};
 use tokio::task::JoinHandle;
 
-use crate::runtime::{Runtime, Shared};
+use super::runtime::{Runtime, Shared};
 use ringcast_config::settings::NodeSettings;
 
 /// How often the machine checks whether it still supervises below each seat.
@@ -64,7 +64,7 @@ pub async fn hold_seats(leaf: Arc<Shared>, seats: Vec<NodeSettings>) {
             held.truncate(ended);
             changed = true;
         }
-        // Issue 7: a key rotation reaches every seat the machine holds.
+        // A key rotation reaches every seat the machine holds.
         if rekeys.has_changed().unwrap_or(false) {
             let rekey = rekeys.borrow_and_update().clone();
             for h in &held {
@@ -156,7 +156,7 @@ fn take_seat(
     leaf: &Arc<Shared>,
     below: &Shared,
     settings: &NodeSettings,
-) -> Result<Held, crate::runtime::NodeError> {
+) -> Result<Held, super::runtime::NodeError> {
     let mut settings = settings.clone();
     if let Some((capacity, _)) = summed(below).filter(|(c, _)| c.max_streams > 0) {
         settings.proto.capacity = capacity;

@@ -1,4 +1,4 @@
-//! Issue 7: faults injected in the transport, for tests of asymmetric links.
+//! Faults injected in the transport, for tests of asymmetric links.
 //!
 //! The test hosts of this project cannot use `tc netem`, and a link taken
 //! down cuts both directions at once. A one-way link is made here instead:

@@ -1,5 +1,5 @@
-//! Claim 5 and issue 6: the whole tree of clusters for the dashboard, from
-//! any machine of it.
+//! Claim 5 and the dashboard: the whole tree of clusters, from any machine
+//! of it.
 //!
 //! A machine knows its own cluster and the clusters of the seats it holds.
 //! To show every cluster as its supervisor sees it, [`walk`] climbs from the
@@ -15,14 +15,44 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::api::ClusterEntry;
 use ringcast_proto::NodeId;
+use serde::Serialize;
 
 /// The most levels climbed or descended; deeper trees are cut here.
 const MAX_LEVELS: usize = ringcast_config::clusterfile::MAX_LEVELS;
 
 /// How long one walk may spend asking other machines.
 pub const WALK_LIMIT: Duration = Duration::from_secs(3);
+
+/// One cluster of `GET /v1/overview`: a parent's entry comes first and its
+/// sub-clusters name it in `parent` (claim 5).
+#[derive(Debug, Serialize)]
+pub struct ClusterEntry {
+    /// The cluster's id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// The cluster it is a node of, if any (the hierarchy, claim 5).
+    pub parent: Option<u32>,
+    /// Whose view `view` is.
+    pub view_of: NodeId,
+    /// Whether `view` is the supervisor's own (`false`: the answering node's,
+    /// because the supervisor did not answer).
+    pub supervisor_view: bool,
+    /// The cluster as `GET /v1/cluster` of `view_of` shows it.
+    pub view: serde_json::Value,
+}
+
+/// `GET /v1/overview`: what the dashboard shows, as a list of clusters.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    /// The node that answered.
+    pub answered_by: NodeId,
+    /// Its HTTP address.
+    pub answered_by_http: String,
+    /// The clusters, parents before children.
+    pub clusters: Vec<ClusterEntry>,
+}
 
 /// The machines asked so far, and until when asking goes on.
 struct Asked {

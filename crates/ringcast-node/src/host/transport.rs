@@ -136,7 +136,7 @@ impl Transport {
 }
 
 impl Transport {
-    /// Issue 7: a datagram already waiting on either socket, without
+    /// A datagram already waiting on either socket, without
     /// waiting (`Ok(None)` when there is none), so that a flood can be
     /// drained and dropped without a trip through the event loop for each
     /// datagram. `bus_first` says which socket is tried first, so that
