@@ -13,12 +13,12 @@ use ringcast_config::settings::NodeSettings;
 use ringcast_files::guard::Guard;
 use ringcast_files::httpd::HttpdConfig;
 use ringcast_files::stream::StreamCounters;
-use ringcast_proto::{ClusterId, LocalEvent, NodeId};
+use ringcast_proto::{ClusterId, LocalEvent, NodeId, Reassign};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::host::runtime::{NodeError, Rekey, Runtime, Shared};
+use crate::host::runtime::{NodeError, Rekey, Runtime, Shared, Signal};
 use crate::library::disks::{ProbeConfig, Prober};
 use crate::placement::{Streaming, STREAM_PREFIX};
 
@@ -221,7 +221,7 @@ pub async fn start_with_seats(
     let guard = Arc::new(Guard::new(&settings.limits.http));
     let running = Mutex::new(settings.clone());
     let life = state_dir.map(|d| crate::host::life::LifeFile::new(d, me));
-    let runtime = Runtime::bind(settings, life)?;
+    let runtime = Runtime::bind(settings, seats.clone(), life)?;
     let shared = runtime.shared();
     let listener = tokio::net::TcpListener::bind(http)
         .await
@@ -257,10 +257,6 @@ pub async fn start_with_seats(
     tasks.push(tokio::spawn(
         async move { s.report_load(LOAD_INTERVAL).await },
     ));
-    tasks.push(tokio::spawn(crate::host::seat::hold_seats(
-        shared.clone(),
-        seats,
-    )));
     tasks.push(tokio::spawn(reassign_loop(
         streaming.clone(),
         shared.clone(),
@@ -342,33 +338,32 @@ async fn probe_loop(
 
 /// Claim 13: when a node or disk fails, the supervisor reassigns its streams at once.
 async fn reassign_loop(streaming: Arc<Streaming>, shared: Arc<Shared>) {
-    let mut events = shared.events.subscribe();
+    let mut signals = shared.signals.subscribe();
     loop {
-        match events.recv().await {
-            Ok(e) if matches!(e.kind, "failed" | "left" | "disk_failed" | "path_broken") => {
-                let moved = streaming.reassign();
-                if moved > 0 {
-                    shared.metrics.count_reassigned(moved);
-                    shared.publish_local(
-                        "reassigned",
-                        e.node,
-                        format!("reassigned {moved} streams after: {}", e.text),
-                    );
-                }
-            }
-            Ok(_) => {}
+        let (node, why) = match signals.recv().await {
+            Ok(Signal::Reassign(what)) => match what {
+                Reassign::NodeFailed(node) => (Some(node), format!("{node} failed")),
+                Reassign::NodeLeft(node) => (Some(node), format!("{node} left")),
+                Reassign::DiskFailed(disk) => (None, format!("disk {disk} declared failed")),
+                Reassign::PathBroken { node, disk } => (
+                    Some(node),
+                    format!("{node}'s path to disk {disk} is broken"),
+                ),
+            },
+            Ok(Signal::ConfigOutdated(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                let moved = streaming.reassign();
-                if moved > 0 {
-                    shared.metrics.count_reassigned(moved);
-                    shared.publish_local(
-                        "reassigned",
-                        None,
-                        format!("reassigned {moved} streams after missed events"),
-                    );
-                }
+                (None, "missed events".to_string())
             }
             Err(_) => return,
+        };
+        let moved = streaming.reassign();
+        if moved > 0 {
+            shared.metrics.count_reassigned(moved);
+            shared.publish_local(
+                "reassigned",
+                node,
+                format!("reassigned {moved} streams after: {why}"),
+            );
         }
     }
 }

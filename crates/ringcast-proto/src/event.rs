@@ -129,6 +129,14 @@ pub enum Event {
         /// The rival's epoch.
         epoch: Epoch,
     },
+    /// An authentic frame of this node's own id with a newer life was
+    /// heard: another process holds the id. For a leaf node that is a
+    /// misconfiguration; claim 5: for a seat, another machine took it, and
+    /// the machine takes it again with a life newer still.
+    OwnIdHeard {
+        /// The other process's life.
+        incarnation: Incarnation,
+    },
     /// A datagram was refused (bad tag, replayed counter, unknown sender,
     /// a body that is not a message, ...); the reason is also counted in
     /// the node's statistics.

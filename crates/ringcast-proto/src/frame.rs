@@ -608,6 +608,21 @@ impl Opener {
         }))
     }
 
+    /// The life carried by an authentic frame of this opener's own node id
+    /// (refused by [`Opener::open`] as `from_self`): another process holds
+    /// the same id. Claim 5: a sub-cluster's seat moves between machines, and
+    /// while two hold it at once each hears the other. `None` for a frame
+    /// that is not authentic, not of this cluster, or not of this id.
+    pub fn own_id_life(&self, keyring: &Keyring, datagram: &[u8]) -> Option<Incarnation> {
+        let raw = RawFrame::cut(datagram).ok()?;
+        let header = Header::read(datagram).ok()?;
+        if header.cluster != self.cluster || header.sender != self.me {
+            return None;
+        }
+        verify_tag(keyring, &header, &raw).ok()?;
+        Some(header.incarnation)
+    }
+
     /// The incomplete multi-part messages this opener holds.
     pub fn reassembly(&self) -> &Reassembly {
         &self.reassembly

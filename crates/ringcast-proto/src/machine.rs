@@ -181,6 +181,11 @@ pub struct Machine {
     maps: Vec<Option<ClusterMap>>,
     /// The rival supervisor (and its epoch) each level's node last heard.
     rivals: Vec<Option<(NodeId, crate::ids::Epoch)>>,
+    /// Per seat level: another machine holds the seat with a newer life,
+    /// so the seat must be taken again, newer still.
+    stale: Vec<bool>,
+    /// Per seat level: no seat is taken again for being stale before this.
+    retake_at: Vec<Option<Instant>>,
     transmits: VecDeque<LevelTransmit>,
     events: VecDeque<MachineEvent>,
 }
@@ -218,6 +223,8 @@ impl Machine {
             retry_at: vec![None; levels],
             maps: vec![None; levels + 1],
             rivals: vec![None; levels + 1],
+            stale: vec![false; levels],
+            retake_at: vec![None; levels],
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -298,11 +305,18 @@ impl Machine {
         }
         let nodes = self.seats.iter().filter_map(|s| s.node.poll_timeout());
         let retries = self.retry_at.iter().flatten().copied();
+        let retakes = self
+            .retake_at
+            .iter()
+            .zip(&self.stale)
+            .filter(|(_, stale)| **stale)
+            .filter_map(|(at, _)| *at);
         self.leaf
             .poll_timeout()
             .into_iter()
             .chain(nodes)
             .chain(retries)
+            .chain(retakes)
             .min()
     }
 
@@ -380,6 +394,18 @@ impl Machine {
     /// seat was taken or released.
     fn follow_roles(&mut self, now: Instant) -> bool {
         let mut changed = false;
+        // A seat another machine holds with a newer life is taken again,
+        // newer still; at most once per [`SEAT_RETRY`], so two machines that
+        // both supervise a split sub-cluster do not outbid each other at the
+        // rate of their frames (the one that stays after the heal wins).
+        if let Some(level) = (1..=self.seats.len())
+            .find(|l| self.stale[l - 1] && self.retake_at[l - 1].is_none_or(|at| now >= at))
+        {
+            self.stale[level - 1] = false;
+            self.retake_at[level - 1] = Some(now + SEAT_RETRY);
+            self.release_from(level);
+            changed = true;
+        }
         // A held seat stays only while the node below it supervises and it
         // has not left; the first that fails releases every seat above it.
         let keep = (1..=self.seats.len())
@@ -448,6 +474,8 @@ impl Machine {
             let top = self.seats.len();
             if let Some(seat) = self.seats.pop() {
                 self.maps[top] = None;
+                // Taken again above the newest life heard anyway.
+                self.stale[top - 1] = false;
                 self.events.push_back(MachineEvent::SeatReleased {
                     level: top,
                     seat: seat.node.id(),
@@ -528,6 +556,13 @@ impl Machine {
                 if self.seats.len() > level {
                     self.release_from(level + 1);
                 }
+            }
+        }
+        if let (Event::OwnIdHeard { incarnation }, Some(k)) = (&event, level.checked_sub(1)) {
+            if k < self.seats.len() {
+                let last = &mut self.last_seat_life[k];
+                *last = (*last).max(*incarnation);
+                self.stale[k] = true;
             }
         }
         let out = match event {

@@ -83,6 +83,8 @@ pub struct Node {
     /// Beats sent since the last full notification.
     beats_since_full: u32,
     newest_config_seen: u32,
+    /// The newest life of another process with this node's id heard so far.
+    newest_own_id_life: Incarnation,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -118,6 +120,7 @@ impl Node {
         let opener = Opener::new(cfg.cluster, cfg.node);
         let mut node = Node {
             newest_config_seen: cfg.config_version,
+            newest_own_id_life: Incarnation(0),
             cfg,
             ranks,
             keyring,
@@ -166,6 +169,16 @@ impl Node {
         {
             Ok(Some(opened)) => opened,
             Ok(None) => return,
+            Err(FrameError::FromSelf) => {
+                if let Some(life) = self.opener.own_id_life(&self.keyring, datagram) {
+                    if life > self.incarnation && life > self.newest_own_id_life {
+                        self.newest_own_id_life = life;
+                        self.events
+                            .push_back(Event::OwnIdHeard { incarnation: life });
+                    }
+                }
+                return self.reject(FrameError::FromSelf.reason());
+            }
             Err(e) => return self.reject(e.reason()),
         };
         let message = match Message::decode(&opened.body) {

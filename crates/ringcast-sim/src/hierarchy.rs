@@ -192,8 +192,9 @@ pub struct HierarchySummary {
     pub false_subcluster_failures: usize,
     /// Which faults ran besides the kills: `kills` or `all`.
     pub faults: &'static str,
-    /// Network fault rounds run (loss, duplication and reordering on every level).
-    pub network_rounds: usize,
+    /// Storm rounds run: loss, duplication and reordering on every level,
+    /// a cluster of every level split and a supervising machine paused.
+    pub storms: usize,
     /// Partition rounds run, per level (root first).
     pub partitions: Vec<usize>,
     /// Pause rounds run (each pauses a machine that supervises at least one cluster).
@@ -581,12 +582,10 @@ enum Fault {
     /// Kill every machine of a random leaf cluster whose seat does not
     /// supervise its parent.
     WholeLeaf,
-    /// Loss, duplication and reordering on every level's network.
-    Network,
-    /// Split a random cluster of this level in two, then heal.
-    Partition(usize),
-    /// Pause a machine that supervises at least one cluster.
-    Pause,
+    /// At once: loss, duplication and reordering on every level's network,
+    /// a random cluster of every level split in two, and a pause of a
+    /// machine that supervises at least one cluster; then heal.
+    Storm,
 }
 
 /// Runs the hierarchy: a cold start, a quiet traffic measurement, then fault
@@ -673,19 +672,19 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
     ));
 
     // Fault rounds.
-    let mut kinds: Vec<Fault> = (0..levels).rev().map(Fault::Supervisor).collect();
+    // Storms first, so that a short run still has faults at every level.
+    let mut kinds: Vec<Fault> = Vec::new();
+    if cfg.faults == TreeFaults::All {
+        kinds.push(Fault::Storm);
+    }
+    kinds.extend((0..levels).rev().map(Fault::Supervisor));
     if levels > 1 {
         kinds.push(Fault::WholeLeaf);
-    }
-    if cfg.faults == TreeFaults::All {
-        kinds.push(Fault::Network);
-        kinds.extend((0..levels).rev().map(Fault::Partition));
-        kinds.push(Fault::Pause);
     }
     let mut tally = Tally {
         failover: vec![Vec::new(); levels],
         detect: Vec::new(),
-        network: 0,
+        storms: 0,
         partitions: vec![0; levels],
         pauses: 0,
     };
@@ -706,9 +705,7 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
         let line = match kind {
             Fault::Supervisor(level) => kill_supervisor(&mut h, &mut tally, level),
             Fault::WholeLeaf => kill_leaf(&mut h, &mut tally),
-            Fault::Network => network_round(&mut h, &mut tally),
-            Fault::Partition(level) => partition_round(&mut h, &mut tally, level),
-            Fault::Pause => pause_round(&mut h, &mut tally),
+            Fault::Storm => storm_round(&mut h, &mut tally),
         };
         if let Some(line) = line {
             progress(&format!("round {round}: {line}"));
@@ -776,7 +773,7 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
             TreeFaults::Kills => "kills",
             TreeFaults::All => "all",
         },
-        network_rounds: tally.network,
+        storms: tally.storms,
         partitions: tally.partitions.clone(),
         pauses: tally.pauses,
         root_streams,
@@ -794,7 +791,7 @@ pub fn run(cfg: &HierarchyConfig, progress: &mut dyn FnMut(&str)) -> HierarchySu
 struct Tally {
     failover: Vec<Vec<f64>>,
     detect: Vec<f64>,
-    network: usize,
+    storms: usize,
     partitions: Vec<usize>,
     pauses: usize,
 }
@@ -894,10 +891,15 @@ fn kill_leaf(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
     ))
 }
 
-/// Loss, duplication and reordering on every level's network for about a
-/// root failure detection time, then a quiet network until every cluster converged.
-fn network_round(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
+/// Loss, duplication and reordering on every level's network, a random
+/// cluster of every level split in two and a supervising machine paused,
+/// all at once for about a root failover, then healed: each side of a split
+/// elects its own supervisor (and its machine takes the seat above), and the
+/// sides merge again by the formation rule, at every level.
+fn storm_round(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
     let root = h.cfg.level_timing(0);
+    let span = root.notification_time + root.upstream_timeout();
+    h.faults_until = h.world.elapsed() + span + h.overall_limit();
     let loss = h.world.rng().gen_range(0.01..0.10);
     let duplicate = h.world.rng().gen_range(0.0..0.05);
     let delay_max = h.cfg.leaf_timing.status_interval / 4;
@@ -907,62 +909,41 @@ fn network_round(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
         delay_min: Duration::from_micros(50),
         delay_max,
     });
-    let span = root.upstream_timeout();
-    h.faults_until = h.world.elapsed() + span + h.overall_limit();
-    h.advance(span);
-    h.world.set_net(NetFaults::clean());
-    h.wait_converged("after loss, duplication and reordering");
-    tally.network += 1;
-    Some(format!(
-        "{:.0}% loss, {:.0}% duplication, delays up to {delay_max:?} on every level for {span:?}",
-        loss * 100.0,
-        duplicate * 100.0
-    ))
-}
-
-/// Splits a random cluster of `level` in two for longer than its failure
-/// detection, then heals it: each side elects its own supervisor, and they
-/// merge again by the formation rule.
-fn partition_round(h: &mut Hierarchy, tally: &mut Tally, level: usize) -> Option<String> {
-    let candidates: Vec<usize> = (0..h.world.clusters.len())
-        .filter(|c| h.world.clusters[*c].level == level)
-        .collect();
-    let c = candidates[h.world.rng().gen_range(0..candidates.len())];
-    let members = h.world.clusters[c].members;
-    let cut = h.world.rng().gen_range(1..members);
-    let side: Vec<u32> = (1..=cut).collect();
-    let timing = h.cfg.level_timing(level);
-    let span = (timing.notification_time + timing.upstream_timeout()) * 2;
-    h.faults_until = h.world.elapsed() + span + h.overall_limit();
-    h.world.partition(c, &[&side]);
-    h.advance(span);
-    h.world.heal();
-    h.wait_converged("after a partition healed");
-    tally.partitions[level] += 1;
-    Some(format!(
-        "split cluster {c} (level {level}) as {side:?} and the rest for {span:?}, then healed"
-    ))
-}
-
-/// Pauses a random machine that supervises at least one cluster, for up to
-/// twice its leaf cluster's failure detection time.
-fn pause_round(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
+    tally.storms += 1;
+    let mut split = Vec::new();
+    for level in 0..h.cfg.shape.levels() {
+        let candidates: Vec<usize> = (0..h.world.clusters.len())
+            .filter(|c| h.world.clusters[*c].level == level)
+            .collect();
+        let c = candidates[h.world.rng().gen_range(0..candidates.len())];
+        let members = h.world.clusters[c].members;
+        let cut = h.world.rng().gen_range(1..members);
+        let side: Vec<u32> = (1..=cut).collect();
+        h.world.partition(c, &[&side]);
+        tally.partitions[level] += 1;
+        split.push(c);
+    }
+    // A machine that supervises some cluster, stalled for up to twice its
+    // leaf cluster's failure detection time.
     let level = h.world.rng().gen_range(0..h.cfg.shape.levels());
     let candidates: Vec<usize> = (0..h.world.clusters.len())
         .filter(|c| h.world.clusters[*c].level == level)
         .collect();
     let c = candidates[h.world.rng().gen_range(0..candidates.len())];
-    let (host, _) = h.world.supervisor_of(c)?;
     let leaf = h.cfg.leaf_timing.upstream_timeout();
     let pause = h.world.rng().gen_range(leaf / 4..=leaf * 2);
-    // A paused machine's seats may be marked failed by parents that stop
-    // hearing them, and its clusters may fail over.
-    h.faults_until = h.world.elapsed() + pause + h.overall_limit();
-    h.world.pause(host, pause);
-    h.advance(pause);
-    h.wait_converged("after a supervisor's pause");
-    tally.pauses += 1;
+    let paused = h.world.supervisor_of(c).map(|(host, _)| host);
+    if let Some(host) = paused {
+        h.world.pause(host, pause);
+        tally.pauses += 1;
+    }
+    h.advance(span);
+    h.world.heal();
+    h.world.set_net(NetFaults::clean());
+    h.wait_converged("after a storm of network faults, partitions and a pause");
     Some(format!(
-        "paused the machine supervising cluster {c} (level {level}) for {pause:?}"
+        "{:.0}% loss, {:.0}% duplication, delays up to {delay_max:?} on every level, clusters {split:?} split, the supervisor of cluster {c} (level {level}) paused {pause:?}, for {span:?}",
+        loss * 100.0,
+        duplicate * 100.0
     ))
 }

@@ -193,7 +193,7 @@ fn a_tree_converges_at_every_level_through_network_faults_partitions_and_pauses(
     };
     let s = hierarchy::run(&cfg, &mut |_| {});
     assert_eq!(s.violations, 0, "{:#?}", s.violation_examples);
-    assert!(s.network_rounds > 0 && s.pauses > 0, "{s:?}");
+    assert!(s.storms > 0 && s.pauses > 0, "{s:?}");
     assert!(
         s.partitions.iter().all(|p| *p > 0),
         "a partition at every level: {s:?}"

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use ringcast_config::settings::NodeSettings;
 use ringcast_config::{clusterfile, service};
 use ringcast_node::daemon;
+use ringcast_node::host::runtime::Signal;
 use ringcast_node::proto::{LocalEvent, NodeId};
 use tokio::sync::{broadcast, mpsc};
 
@@ -117,7 +118,7 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let mut events = shared.events.subscribe();
+    let mut signals = shared.signals.subscribe();
     let (reloaded_tx, mut reloaded) = mpsc::channel(4);
     tracing::info!("node {id} running; HTTP on http://{http}");
     loop {
@@ -129,13 +130,11 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
                 tracing::info!("SIGHUP: reloading the configuration");
                 spawn_reload(source.clone(), id.0, Trigger::Hangup, reloaded_tx.clone());
             }
-            ev = events.recv() => match ev {
-                Ok(e) if e.kind == "config_outdated" => {
-                    if let Some(v) = e.version {
-                        spawn_reload(source.clone(), id.0, Trigger::Outdated(v), reloaded_tx.clone());
-                    }
+            signal = signals.recv() => match signal {
+                Ok(Signal::ConfigOutdated(v)) => {
+                    spawn_reload(source.clone(), id.0, Trigger::Outdated(v), reloaded_tx.clone());
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(Signal::Reassign(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {}
             },
             Some((why, loaded)) = reloaded.recv() => apply(&daemon, why, loaded),

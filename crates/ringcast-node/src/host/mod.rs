@@ -6,8 +6,8 @@
 //! - [`transport`]: the bus (multicast, or unicast fan-out) and the ring on
 //!   real sockets; [`limit`]: the per-sender limits checked before a
 //!   datagram is read; [`faults`]: faults injected for tests.
-//! - [`seat`]: claim 5, the seats a machine holds in its ancestor clusters
-//!   while it supervises below them.
+//! - claim 5: the seats a machine holds in its ancestor clusters (held by
+//!   the runtime) while it supervises below them.
 //! - [`life`]: the node's life number across restarts.
 //! - [`counters`]: the node's own counters outside the protocol core.
 
@@ -16,5 +16,4 @@ pub mod faults;
 pub mod life;
 pub mod limit;
 pub mod runtime;
-pub mod seat;
 pub mod transport;

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringcast_proto::event::{Event, LocalEvent, Transmit};
-use ringcast_proto::map::{changes, ClusterMap, MapChange};
-use ringcast_proto::pump::{self, Input, Outputs};
+use ringcast_proto::event::{Event, LocalEvent};
+use ringcast_proto::map::{ClusterMap, MapChange};
+use ringcast_proto::pump::{self, Input, Outbox};
 use ringcast_proto::stats::Stats;
-use ringcast_proto::{Incarnation, KeyId, Keyring, Node, NodeId, Role, Tables};
+use ringcast_proto::{
+    Incarnation, KeyId, Keyring, Level, Machine, MachineConfig, MachineEvent, Node, NodeId,
+    Reassign, Reload, Role, Tables,
+};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -148,6 +151,9 @@ pub struct Shared {
     pub snapshot: RwLock<Snapshot>,
     /// Live event stream.
     pub events: broadcast::Sender<ClusterEvent>,
+    /// Typed signals for the rest of the daemon (streams to move, a
+    /// configuration to refetch).
+    pub signals: broadcast::Sender<Signal>,
     /// The latest events, for late subscribers.
     pub recent: Mutex<VecDeque<ClusterEvent>>,
     /// Local events for the loop (leave, load, disk probes).
@@ -229,16 +235,59 @@ impl Shared {
     }
 }
 
-/// A node ready to run: its sockets are bound.
+/// What the loop tells the rest of the daemon, typed: streams to move, a
+/// configuration to refetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Claim 13: a node or disk failed in a cluster this machine sits in.
+    Reassign(Reassign),
+    /// A frame carried a newer configuration version than this node's.
+    ConfigOutdated(u32),
+}
+
+/// The sockets of one seat the machine may hold in an ancestor cluster,
+/// open while it holds the seat.
+#[derive(Debug)]
+struct SeatIo {
+    settings: NodeSettings,
+    transport: Option<Arc<Transport>>,
+    senders: SenderLimits,
+    shared: Option<Arc<Shared>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SeatIo {
+    fn close(&mut self) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        self.transport = None;
+        self.shared = None;
+    }
+}
+
+impl Drop for SeatIo {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A datagram a seat's socket received: (level, bytes, sender).
+type SeatDatagram = (Level, Vec<u8>, std::net::SocketAddr);
+
+/// A machine ready to run: its leaf sockets are bound.
 #[derive(Debug)]
 pub struct Runtime {
-    node: Node,
-    transport: Transport,
+    machine: Machine,
+    transport: Arc<Transport>,
     shared: Arc<Shared>,
     control: mpsc::Receiver<LocalEvent>,
     rekey: watch::Receiver<Option<Rekey>>,
     senders: SenderLimits,
-    held: Option<ClusterMap>,
+    /// Claim 5: one per ancestor cluster, nearest parent first (level 1).
+    seats: Vec<SeatIo>,
+    seat_tx: mpsc::Sender<SeatDatagram>,
+    seat_rx: mpsc::Receiver<SeatDatagram>,
     life: Option<LifeFile>,
     /// Test-only transport faults (`RINGCAST_TEST_FAULTS`).
     faults: Option<super::faults::Faults>,
@@ -250,9 +299,75 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn sender_limits(settings: &NodeSettings, now: Instant) -> SenderLimits {
+    let bus = &settings.limits.bus;
+    let ring = settings.proto.addrs.ring;
+    let mut senders = SenderLimits::new(bus.datagrams, bus.refused, bus.max_senders, ring, now);
+    if let BusMode::Unicast { peers } = &settings.bus {
+        senders.set_peers(peers.iter().map(|(_, addr)| *addr));
+    }
+    senders
+}
+
+fn bind_transport(settings: &NodeSettings) -> Result<Transport, NodeError> {
+    let ring = settings.proto.addrs.ring;
+    Transport::bind(ring, &settings.bus, settings.proto.node).map_err(|source| NodeError::Bind {
+        what: "bus and ring",
+        addr: format!("{ring} ({:?})", settings.bus),
+        source,
+    })
+}
+
+impl Shared {
+    /// The state of a node run with `settings`, as the API shows it, with
+    /// the receivers of its control and key channels.
+    fn new(
+        settings: &NodeSettings,
+        node: &Node,
+        now: Instant,
+    ) -> (
+        Arc<Shared>,
+        mpsc::Receiver<LocalEvent>,
+        watch::Receiver<Option<Rekey>>,
+    ) {
+        let (control_tx, control) = mpsc::channel(64);
+        let (rekey_tx, rekey) = watch::channel(None);
+        let (events, _) = broadcast::channel(1024);
+        let (signals, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            node: settings.proto.node,
+            cluster_name: settings.cluster_name.clone(),
+            cluster_id: settings.proto.cluster.0,
+            http: settings.proto.addrs.http,
+            admin_token: settings.admin_token.clone(),
+            snapshot: RwLock::new(snapshot_of(node)),
+            events,
+            signals,
+            recent: Mutex::new(VecDeque::new()),
+            control: control_tx,
+            io: IoCounters::default(),
+            started: now,
+            streams: std::sync::OnceLock::new(),
+            metrics: super::counters::NodeMetrics::default(),
+            http_guard: std::sync::OnceLock::new(),
+            rekey: rekey_tx,
+            reloads: ReloadCounters::default(),
+            seats: RwLock::new(Vec::new()),
+            levels_above: std::sync::atomic::AtomicUsize::new(0),
+        });
+        (shared, control, rekey)
+    }
+}
+
 impl Runtime {
-    /// Builds the protocol node and binds its sockets.
-    pub fn bind(settings: NodeSettings, life: Option<LifeFile>) -> Result<Runtime, NodeError> {
+    /// Builds the protocol machine and binds its leaf sockets. `seats` are
+    /// the settings of its seat in each ancestor cluster, nearest parent
+    /// first (claim 5): their sockets open while the machine holds the seat.
+    pub fn bind(
+        settings: NodeSettings,
+        seats: Vec<NodeSettings>,
+        life: Option<LifeFile>,
+    ) -> Result<Runtime, NodeError> {
         let now = Instant::now();
         // A new life at every start, above every earlier one.
         let incarnation = life
@@ -268,57 +383,45 @@ impl Runtime {
         }
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).unwrap_or_default();
-        let id = settings.proto.node;
-        let node = Node::new(
-            settings.proto.clone(),
+        let cfg = MachineConfig {
+            leaf: settings.proto.clone(),
+            seats: seats.iter().map(|s| s.proto.clone()).collect(),
+        };
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let machine = Machine::new(
+            cfg,
             settings.keyring(),
             incarnation,
             u64::from_le_bytes(seed),
             now,
+            wall,
         )?;
-        let ring = settings.proto.addrs.ring;
-        let transport =
-            Transport::bind(ring, &settings.bus, id).map_err(|source| NodeError::Bind {
-                what: "bus and ring",
-                addr: format!("{ring} ({:?})", settings.bus),
-                source,
-            })?;
-        let (control_tx, control) = mpsc::channel(64);
-        let (rekey_tx, rekey) = watch::channel(None);
-        let (events, _) = broadcast::channel(1024);
-        let bus = &settings.limits.bus;
-        let mut senders = SenderLimits::new(bus.datagrams, bus.refused, bus.max_senders, ring, now);
-        if let BusMode::Unicast { peers } = &settings.bus {
-            senders.set_peers(peers.iter().map(|(_, addr)| *addr));
-        }
-        let shared = Arc::new(Shared {
-            node: id,
-            cluster_name: settings.cluster_name.clone(),
-            cluster_id: settings.proto.cluster.0,
-            http: settings.proto.addrs.http,
-            admin_token: settings.admin_token.clone(),
-            snapshot: RwLock::new(snapshot_of(&node)),
-            events,
-            recent: Mutex::new(VecDeque::new()),
-            control: control_tx,
-            io: IoCounters::default(),
-            started: now,
-            streams: std::sync::OnceLock::new(),
-            metrics: super::counters::NodeMetrics::default(),
-            http_guard: std::sync::OnceLock::new(),
-            rekey: rekey_tx,
-            reloads: ReloadCounters::default(),
-            seats: RwLock::new(Vec::new()),
-            levels_above: std::sync::atomic::AtomicUsize::new(0),
-        });
+        let transport = Arc::new(bind_transport(&settings)?);
+        let senders = sender_limits(&settings, now);
+        let (shared, control, rekey) = Shared::new(&settings, machine.leaf(), now);
+        let seats = seats
+            .into_iter()
+            .map(|settings| SeatIo {
+                senders: sender_limits(&settings, now),
+                settings,
+                transport: None,
+                shared: None,
+                reader: None,
+            })
+            .collect();
+        let (seat_tx, seat_rx) = mpsc::channel(1024);
         Ok(Runtime {
-            node,
+            machine,
             transport,
             shared,
             control,
             rekey,
             senders,
-            held: None,
+            seats,
+            seat_tx,
+            seat_rx,
             life,
             faults: super::faults::Faults::from_env(),
         })
@@ -329,10 +432,11 @@ impl Runtime {
         self.shared.clone()
     }
 
-    /// Runs until the node has left the cluster.
+    /// Runs until the leaf node has left the cluster.
     pub async fn run(mut self) {
         enum Wake {
             Datagram(usize, std::net::SocketAddr),
+            Seat(SeatDatagram),
             Timeout,
             Local(LocalEvent),
             Rekey,
@@ -340,7 +444,7 @@ impl Runtime {
         }
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut out = Outbox::default();
-        let mut next = pump::drain(&mut self.node, &mut out);
+        let mut next = pump::drain(&mut self.machine, &mut out);
         self.publish(&mut out).await;
         loop {
             let sleep = next.map_or(Duration::from_secs(3600), |at| {
@@ -355,6 +459,7 @@ impl Runtime {
                         Wake::Nothing
                     }
                 },
+                Some(d) = self.seat_rx.recv() => Wake::Seat(d),
                 _ = tokio::time::sleep(sleep) => Wake::Timeout,
                 ev = self.control.recv() => ev.map_or(Wake::Nothing, Wake::Local),
                 r = self.rekey.changed(), if self.rekey.has_changed().is_ok() => {
@@ -369,47 +474,100 @@ impl Runtime {
                             continue;
                         }
                     }
-                    // A sender over its budget is dropped unread,
-                    // without touching the protocol or the snapshot, and so
-                    // is every such datagram already waiting behind it.
+                    // A sender over its budget is dropped unread, without
+                    // touching the protocol or the snapshot, and so is every
+                    // such datagram already waiting behind it.
                     let Some((n, sender)) = self.admit(now, n, from, &mut buf) else {
                         continue;
                     };
-                    let refused_before = self.node.stats().rejected_total();
-                    let after =
-                        pump::pump(&mut self.node, now, Input::Datagram(&buf[..n]), &mut out);
-                    if self.node.stats().rejected_total() > refused_before {
+                    let input = Input::Datagram {
+                        level: 0,
+                        bytes: &buf[..n],
+                    };
+                    let after = pump::pump(&mut self.machine, now, input, &mut out);
+                    if out
+                        .events
+                        .iter()
+                        .any(|e| matches!(e, MachineEvent::Rejected { .. }))
+                    {
                         self.senders.refused(now, sender);
-                        if out.transmits.is_empty() && out.events.is_empty() {
+                        if out.transmits.is_empty()
+                            && out
+                                .events
+                                .iter()
+                                .all(|e| matches!(e, MachineEvent::Rejected { .. }))
+                        {
                             // Nothing changed but a counter: the snapshot
                             // catches up at the next timer.
+                            out.events.clear();
                             next = after;
                             continue;
                         }
                     }
                     after
                 }
-                Wake::Timeout => pump::pump(&mut self.node, now, Input::Timeout, &mut out),
-                Wake::Local(ev) => pump::pump(&mut self.node, now, Input::Local(ev), &mut out),
+                Wake::Seat((level, bytes, from)) => {
+                    if let Some(faults) = self.faults.as_mut() {
+                        if faults.drops(now, from.ip()) {
+                            continue;
+                        }
+                    }
+                    let Some(seat) = self.seats.get_mut(level - 1) else {
+                        continue;
+                    };
+                    let Some(sender) = seat.senders.admit(now, from) else {
+                        self.shared.io.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let input = Input::Datagram {
+                        level,
+                        bytes: &bytes,
+                    };
+                    let after = pump::pump(&mut self.machine, now, input, &mut out);
+                    if out
+                        .events
+                        .iter()
+                        .any(|e| matches!(e, MachineEvent::Rejected { .. }))
+                    {
+                        seat.senders.refused(now, sender);
+                    }
+                    after
+                }
+                Wake::Timeout => pump::pump(&mut self.machine, now, Input::Timeout, &mut out),
+                Wake::Local(ev) => pump::pump(&mut self.machine, now, Input::Local(ev), &mut out),
                 Wake::Rekey => {
                     let rekey = self.rekey.borrow_and_update().clone();
-                    if let Some(r) = rekey {
-                        self.apply(r);
+                    match rekey {
+                        Some(r) => {
+                            let before = self.machine.keyring().key_ids();
+                            tracing::info!(
+                                "keys {:?} -> {:?} (the first seals), configuration version {}",
+                                before,
+                                r.keyring.key_ids(),
+                                r.config_version
+                            );
+                            let reload = Reload {
+                                keyring: r.keyring,
+                                config_version: r.config_version,
+                            };
+                            let input = Input::Reload(Box::new(reload));
+                            pump::pump(&mut self.machine, now, input, &mut out)
+                        }
+                        None => self.machine.poll_timeout(),
                     }
-                    self.node.poll_timeout()
                 }
-                Wake::Nothing => self.node.poll_timeout(),
+                Wake::Nothing => self.machine.poll_timeout(),
             };
-            self.publish(&mut out).await;
-            if self.node.role() == Role::Left {
+            next = self.publish(&mut out).await.or(next);
+            if self.machine.leaf().role() == Role::Left {
                 return;
             }
         }
     }
 
-    /// Charges the datagram of `n` bytes from `from` (in `buf`) to
-    /// its sender. Returns it if it may be read; else drops it, and drains
-    /// and drops the datagrams already waiting while their senders are over
+    /// Charges the datagram of `n` bytes from `from` (in `buf`) to its
+    /// sender. Returns it if it may be read; else drops it, and drains and
+    /// drops the datagrams already waiting while their senders are over
     /// budget too (at most [`DRAIN_BATCH`], so timers are not kept waiting),
     /// returning the first one that may be read, if any.
     fn admit(
@@ -435,71 +593,183 @@ impl Runtime {
         None
     }
 
-    /// Takes new keys (a rotation stage) and the configuration
-    /// version they came with.
-    fn apply(&mut self, rekey: Rekey) {
-        let before = self.node.keyring().key_ids();
-        *self.node.keyring_mut() = rekey.keyring;
-        let version = rekey.config_version.max(self.node.config().config_version);
-        self.node.set_config_version(version);
-        tracing::info!(
-            "keys {:?} -> {:?} (the first seals), configuration version {version}",
-            before,
-            self.node.keyring().key_ids()
-        );
+    /// Claim 5: opens the sockets of the seat at `level` and starts reading
+    /// them; on failure the machine is told, and takes the seat again later.
+    fn open_seat(&mut self, now: Instant, level: Level, out: &mut Outbox) -> Option<Instant> {
+        let seat = self.seats.get_mut(level - 1)?;
+        let node = self.machine.node(level)?;
+        match bind_transport(&seat.settings) {
+            Ok(t) => {
+                let t = Arc::new(t);
+                let (shared, _, _) = Shared::new(&seat.settings, node, now);
+                tracing::info!(
+                    "took the seat of {} in cluster {}",
+                    shared.node,
+                    shared.cluster_name
+                );
+                seat.senders = sender_limits(&seat.settings, now);
+                let reader = t.clone();
+                let tx = self.seat_tx.clone();
+                seat.reader = Some(tokio::spawn(async move {
+                    let mut buf = vec![0u8; MAX_DATAGRAM];
+                    loop {
+                        match reader.recv(&mut buf).await {
+                            Ok((n, from, _)) => {
+                                if tx.send((level, buf[..n].to_vec(), from)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => tracing::debug!("seat receive failed: {e}"),
+                        }
+                    }
+                }));
+                seat.transport = Some(t);
+                seat.shared = Some(shared);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot take the seat of {} in cluster {}: {e}",
+                    seat.settings.proto.node,
+                    seat.settings.cluster_name
+                );
+                let input = Input::SeatUnavailable { level };
+                pump::pump(&mut self.machine, now, input, out)
+            }
+        }
     }
 
-    async fn publish(&mut self, out: &mut Outbox) {
+    /// Acts on the machine's outputs: opens and closes seats' sockets,
+    /// publishes events and signals, sends datagrams, refreshes snapshots.
+    /// Returns a new next timeout if acting on them pumped the machine again.
+    async fn publish(&mut self, out: &mut Outbox) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next = None;
+        let mut i = 0;
+        while i < out.events.len() {
+            let e = out.events[i].clone();
+            i += 1;
+            match e {
+                MachineEvent::SeatTaken { level, .. } => {
+                    if let Some(t) = self.open_seat(now, level, out) {
+                        next = Some(t);
+                    }
+                }
+                MachineEvent::SeatReleased { level, seat } => {
+                    if let Some(io) = self.seats.get_mut(level - 1) {
+                        if io.shared.is_some() {
+                            tracing::info!(
+                                "released the seat of {seat} in cluster {}",
+                                io.settings.cluster_name
+                            );
+                        }
+                        io.close();
+                    }
+                }
+                MachineEvent::Node { level, event } => {
+                    if let (Event::Refuted { incarnation }, 0, Some(f)) =
+                        (&event, level, &self.life)
+                    {
+                        if let Err(err) = f.record(*incarnation) {
+                            tracing::warn!(
+                                "cannot record the node's life in {}: {err}",
+                                f.path().display()
+                            );
+                        }
+                    }
+                    let (observer, cluster) = self.observer(level);
+                    let mut e = local_event(observer, &event);
+                    e.cluster = cluster;
+                    self.shared.publish(e);
+                }
+                MachineEvent::Map { level, change } => {
+                    let (observer, cluster) = self.observer(level);
+                    let mut e = map_event(observer, &change);
+                    e.cluster = cluster;
+                    self.shared.publish(e);
+                    // Members are limited each on its own ring address.
+                    if let Some(map) = self.machine.node(level).and_then(|n| n.map()) {
+                        let peers = map.members.iter().map(|m| m.addrs.ring);
+                        match level {
+                            0 => self.senders.set_peers(peers),
+                            l => {
+                                if let Some(seat) = self.seats.get_mut(l - 1) {
+                                    seat.senders.set_peers(peers);
+                                }
+                            }
+                        }
+                    }
+                }
+                MachineEvent::Reassign { what, .. } => {
+                    let _ = self.shared.signals.send(Signal::Reassign(what));
+                }
+                MachineEvent::ConfigOutdated { version } => {
+                    let me = self.shared.node;
+                    self.shared.publish(ClusterEvent {
+                        version: Some(version),
+                        ..event(
+                            me,
+                            "config_outdated",
+                            Some(me),
+                            None,
+                            format!("{me} saw configuration version {version}"),
+                        )
+                    });
+                    let _ = self.shared.signals.send(Signal::ConfigOutdated(version));
+                }
+                // Counted in the node's statistics, and charged to the
+                // sender by the loop; not news for the event stream.
+                MachineEvent::Rejected { .. } => {}
+            }
+        }
+        out.events.clear();
         for t in out.transmits.drain(..) {
-            if let Err(e) = self.transport.send(&t).await {
-                tracing::debug!("send to {:?} failed: {e}", t.destination);
+            let transport = match t.level {
+                0 => Some(&self.transport),
+                l => self.seats.get(l - 1).and_then(|s| s.transport.as_ref()),
+            };
+            // A seat released since the datagram was made sends nothing.
+            let Some(transport) = transport else { continue };
+            if let Err(e) = transport.send(&t.transmit).await {
+                tracing::debug!("send to {:?} failed: {e}", t.transmit.destination);
                 self.shared.io.send_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let id = self.shared.node;
-        for e in out.events.drain(..) {
-            if let (Event::Refuted { incarnation }, Some(f)) = (&e, &self.life) {
-                if let Err(err) = f.record(*incarnation) {
-                    tracing::warn!(
-                        "cannot record the node's life in {}: {err}",
-                        f.path().display()
-                    );
-                }
-            }
-            self.shared.publish(local_event(id, &e));
-        }
-        if let Some(map) = self.node.map() {
-            let changed = self.held.as_ref().is_none_or(|h| h != map);
-            if changed {
-                for c in changes(self.held.as_ref(), map) {
-                    self.shared.publish(map_event(id, &c));
-                }
-                // Members are limited each on its own ring address.
-                self.senders
-                    .set_peers(map.members.iter().map(|m| m.addrs.ring));
-                self.held = Some(map.clone());
             }
         }
         *self
             .shared
             .snapshot
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = snapshot_of(&self.node);
+            .unwrap_or_else(|e| e.into_inner()) = snapshot_of(self.machine.leaf());
+        let mut held = Vec::new();
+        for (k, seat) in self.seats.iter().enumerate() {
+            let (Some(shared), Some(node)) = (&seat.shared, self.machine.node(k + 1)) else {
+                break;
+            };
+            *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = snapshot_of(node);
+            held.push(shared.clone());
+        }
+        let changed = {
+            let current = self.shared.seats.read().unwrap_or_else(|e| e.into_inner());
+            current.len() != held.len()
+                || current.iter().zip(&held).any(|(a, b)| !Arc::ptr_eq(a, b))
+        };
+        if changed {
+            *self.shared.seats.write().unwrap_or_else(|e| e.into_inner()) = held;
+        }
+        next
     }
-}
 
-#[derive(Default)]
-struct Outbox {
-    transmits: Vec<Transmit>,
-    events: Vec<Event>,
-}
-
-impl Outputs for Outbox {
-    fn transmit(&mut self, _node: &Node, t: Transmit) {
-        self.transmits.push(t);
-    }
-    fn event(&mut self, _node: &Node, e: Event) {
-        self.events.push(e);
+    /// The node id that observes events at `level` and its cluster's id.
+    fn observer(&self, level: Level) -> (NodeId, u32) {
+        match level {
+            0 => (self.shared.node, self.shared.cluster_id),
+            l => self
+                .seats
+                .get(l - 1)
+                .map_or((self.shared.node, self.shared.cluster_id), |s| {
+                    (s.settings.proto.node, s.settings.proto.cluster.0)
+                }),
+        }
     }
 }
 
@@ -680,6 +950,27 @@ fn local_event(me: NodeId, e: &Event) -> ClusterEvent {
             format!("{me}'s timers ran {} ms late", gap.as_millis()),
         ),
         Event::Disk(change) => disk_event(me, change),
+        Event::RivalSupervisor { rival, epoch } => event(
+            me,
+            "rival_supervisor",
+            Some(*rival),
+            Some(epoch.0),
+            format!("{me} hears rival supervisor {rival} (epoch {})", epoch.0),
+        ),
+        Event::OwnIdHeard { incarnation } => event(
+            me,
+            "own_id_heard",
+            Some(me),
+            None,
+            format!("another process runs {me} with a newer life ({incarnation})"),
+        ),
+        Event::Rejected { reason } => event(
+            me,
+            "rejected",
+            None,
+            None,
+            format!("{me} refused a datagram ({reason})"),
+        ),
         Event::ConfigOutdated { version } => ClusterEvent {
             version: Some(*version),
             ..event(
