@@ -18,7 +18,8 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::host::runtime::{NodeError, Rekey, Runtime, Shared, Signal};
+use crate::host::runtime::{NodeError, Runtime};
+use crate::host::shared::{Rekey, Shared, Signal};
 use crate::library::disks::{ProbeConfig, Prober};
 use crate::placement::{Streaming, STREAM_PREFIX};
 

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use ringcast_config::settings::NodeSettings;
 use ringcast_config::{clusterfile, service};
 use ringcast_node::daemon;
-use ringcast_node::host::runtime::Signal;
+use ringcast_node::host::shared::Signal;
 use ringcast_node::proto::{LocalEvent, NodeId};
 use tokio::sync::{broadcast, mpsc};
 

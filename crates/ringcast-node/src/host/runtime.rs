@@ -2,31 +2,24 @@
 //! middle (through [`ringcast_proto::pump`]), datagrams and events out. No
 //! protocol decision is taken here.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ringcast_config::settings::{BusMode, NodeSettings};
 use ringcast_proto::event::{Event, LocalEvent};
-use ringcast_proto::map::{ClusterMap, MapChange};
 use ringcast_proto::pump::{self, Input, Outbox};
-use ringcast_proto::stats::Stats;
 use ringcast_proto::{
-    Incarnation, KeyId, Keyring, Level, Machine, MachineConfig, MachineEvent, Node, NodeId,
-    Reassign, Reload, Role, Tables,
+    Incarnation, Level, Machine, MachineConfig, MachineEvent, NodeId, Reload, Role,
 };
-use serde::Serialize;
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
+use super::events::{event, local_event, map_event, unix_ms, ClusterEvent};
 use super::life::LifeFile;
 use super::limit::SenderLimits;
+use super::shared::{snapshot_of, Rekey, Shared, Signal};
 use super::transport::{Transport, MAX_DATAGRAM};
-use ringcast_config::settings::{BusMode, NodeSettings};
-
-/// Events kept for a subscriber that connects late.
-const RECENT_EVENTS: usize = 200;
-
 /// The most datagrams of senders over their budget dropped in one
 /// go before the loop looks at its timers again.
 const DRAIN_BATCH: usize = 256;
@@ -47,202 +40,6 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// One line of the cluster's event stream.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ClusterEvent {
-    /// Unix time in milliseconds, as the observing node saw it.
-    pub at_ms: u64,
-    /// The node that observed it.
-    pub observer: NodeId,
-    /// What happened: `supervisor`, `joined`, `failed`, `left`, or a local
-    /// event of the observer (`became_supervisor`, `declared`, `refuted`, ...).
-    pub kind: &'static str,
-    /// The node it is about.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<NodeId>,
-    /// The epoch, for supervisor events.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<u64>,
-    /// The configuration version, for `config_outdated`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<u32>,
-    /// A readable sentence.
-    pub text: String,
-    /// Claim 5: the cluster it happened in: the observer's own, or, for an
-    /// event of a seat the machine holds, the parent cluster's.
-    pub cluster: u32,
-}
-
-/// What the node knows right now, for the HTTP API.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// The part the node plays.
-    pub role: Role,
-    /// Its life.
-    pub incarnation: Incarnation,
-    /// The map it holds.
-    pub map: Option<ClusterMap>,
-    /// The tables it holds.
-    pub tables: Option<Tables>,
-    /// Its protocol counters.
-    pub stats: Stats,
-    /// Ring neighbours.
-    pub upstream: Option<NodeId>,
-    /// Ring neighbours.
-    pub downstream: Option<NodeId>,
-    /// The keys the node accepts, the one it seals with first.
-    pub keys: Vec<KeyId>,
-    /// The configuration version the node runs.
-    pub config_version: u32,
-}
-
-/// Counters of the socket layer.
-#[derive(Debug, Default)]
-pub struct IoCounters {
-    /// Datagrams that could not be sent.
-    pub send_errors: AtomicU64,
-    /// Receive errors.
-    pub recv_errors: AtomicU64,
-    /// Datagrams dropped unread because their sender was over its
-    /// budget ([`SenderLimits`]); shown as the `rate_limited` reason of
-    /// `ringcast_frames_rejected_total`.
-    pub rate_limited: AtomicU64,
-}
-
-/// Counters of configuration reloads (`SIGHUP`, or a newer
-/// configuration version seen on the bus).
-#[derive(Debug, Default)]
-pub struct ReloadCounters {
-    /// Reloads that changed the keys or the configuration version.
-    pub applied: AtomicU64,
-    /// Reloads that found nothing the node could change.
-    pub unchanged: AtomicU64,
-    /// Reloads that failed (unreadable or invalid configuration, another
-    /// cluster or node, an older version).
-    pub failed: AtomicU64,
-}
-
-/// What a running node changes without a restart: the keys it
-/// seals with and accepts, and the configuration version its frames carry.
-#[derive(Clone, Debug)]
-pub struct Rekey {
-    /// The new keys.
-    pub keyring: Keyring,
-    /// The configuration version they came with.
-    pub config_version: u32,
-}
-
-/// State shared between the loop and the HTTP API.
-#[derive(Debug)]
-pub struct Shared {
-    /// The node's id.
-    pub node: NodeId,
-    /// The cluster's name.
-    pub cluster_name: String,
-    /// The cluster's id.
-    pub cluster_id: u32,
-    /// This node's HTTP address, as configured.
-    pub http: std::net::SocketAddr,
-    /// The admin token guarding `POST /v1/leave`, if configured.
-    pub admin_token: Option<String>,
-    /// The latest snapshot.
-    pub snapshot: RwLock<Snapshot>,
-    /// Live event stream.
-    pub events: broadcast::Sender<ClusterEvent>,
-    /// Typed signals for the rest of the daemon (streams to move, a
-    /// configuration to refetch).
-    pub signals: broadcast::Sender<Signal>,
-    /// The latest events, for late subscribers.
-    pub recent: Mutex<VecDeque<ClusterEvent>>,
-    /// Local events for the loop (leave, load, disk probes).
-    pub control: mpsc::Sender<LocalEvent>,
-    /// Socket-layer counters.
-    pub io: IoCounters,
-    /// When the node started.
-    pub started: Instant,
-    /// The data path's counters, once streaming runs.
-    pub streams: std::sync::OnceLock<Arc<ringcast_files::stream::StreamCounters>>,
-    /// Counters outside the protocol core (probes, placement, 503s), for `/metrics`.
-    pub metrics: super::counters::NodeMetrics,
-    /// The HTTP listener's guard (its refusal counters), once it runs.
-    pub http_guard: std::sync::OnceLock<Arc<ringcast_files::guard::Guard>>,
-    /// New keys for the protocol loop to apply.
-    pub rekey: watch::Sender<Option<Rekey>>,
-    /// Configuration reloads.
-    pub reloads: ReloadCounters,
-    /// Claim 5: the seats this machine holds in its ancestor clusters,
-    /// nearest parent first (see `seat`).
-    pub seats: RwLock<Vec<Arc<Shared>>>,
-    /// Claim 5: how many ancestor clusters this machine's cluster has.
-    pub levels_above: std::sync::atomic::AtomicUsize,
-}
-
-impl Shared {
-    /// A copy of the latest snapshot.
-    pub fn snapshot(&self) -> Snapshot {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The part the node plays right now.
-    pub fn role(&self) -> Role {
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).role
-    }
-
-    /// The seats this machine holds now, nearest parent first.
-    pub fn held_seats(&self) -> Vec<Arc<Shared>> {
-        self.seats.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Claim 5: whether this machine's cluster is a sub-cluster of a tree.
-    pub fn in_tree(&self) -> bool {
-        self.levels_above.load(std::sync::atomic::Ordering::Relaxed) > 0
-    }
-
-    /// The latest events, oldest first.
-    pub fn recent_events(&self) -> Vec<ClusterEvent> {
-        self.recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// Publishes an event of this node's own (such as `reassigned`) on its
-    /// event stream, beside those the protocol produces.
-    pub fn publish_local(&self, kind: &'static str, node: Option<NodeId>, text: String) {
-        self.publish(event(self.node, kind, node, None, text));
-    }
-
-    /// Records and broadcasts an event; one of this node's own is stamped
-    /// with its cluster.
-    pub(crate) fn publish(&self, mut event: ClusterEvent) {
-        if event.cluster == 0 {
-            event.cluster = self.cluster_id;
-        }
-        tracing::info!(kind = event.kind, cluster = event.cluster, "{}", event.text);
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == RECENT_EVENTS {
-            recent.pop_front();
-        }
-        recent.push_back(event.clone());
-        let _ = self.events.send(event);
-    }
-}
-
-/// What the loop tells the rest of the daemon, typed: streams to move, a
-/// configuration to refetch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    /// Claim 13: a node or disk failed in a cluster this machine sits in.
-    Reassign(Reassign),
-    /// A frame carried a newer configuration version than this node's.
-    ConfigOutdated(u32),
 }
 
 /// The sockets of one seat the machine may hold in an ancestor cluster,
@@ -293,12 +90,6 @@ pub struct Runtime {
     faults: Option<super::faults::Faults>,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn sender_limits(settings: &NodeSettings, now: Instant) -> SenderLimits {
     let bus = &settings.limits.bus;
     let ring = settings.proto.addrs.ring;
@@ -316,47 +107,6 @@ fn bind_transport(settings: &NodeSettings) -> Result<Transport, NodeError> {
         addr: format!("{ring} ({:?})", settings.bus),
         source,
     })
-}
-
-impl Shared {
-    /// The state of a node run with `settings`, as the API shows it, with
-    /// the receivers of its control and key channels.
-    fn new(
-        settings: &NodeSettings,
-        node: &Node,
-        now: Instant,
-    ) -> (
-        Arc<Shared>,
-        mpsc::Receiver<LocalEvent>,
-        watch::Receiver<Option<Rekey>>,
-    ) {
-        let (control_tx, control) = mpsc::channel(64);
-        let (rekey_tx, rekey) = watch::channel(None);
-        let (events, _) = broadcast::channel(1024);
-        let (signals, _) = broadcast::channel(256);
-        let shared = Arc::new(Shared {
-            node: settings.proto.node,
-            cluster_name: settings.cluster_name.clone(),
-            cluster_id: settings.proto.cluster.0,
-            http: settings.proto.addrs.http,
-            admin_token: settings.admin_token.clone(),
-            snapshot: RwLock::new(snapshot_of(node)),
-            events,
-            signals,
-            recent: Mutex::new(VecDeque::new()),
-            control: control_tx,
-            io: IoCounters::default(),
-            started: now,
-            streams: std::sync::OnceLock::new(),
-            metrics: super::counters::NodeMetrics::default(),
-            http_guard: std::sync::OnceLock::new(),
-            rekey: rekey_tx,
-            reloads: ReloadCounters::default(),
-            seats: RwLock::new(Vec::new()),
-            levels_above: std::sync::atomic::AtomicUsize::new(0),
-        });
-        (shared, control, rekey)
-    }
 }
 
 impl Runtime {
@@ -770,216 +520,5 @@ impl Runtime {
                     (s.settings.proto.node, s.settings.proto.cluster.0)
                 }),
         }
-    }
-}
-
-fn snapshot_of(node: &Node) -> Snapshot {
-    let (upstream, downstream) = node.ring_neighbours();
-    Snapshot {
-        role: node.role(),
-        incarnation: node.incarnation(),
-        map: node.map().cloned(),
-        tables: node.tables().cloned(),
-        stats: node.stats().clone(),
-        upstream,
-        downstream,
-        keys: node.keyring().key_ids(),
-        config_version: node.config().config_version,
-    }
-}
-
-fn event(
-    observer: NodeId,
-    kind: &'static str,
-    node: Option<NodeId>,
-    epoch: Option<u64>,
-    text: String,
-) -> ClusterEvent {
-    ClusterEvent {
-        at_ms: unix_ms(),
-        observer,
-        kind,
-        node,
-        epoch,
-        version: None,
-        text,
-        cluster: 0,
-    }
-}
-
-fn map_event(observer: NodeId, c: &MapChange) -> ClusterEvent {
-    match c {
-        MapChange::Supervisor { node, epoch } => event(
-            observer,
-            "supervisor",
-            Some(*node),
-            Some(epoch.0),
-            format!("{node} supervises (epoch {})", epoch.0),
-        ),
-        MapChange::Joined { node, incarnation } => event(
-            observer,
-            "joined",
-            Some(*node),
-            None,
-            format!("{node} is up ({incarnation})"),
-        ),
-        MapChange::Failed { node } => event(
-            observer,
-            "failed",
-            Some(*node),
-            None,
-            format!("{node} failed"),
-        ),
-        MapChange::Left { node } => {
-            event(observer, "left", Some(*node), None, format!("{node} left"))
-        }
-    }
-}
-
-fn disk_event(me: NodeId, change: &ringcast_proto::tables::DiskChange) -> ClusterEvent {
-    use ringcast_proto::tables::DiskChange;
-    match *change {
-        DiskChange::Failed(d) => event(
-            me,
-            "disk_failed",
-            None,
-            None,
-            format!("disk {d} declared failed"),
-        ),
-        DiskChange::Recovered(d) => event(
-            me,
-            "disk_recovered",
-            None,
-            None,
-            format!("disk {d} works again"),
-        ),
-        DiskChange::PathBroken { node, disk } => event(
-            me,
-            "path_broken",
-            Some(node),
-            None,
-            format!("{node}'s path to disk {disk} is broken"),
-        ),
-        DiskChange::PathRestored { node, disk } => event(
-            me,
-            "path_restored",
-            Some(node),
-            None,
-            format!("{node}'s path to disk {disk} works again"),
-        ),
-    }
-}
-
-fn local_event(me: NodeId, e: &Event) -> ClusterEvent {
-    match e {
-        Event::BecameSupervisor { epoch, reason } => event(
-            me,
-            "became_supervisor",
-            Some(me),
-            Some(epoch.0),
-            format!("{me} became supervisor ({reason:?}, epoch {})", epoch.0),
-        ),
-        Event::StoppedSupervising { successor } => event(
-            me,
-            "stopped_supervising",
-            Some(*successor),
-            None,
-            format!("{me} stopped supervising in favour of {successor}"),
-        ),
-        Event::SupervisorChanged { supervisor, epoch } => event(
-            me,
-            "follows",
-            Some(*supervisor),
-            Some(epoch.0),
-            format!("{me} follows {supervisor} (epoch {})", epoch.0),
-        ),
-        Event::Joined { supervisor } => event(
-            me,
-            "joined_cluster",
-            Some(*supervisor),
-            None,
-            format!("{me} joined, supervisor {supervisor}"),
-        ),
-        Event::Left => event(
-            me,
-            "left_cluster",
-            Some(me),
-            None,
-            format!("{me} left the cluster"),
-        ),
-        Event::NodeJoined { node } => event(
-            me,
-            "admitted",
-            Some(*node),
-            None,
-            format!("{me} admitted {node}"),
-        ),
-        Event::NodeLeft { node } => event(
-            me,
-            "released",
-            Some(*node),
-            None,
-            format!("{me} saw {node} leave"),
-        ),
-        Event::NodeFailed { node, declared_by } => event(
-            me,
-            "marked_failed",
-            Some(*node),
-            None,
-            format!("{me} marked {node} failed (declared by {declared_by})"),
-        ),
-        Event::UpstreamDeclared { node } => event(
-            me,
-            "declared",
-            Some(*node),
-            None,
-            format!("{me} declared its upstream {node} failed"),
-        ),
-        Event::Refuted { incarnation } => event(
-            me,
-            "refuted",
-            Some(me),
-            None,
-            format!("{me} refuted a failure declaration with {incarnation}"),
-        ),
-        Event::ClockSlipped { gap } => event(
-            me,
-            "clock_slipped",
-            Some(me),
-            None,
-            format!("{me}'s timers ran {} ms late", gap.as_millis()),
-        ),
-        Event::Disk(change) => disk_event(me, change),
-        Event::RivalSupervisor { rival, epoch } => event(
-            me,
-            "rival_supervisor",
-            Some(*rival),
-            Some(epoch.0),
-            format!("{me} hears rival supervisor {rival} (epoch {})", epoch.0),
-        ),
-        Event::OwnIdHeard { incarnation } => event(
-            me,
-            "own_id_heard",
-            Some(me),
-            None,
-            format!("another process runs {me} with a newer life ({incarnation})"),
-        ),
-        Event::Rejected { reason } => event(
-            me,
-            "rejected",
-            None,
-            None,
-            format!("{me} refused a datagram ({reason})"),
-        ),
-        Event::ConfigOutdated { version } => ClusterEvent {
-            version: Some(*version),
-            ..event(
-                me,
-                "config_outdated",
-                Some(me),
-                None,
-                format!("{me} saw configuration version {version}"),
-            )
-        },
     }
 }

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::metrics::role_name;
 use super::overview::{ClusterEntry, Overview};
-use crate::host::runtime::{Shared, Snapshot};
+use crate::host::shared::{Shared, Snapshot};
 
 /// The routes of a node's HTTP API.
 pub fn router(shared: Arc<Shared>) -> Router {

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::host::runtime::Shared;
+use crate::host::shared::Shared;
 
 /// The page.
 pub const INDEX_HTML: &str = include_str!("../../assets/dashboard.html");

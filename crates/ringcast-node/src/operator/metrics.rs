@@ -19,7 +19,7 @@ use ringcast_proto::stats::{Histogram, REJECT_REASONS};
 use ringcast_proto::{MemberStatus, Role};
 
 use crate::host::counters::{PLACEMENT_OUTCOMES, UNAVAILABLE_ROUTES};
-use crate::host::runtime::{Shared, Snapshot};
+use crate::host::shared::{Shared, Snapshot};
 
 /// Builds an exposition: each family once, with its HELP and TYPE first.
 struct Exposition {

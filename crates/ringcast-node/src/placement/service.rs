@@ -19,7 +19,7 @@ use ringcast_proto::token::StreamToken;
 use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::host::runtime::{Shared, Snapshot};
+use crate::host::shared::{Shared, Snapshot};
 use crate::library::catalog::{self, Catalog, Title};
 
 /// How long a stream token stays valid: long enough to start the request.

@@ -19,7 +19,7 @@ use ringcast_proto::Role;
 use axum::http::StatusCode;
 
 use super::service::{ask_place, refusal, refused, unavailable, PlaceAnswer, Refused, Streaming};
-use crate::host::runtime::Shared;
+use crate::host::shared::Shared;
 use crate::library::catalog::Title;
 
 /// The most machines a placement request may pass through, up and down.

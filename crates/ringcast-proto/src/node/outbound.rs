@@ -1,0 +1,175 @@
+//! What a node sends: notifications, beats and status on their schedule
+//! (claims 6 and 10), join and leave messages, and capacity announcements.
+
+use super::*;
+
+impl Node {
+    // ----- sending -----
+
+    pub(super) fn flush(&mut self, now: Instant) {
+        if self.notify_now && self.role == Role::Supervisor {
+            if let Some(view) = self.view.as_ref() {
+                let unchanged = self.last_full.as_ref().is_some_and(|(e, v, t)| {
+                    *e == view.map.epoch && *v == view.map.version && *t == view.tables
+                });
+                let message = if !unchanged {
+                    self.full_repeats = FULL_REPEATS;
+                    None
+                } else if self.beat_ok
+                    && self.full_repeats == 0
+                    && self.beats_since_full + 1 < FULL_EVERY
+                {
+                    self.beats_since_full += 1;
+                    Some(Message::Beat(Beat {
+                        addrs: view.supervisor_addrs,
+                        supervisor_rank: view.map.supervisor_rank,
+                        epoch: view.map.epoch,
+                        version: view.map.version,
+                    }))
+                } else {
+                    if self.beat_ok {
+                        self.full_repeats = self.full_repeats.saturating_sub(1);
+                    }
+                    None
+                };
+                let message = message.unwrap_or_else(|| {
+                    self.beats_since_full = 0;
+                    self.last_full = Some((view.map.epoch, view.map.version, view.tables.clone()));
+                    Message::Notify(Notify {
+                        addrs: view.supervisor_addrs,
+                        map: view.map.clone(),
+                        tables: view.tables.clone(),
+                    })
+                });
+                self.send(Destination::Bus, message);
+            }
+            self.timers
+                .set(Timer::Notify, now + self.cfg.timing.notify_interval);
+            self.follow_ring(now);
+        }
+        self.notify_now = false;
+        self.beat_ok = false;
+    }
+
+    pub(super) fn send_status(&mut self) {
+        if !matches!(self.role, Role::Member | Role::Supervisor) || !self.joined {
+            return;
+        }
+        let Some(view) = self.view.as_ref() else {
+            return;
+        };
+        let Some(down) = self.ring.downstream() else {
+            return;
+        };
+        let Some(addr) = view.map.member(down).map(|m| m.addrs.ring) else {
+            return;
+        };
+        let epoch = view.map.epoch;
+        let disks = self.disks.values().cloned().collect();
+        let entries = self
+            .ring
+            .emit(self.cfg.node, self.incarnation, self.load, disks);
+        if self.role == Role::Supervisor {
+            // The supervisor's own entry is read directly.
+            if let (Some(view), Some(own)) = (
+                self.view.as_mut(),
+                entries.iter().find(|e| e.node == self.cfg.node),
+            ) {
+                view.tables.record_load(own.node, own.load);
+                let mut changes: Vec<_> = own
+                    .disks
+                    .iter()
+                    .filter_map(|r| view.tables.record_disk_report(own.node, r))
+                    .collect();
+                changes.extend(view.tables.evaluate_disks(self.cfg.timing.disk_quorum));
+                if !changes.is_empty() {
+                    self.notify_now = true;
+                }
+                self.events.extend(changes.into_iter().map(Event::Disk));
+            }
+        }
+        self.send(
+            Destination::Node { id: down, addr },
+            Message::Status(Status { epoch, entries }),
+        );
+    }
+
+    /// Claim 5: a new streaming capacity, into the tables at once as
+    /// supervisor, else announced to the supervisor by a join request.
+    pub(super) fn set_capacity(&mut self, capacity: Capacity) {
+        if self.cfg.capacity == capacity {
+            return;
+        }
+        self.cfg.capacity = capacity;
+        let me = self.cfg.node;
+        if self.role == Role::Supervisor {
+            if let Some(view) = self.view.as_mut() {
+                if view.tables.record_capacity(me, capacity) {
+                    self.notify_now = true;
+                }
+            }
+        } else if self.joined {
+            self.send_join();
+        }
+    }
+
+    /// Claim 5: whether the tables the supervisor last sent show another
+    /// capacity for this node than it has now (its announcement was lost).
+    pub(super) fn capacity_unannounced(&self) -> bool {
+        self.tables()
+            .and_then(|t| t.usage(self.cfg.node))
+            .is_some_and(|u| u.capacity != self.cfg.capacity)
+    }
+
+    pub(super) fn send_join(&mut self) {
+        let join = JoinRequest {
+            node: self.cfg.node,
+            incarnation: self.incarnation,
+            addrs: self.cfg.addrs,
+            disks: self.cfg.disks.iter().map(|d| d.id).collect(),
+            capacity: self.cfg.capacity,
+        };
+        self.send(Destination::Bus, Message::Join(join));
+    }
+
+    pub(super) fn send_leave(&mut self) {
+        let leave = Leave {
+            node: self.cfg.node,
+            incarnation: self.incarnation,
+            addrs: self.cfg.addrs,
+        };
+        self.send(Destination::Bus, Message::Leave(leave));
+    }
+
+    pub(super) fn send(&mut self, destination: Destination, message: Message) {
+        let kind = message.kind();
+        debug_assert_eq!(
+            matches!(destination, Destination::Bus),
+            kind.channel() == crate::message::Channel::Bus,
+            "{kind:?} travels its own channel"
+        );
+        let body = message.encode();
+        match self.sealer.seal(&self.keyring, &body) {
+            Ok(datagrams) => {
+                for payload in datagrams {
+                    self.stats.count_sent(kind, payload.len());
+                    self.transmits.push_back(Transmit {
+                        destination,
+                        payload,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => self.reject_outgoing(e),
+        }
+    }
+
+    pub(super) fn reject_outgoing(&mut self, e: FrameError) {
+        self.stats.count_rejected(e.reason());
+    }
+
+    pub(super) fn reject(&mut self, reason: &'static str) {
+        self.stats.count_rejected(reason);
+        self.events.push_back(Event::Rejected { reason });
+    }
+}
