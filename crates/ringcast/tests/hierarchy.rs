@@ -25,6 +25,12 @@ struct Tree {
 }
 
 fn start_tree() -> Tree {
+    start_tree_with(false)
+}
+
+/// A tree whose every machine reads its transport faults from `faults-nID`
+/// in the tree's folder (none at first).
+fn start_tree_with(faults: bool) -> Tree {
     isolate_network();
     let dir = std::env::temp_dir().join(format!(
         "ringcast-tree-{}-{:?}",
@@ -58,7 +64,14 @@ fn start_tree() -> Tree {
             .build(),
     };
     for id in file.node_ids() {
-        c.spawn(id.0);
+        if faults {
+            let rules = c.dir.join(format!("faults-n{}", id.0));
+            let rules = rules.to_str().unwrap().to_string();
+            let path = c.file.clone();
+            c.spawn_custom(id.0, &path, &[], &[("RINGCAST_TEST_FAULTS", &rules)]);
+        } else {
+            c.spawn(id.0);
+        }
     }
     Tree {
         c,
@@ -453,4 +466,92 @@ fn a_key_rotation_reaches_every_seat_and_the_next_holder_of_a_seat() {
     assert_eq!(seat["cluster_id"], t.root, "{seat:#}");
     assert_eq!(seat["keys"], serde_json::json!([2]), "{seat:#}");
     assert_eq!(seat["config_version"], 4, "{seat:#}");
+}
+
+/// Claim 5, the real-process twin of the simulator's scenario of the same
+/// name (`crates/ringcast-sim/tests/hierarchy.rs`), run by the same seat code
+/// (`ringcast_proto::Machine`): a seat announces its sub-cluster's new
+/// capacity when a machine of it dies, and when the root's supervisor never
+/// hears that announcement the seat announces it again until the root's
+/// tables show it.
+#[test]
+fn a_seat_reannounces_its_subclusters_capacity_after_the_announcement_is_lost() {
+    let mut t = start_tree_with(true);
+    t.wait_converged("the tree formed", &[], &[]);
+    let views = t.views();
+    let root = t.supervisor_view(&views, t.root).unwrap();
+    let root_seat = root["node"].as_u64().unwrap() as u32;
+    let upstream = root["upstream"].as_u64().map(|u| u as u32);
+    // A sub-cluster whose seat neither supervises the root nor sends the
+    // root's supervisor its ring status: cut off from it on the bus only,
+    // it stays on the ring, and the root never marks it failed.
+    let sub = t
+        .subclusters()
+        .into_iter()
+        .find(|s| *s != root_seat && Some(*s) != upstream)
+        .expect("a third sub-cluster");
+    let root_machine = t.leaf_supervisor(root_seat);
+    let holder = t.leaf_supervisor(sub);
+    let seat_ring = root["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == sub)
+        .unwrap()["ring"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let capacity = |t: &Tree| -> Option<u64> {
+        let views = t.views();
+        let root = t.supervisor_view(&views, t.root)?;
+        root["tables"]["node_usage"]
+            .as_array()?
+            .iter()
+            .find(|u| u["node"] == sub)?["capacity"]["max_streams"]
+            .as_u64()
+    };
+    assert_eq!(capacity(&t), Some(300));
+    let log = t.c.dir.join(format!("node-{root_machine}.log"));
+    let rules = t.c.dir.join(format!("faults-n{root_machine}"));
+    replace_file(&rules, &format!("drop_from {seat_ring}\n"));
+    t.c.wait("the root's supervisor drops the seat's datagrams", |_| {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains(&format!("now drop datagrams from {{Socket({seat_ring})}}")))
+    });
+    let victim = *t
+        .machines_of(sub)
+        .iter()
+        .find(|m| **m != holder)
+        .expect("a machine that does not supervise");
+    let killed_at = unix_ms();
+    t.c.kill(victim);
+    t.c.wait(
+        "the sub-cluster's supervisor marks its machine failed",
+        |c| {
+            c.view(holder).is_some_and(|v| {
+                v["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["id"] == victim && n["status"] == "failed")
+            })
+        },
+    );
+    assert_eq!(
+        capacity(&t),
+        Some(300),
+        "the seat's announcement of 200 streams was lost"
+    );
+    replace_file(&rules, "");
+    t.c.wait("the root's tables show the seat's new capacity", |_| {
+        capacity(&t) == Some(200)
+    });
+    let events = t.events(root_machine);
+    assert!(
+        !events.iter().any(|e| e["cluster"] == t.root
+            && e["kind"] == "failed"
+            && e["node"] == sub
+            && e["at_ms"].as_u64().unwrap_or(0) >= killed_at),
+        "the root marked sub-cluster {sub} failed: {events:#?}"
+    );
 }

@@ -12,14 +12,16 @@
 //! The file holds one rule a line; blank lines and `#` comments are ignored:
 //!
 //! ```text
-//! drop_from 10.254.0.1     # every datagram from this IP address
+//! drop_from 10.254.0.1            # every datagram from this IP address
+//! drop_from 127.0.0.1:47001       # every datagram from this socket (one
+//!                                 # node's ring, or a seat's, on one host)
 //! ```
 //!
 //! Whoever sets a process's environment can already stop it, so the hook
 //! gives no one anything new (`SECURITY.md`).
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,16 @@ pub struct Faults {
     checked: Option<Instant>,
     /// The file's text when last read.
     text: String,
-    drop_from: BTreeSet<IpAddr>,
+    drop_from: BTreeSet<Source>,
+}
+
+/// Where dropped datagrams come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    /// Every socket of a host.
+    Host(IpAddr),
+    /// One socket.
+    Socket(SocketAddr),
 }
 
 impl Faults {
@@ -61,7 +72,7 @@ impl Faults {
     }
 
     /// Whether a datagram from `from` is to be dropped now.
-    pub fn drops(&mut self, now: Instant, from: IpAddr) -> bool {
+    pub fn drops(&mut self, now: Instant, from: SocketAddr) -> bool {
         if self
             .checked
             .is_none_or(|at| now.duration_since(at) >= RECHECK)
@@ -69,7 +80,8 @@ impl Faults {
             self.checked = Some(now);
             self.reload();
         }
-        self.drop_from.contains(&from)
+        self.drop_from.contains(&Source::Host(from.ip()))
+            || self.drop_from.contains(&Source::Socket(from))
     }
 
     fn reload(&mut self) {
@@ -93,7 +105,7 @@ impl Faults {
 }
 
 /// The addresses of `drop_from` rules, and the lines that are not rules.
-fn parse(text: &str) -> (BTreeSet<IpAddr>, Vec<&str>) {
+fn parse(text: &str) -> (BTreeSet<Source>, Vec<&str>) {
     let mut rules = BTreeSet::new();
     let mut bad = Vec::new();
     for line in text.lines() {
@@ -102,12 +114,15 @@ fn parse(text: &str) -> (BTreeSet<IpAddr>, Vec<&str>) {
             continue;
         }
         match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["drop_from", addr] => match addr.parse() {
-                Ok(ip) => {
-                    rules.insert(ip);
+            ["drop_from", addr] => {
+                if let Ok(ip) = addr.parse() {
+                    rules.insert(Source::Host(ip));
+                } else if let Ok(socket) = addr.parse() {
+                    rules.insert(Source::Socket(socket));
+                } else {
+                    bad.push(line);
                 }
-                Err(_) => bad.push(line),
-            },
+            }
             _ => bad.push(line),
         }
     }
@@ -120,8 +135,16 @@ mod tests {
 
     #[test]
     fn rules_are_read_and_bad_lines_are_set_aside() {
-        let (rules, bad) = parse("# a comment\ndrop_from 10.0.0.1\n\ndrop_from nowhere\nloss 5\n");
-        assert_eq!(rules, BTreeSet::from(["10.0.0.1".parse().unwrap()]));
+        let (rules, bad) = parse(
+            "# a comment\ndrop_from 10.0.0.1\n\ndrop_from nowhere\nloss 5\ndrop_from 127.0.0.1:7001\n",
+        );
+        assert_eq!(
+            rules,
+            BTreeSet::from([
+                Source::Host("10.0.0.1".parse().unwrap()),
+                Source::Socket("127.0.0.1:7001".parse().unwrap())
+            ])
+        );
         assert_eq!(bad, vec!["drop_from nowhere", "loss 5"]);
     }
 
@@ -130,15 +153,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("faults");
         let mut faults = Faults::new(path.clone());
-        let peer: IpAddr = "10.254.0.2".parse().unwrap();
+        let peer: SocketAddr = "10.254.0.2:7001".parse().unwrap();
         let t0 = Instant::now();
         assert!(!faults.drops(t0, peer), "no file, no fault");
         std::fs::write(&path, "drop_from 10.254.0.2\n").unwrap();
         assert!(faults.drops(t0 + RECHECK, peer));
-        assert!(!faults.drops(t0 + RECHECK, "10.254.0.3".parse().unwrap()));
+        assert!(!faults.drops(t0 + RECHECK, "10.254.0.3:7001".parse().unwrap()));
+        std::fs::write(&path, "drop_from 10.254.0.2:7002\n").unwrap();
+        assert!(
+            !faults.drops(t0 + RECHECK * 2, peer),
+            "another socket of the host"
+        );
+        assert!(faults.drops(t0 + RECHECK * 2, "10.254.0.2:7002".parse().unwrap()));
         // Rewritten with nothing: the fault ends at the next look, not before.
         std::fs::write(&path, "").unwrap();
-        assert!(faults.drops(t0 + RECHECK + RECHECK / 2, peer));
-        assert!(!faults.drops(t0 + RECHECK * 2, peer));
+        let other: SocketAddr = "10.254.0.2:7002".parse().unwrap();
+        assert!(faults.drops(t0 + RECHECK * 2 + RECHECK / 2, other));
+        assert!(!faults.drops(t0 + RECHECK * 3, other));
     }
 }

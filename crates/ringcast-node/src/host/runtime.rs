@@ -220,7 +220,7 @@ impl Runtime {
             next = match wake {
                 Wake::Datagram(n, from) => {
                     if let Some(faults) = self.faults.as_mut() {
-                        if faults.drops(now, from.ip()) {
+                        if faults.drops(now, from) {
                             continue;
                         }
                     }
@@ -258,7 +258,7 @@ impl Runtime {
                 }
                 Wake::Seat((level, bytes, from)) => {
                     if let Some(faults) = self.faults.as_mut() {
-                        if faults.drops(now, from.ip()) {
+                        if faults.drops(now, from) {
                             continue;
                         }
                     }
