@@ -18,8 +18,8 @@
 pub mod config;
 pub mod election;
 pub mod event;
-pub mod fragment;
 pub mod frame;
+pub use frame::fragment;
 pub mod health;
 pub mod ids;
 pub mod machine;

@@ -17,7 +17,7 @@
 //!
 //! Like [`Node`], the machine is sans-IO: the host passes datagrams tagged
 //! with the level whose socket received them, timeouts, local reports, key
-//! rotations and seat sockets it could not open, through [`crate::pump`];
+//! rotations and seat sockets it could not open, through the one pump;
 //! the machine answers with datagrams tagged with the level whose socket must
 //! send them, and typed [`MachineEvent`]s. The simulator's tree and the real
 //! daemon run this same code.

@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::config::{Capacity, NodeAddrs};
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::ClusterMap;
+pub use crate::tables::DiskReport;
 use crate::tables::{Load, Tables};
 
 /// Claims 10-11: the supervisor's periodic notification on the bus: its id and
@@ -76,26 +77,6 @@ pub struct Leave {
     pub incarnation: Incarnation,
     /// Its network addresses (claim 19).
     pub addrs: NodeAddrs,
-}
-
-/// Claim 13: one node's report on one disk it reaches.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiskReport {
-    /// The disk.
-    pub disk: DiskId,
-    /// Whether the last probe succeeded.
-    pub ok: bool,
-    /// Total bytes, when known.
-    pub capacity_bytes: u64,
-    /// Bytes used, when known.
-    pub used_bytes: u64,
-    /// Digest of the disk's library (titles, sizes, times), so the supervisor
-    /// knows when to refresh its catalog of the disk.
-    pub catalog: u64,
-    /// Streams this node reads from the disk now (claim 4, disk usage).
-    pub streams: u32,
-    /// Bytes per second this node reads from the disk.
-    pub bytes_per_s: u64,
 }
 
 /// Claim 8: a node's declaration that its upstream neighbour failed.

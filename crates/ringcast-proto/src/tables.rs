@@ -136,6 +136,26 @@ fn upsert_by<T, K: Ord>(rows: &mut Vec<T>, key: impl Fn(&T) -> K, row: T) {
     }
 }
 
+/// Claim 13: one node's report on one disk it reaches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskReport {
+    /// The disk.
+    pub disk: DiskId,
+    /// Whether the last probe succeeded.
+    pub ok: bool,
+    /// Total bytes, when known.
+    pub capacity_bytes: u64,
+    /// Bytes used, when known.
+    pub used_bytes: u64,
+    /// Digest of the disk's library (titles, sizes, times), so the supervisor
+    /// knows when to refresh its catalog of the disk.
+    pub catalog: u64,
+    /// Streams this node reads from the disk now (claim 4, disk usage).
+    pub streams: u32,
+    /// Bytes per second this node reads from the disk.
+    pub bytes_per_s: u64,
+}
+
 /// Claim 5: what a cluster reports as one node of its parent: the capacity
 /// and load of every member its map lists up, summed.
 pub fn aggregate(map: &crate::map::ClusterMap, tables: &Tables) -> (Capacity, Load) {
@@ -232,11 +252,7 @@ impl Tables {
 
     /// Records one node's report on one disk. Returns the change of that
     /// node's path to the disk, if its status changed.
-    pub fn record_disk_report(
-        &mut self,
-        node: NodeId,
-        report: &crate::message::DiskReport,
-    ) -> Option<DiskChange> {
+    pub fn record_disk_report(&mut self, node: NodeId, report: &DiskReport) -> Option<DiskChange> {
         let mut changed = None;
         let status = if report.ok {
             DiskAccessStatus::Ok

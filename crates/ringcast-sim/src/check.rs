@@ -4,8 +4,6 @@
 use ringcast_proto::map::MemberStatus;
 use ringcast_proto::{Incarnation, Node, NodeId, Role};
 
-use crate::world::Sim;
-
 /// The order in which a node prefers maps: (epoch, rank reversed, version).
 pub use ringcast_proto::map::Precedence;
 
@@ -19,21 +17,6 @@ pub trait ClusterView {
     fn life_is_running(&self, id: NodeId, incarnation: Incarnation) -> bool;
     /// Whether the cluster's timing lets a higher priority preempt.
     fn preempt(&self) -> bool;
-}
-
-impl ClusterView for Sim {
-    fn running(&self) -> Vec<(u32, &Node)> {
-        self.machines
-            .iter()
-            .filter_map(|m| m.node().map(|n| (m.id.0, n)))
-            .collect()
-    }
-    fn life_is_running(&self, id: NodeId, incarnation: Incarnation) -> bool {
-        Sim::life_is_running(self, id, incarnation)
-    }
-    fn preempt(&self) -> bool {
-        self.config.timing.preempt
-    }
 }
 
 /// The precedence of the map a node holds.

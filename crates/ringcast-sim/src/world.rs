@@ -712,3 +712,18 @@ impl Sim {
         })
     }
 }
+
+impl check::ClusterView for Sim {
+    fn running(&self) -> Vec<(u32, &ringcast_proto::Node)> {
+        self.machines
+            .iter()
+            .filter_map(|m| m.node().map(|n| (m.id.0, n)))
+            .collect()
+    }
+    fn life_is_running(&self, id: NodeId, incarnation: Incarnation) -> bool {
+        Sim::life_is_running(self, id, incarnation)
+    }
+    fn preempt(&self) -> bool {
+        self.config.timing.preempt
+    }
+}

@@ -3,8 +3,9 @@
 //! Call order, as for quinn-proto: feed one input with `handle_datagram`,
 //! `handle_timeout` or `handle_local` (each takes `now`), then drain
 //! `poll_transmit` and `poll_event` until they return `None`, then wait until
-//! `poll_timeout` (or the next datagram) and repeat. [`crate::pump`] does
-//! exactly this for the simulator and the runtime.
+//! `poll_timeout` (or the next datagram) and repeat. The host's `Machine`
+//! does exactly this for each node it runs, for the simulator and the
+//! daemon alike.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};

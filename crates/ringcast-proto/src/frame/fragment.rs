@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::frame::{FrameError, Header, MAX_PARTS};
+use super::header::{FrameError, Header, MAX_PARTS};
 use crate::ids::{Incarnation, NodeId};
 
 /// Most incomplete messages kept per sender; a newer one evicts the oldest.
