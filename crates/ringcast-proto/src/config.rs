@@ -1,5 +1,9 @@
 //! What the configuration service hands each node (claims 1-3), and the
 //! protocol's timing parameters, as typed values checked by `validate()`.
+//!
+//! These types are also the one serialized form of what they hold: the
+//! cluster file's tables and the configuration service's JSON use their
+//! field names, with durations in whole milliseconds ([`millis`]).
 
 use core::num::NonZeroU32;
 use core::time::Duration;
@@ -23,6 +27,7 @@ pub struct NodeAddrs {
 
 /// Claim 4: a node's streaming capacity, as configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Capacity {
     /// Maximum concurrent streams.
     pub max_streams: u32,
@@ -30,15 +35,38 @@ pub struct Capacity {
     pub max_bytes_per_s: u64,
 }
 
-/// Claim 3: one entry of a node's disk access list.
+/// Claim 3: one entry of a node's disk access list (a `[[node.disk]]`
+/// table of the cluster file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskAccess {
     /// The disk's identification (the same on every node that reaches it).
     pub id: DiskId,
     /// Where the disk is mounted on this node.
     pub mount: String,
     /// The failure detection location the disk probe writes and reads back.
+    #[serde(rename = "probe")]
     pub probe_path: String,
+}
+
+/// A duration as a whole number of milliseconds, the unit of every duration
+/// the cluster file and the configuration service's JSON give (fields named
+/// `..._ms`): `#[serde(with = "millis")]`. Less than a millisecond is
+/// dropped; more than `u64::MAX` milliseconds is written as `u64::MAX`.
+pub mod millis {
+    use core::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `duration` as whole milliseconds.
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Reads whole milliseconds as a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
 }
 
 /// Claim 5: how many times slower each level of a tree runs than the level
@@ -52,27 +80,40 @@ pub const LEVEL_SLOWDOWN: u32 = 5;
 pub const PARENT_MISS_LIMIT: u32 = 5;
 
 /// Timing of the protocol. Every timer of the node state machine derives from these.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serialized as the cluster file's `[timing]` table and the settings
+/// JSON's `timing` object name it: each duration as `<field>_ms` in whole
+/// milliseconds (`status_interval_ms = 20`), `miss_limit` as a number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Timing {
     /// Claim 6: how often a node sends its accumulated status downstream.
+    #[serde(rename = "status_interval_ms", with = "millis")]
     pub status_interval: Duration,
     /// Claim 10: how often the supervisor posts its notification.
+    #[serde(rename = "notify_interval_ms", with = "millis")]
     pub notify_interval: Duration,
     /// Claims 12, 18, 22: silence after which a node acts on a missing notification.
+    #[serde(rename = "notification_time_ms", with = "millis")]
     pub notification_time: Duration,
     /// Claim 8: silent status periods from upstream before it is declared failed.
     pub miss_limit: NonZeroU32,
     /// Claim 12: extra takeover delay per rank, so the highest-priority survivor acts first.
+    #[serde(rename = "takeover_step_ms", with = "millis")]
     pub takeover_step: Duration,
     /// Claim 16: whether a joining node that outranks the supervisor takes over.
     pub preempt: bool,
     /// Claim 16: how long a joining node that outranks the supervisor waits before it does.
+    #[serde(rename = "preempt_delay_ms", with = "millis")]
     pub preempt_delay: Duration,
     /// Claims 14-15: interval between repeated join requests.
+    #[serde(rename = "join_retry_ms", with = "millis")]
     pub join_retry: Duration,
     /// Claims 19-20: interval between repeated leave messages.
+    #[serde(rename = "leave_retry_ms", with = "millis")]
     pub leave_retry: Duration,
     /// Claim 13: how often a node probes each disk it reaches.
+    #[serde(rename = "disk_check_interval_ms", with = "millis")]
     pub disk_check_interval: Duration,
     /// Claim 13: distinct nodes whose reports declare a disk failed (capped
     /// by how many nodes reach the disk).
@@ -190,7 +231,13 @@ impl Default for Timing {
 }
 
 /// Claims 1-3: everything the configuration service hands one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serialized with its addresses as `ring` and `http` beside the other
+/// fields, and without `bus`: how the bus is carried (and so its address)
+/// is the transport's to say, and whoever reads a `NodeConfig` sets `bus`
+/// from it (the settings JSON of the configuration service does).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// The cluster this node is a member of.
     pub cluster: ClusterId,
@@ -198,11 +245,14 @@ pub struct NodeConfig {
     pub node: NodeId,
     /// Version of the cluster configuration; a node seeing a newer one refetches.
     pub config_version: u32,
-    /// Claim 1: the multicast bus address of the cluster.
+    /// Claim 1: the multicast bus address of the cluster (in unicast mode
+    /// the node's own ring address). Not serialized; read as `0.0.0.0:0`.
+    #[serde(skip, default = "unset_bus")]
     pub bus: SocketAddr,
     /// Claim 1: the priority list, highest priority first.
     pub priority: Vec<NodeId>,
     /// This node's own addresses.
+    #[serde(flatten)]
     pub addrs: NodeAddrs,
     /// Claims 2-3: the disks this node reaches.
     pub disks: Vec<DiskAccess>,
@@ -215,6 +265,11 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Largest datagram the node sends; longer messages are split into parts.
     pub mtu: usize,
+}
+
+/// The bus address of a [`NodeConfig`] just read, before its reader sets it.
+fn unset_bus() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
 /// Smallest MTU a configuration may set: room for a frame header and some body.
