@@ -4,9 +4,10 @@
 //!
 //! [`NodeSettings`] is built from the cluster file (`clusterfile`) or
 //! fetched from the configuration service (`service`), which sends it as
-//! JSON. The JSON form spells out every field (limits only where they
-//! differ from their defaults), gives durations in whole milliseconds and
-//! keys as hexadecimal:
+//! JSON. The JSON form spells out every field, gives durations in whole
+//! milliseconds and keys as hexadecimal. It is derived from the types that
+//! hold the values (`NodeSettings`, `BusMode`, `Limits` here, and
+//! `NodeConfig`, `Timing`, `Capacity`, `DiskAccess` in `ringcast_proto`):
 //!
 //! ```json
 //! {
@@ -21,7 +22,8 @@
 //!   "timing": { "status_interval_ms": 20, "notify_interval_ms": 20,
 //!               "notification_time_ms": 60, "miss_limit": 3, "takeover_step_ms": 10,
 //!               "preempt": true, "preempt_delay_ms": 0,
-//!               "join_retry_ms": 20, "leave_retry_ms": 20 },
+//!               "join_retry_ms": 20, "leave_retry_ms": 20,
+//!               "disk_check_interval_ms": 1000, "disk_quorum": 2 },
 //!   "keys": [ { "id": 1, "key": "<64 hex characters>" } ],
 //!   "admin_token": null,
 //!   "limits": { "http_max_head_bytes": 16384, "http_head_timeout_ms": 10000, ... }
@@ -37,14 +39,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use ringcast_proto::{
-    Capacity, ClusterId, ConfigError, DiskAccess, DiskId, KeyId, Keyring, NodeAddrs, NodeConfig,
-    NodeId, Timing,
-};
-use serde::{Deserialize, Serialize};
+use ringcast_proto::{ConfigError, KeyId, Keyring, NodeConfig, NodeId};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use ringcast_files::buckets::Rate;
@@ -58,7 +57,11 @@ pub const KEY_LEN: usize = 32;
 pub const LIBRARY_DIR: &str = "library";
 
 /// Claim 1: how a node's bus messages travel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// In the settings JSON, an object tagged by `transport` (`"multicast"` or
+/// `"unicast"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BusMode {
     /// One UDP multicast group per cluster (DESIGN section 3).
     Multicast {
@@ -75,6 +78,7 @@ pub enum BusMode {
     /// peer's ring address, as keepalived's `unicast_peer` does.
     Unicast {
         /// Every other node of the cluster with its ring address; never the node itself.
+        #[serde(with = "peers_json")]
         peers: Vec<(NodeId, SocketAddr)>,
     },
 }
@@ -87,26 +91,58 @@ pub enum BusMode {
 /// ring address (unicast, where no bus address exists).
 ///
 /// `Debug` prints key ids but never key bytes nor the admin token.
+///
+/// The JSON form (the module's documentation shows it) is derived: the
+/// fields of `proto` sit beside the others, `proto.bus` is not carried but
+/// follows from `bus` when the JSON is read, and reading checks everything
+/// [`NodeSettings::validate`] checks (the `Deserialize` impl below).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "SettingsWire", try_from = "SettingsWire")]
+#[serde(remote = "Self")]
 pub struct NodeSettings {
     /// Claims 1-3: node id, bus address, priority list, disk access list, timing.
+    /// Its `NodeConfig` refuses fields neither it nor these settings know.
+    #[serde(flatten)]
     pub proto: NodeConfig,
     /// How the bus is carried.
     pub bus: BusMode,
     /// The cluster keys, one or two (during a rotation); the first seals frames.
+    #[serde(with = "keys_json")]
     pub keys: Vec<(KeyId, [u8; KEY_LEN])>,
     /// Token that guards the node's admin endpoints (such as `POST /v1/leave`).
     pub admin_token: Option<String>,
     /// Human-readable name of the cluster, for logs and status output.
     pub cluster_name: String,
-    /// Limits against hostile HTTP clients and bus senders.
+    /// Limits against hostile HTTP clients and bus senders. Older services
+    /// send none: every limit then takes its default.
+    #[serde(default)]
     pub limits: Limits,
     /// Claim 5: what this machine runs with in each ancestor cluster while it
     /// holds its cluster's seat there, nearest parent first (empty outside a
     /// hierarchy). Each is a node of that cluster under the child cluster's
-    /// id; its own `seats` is empty.
+    /// id; its own `seats` is empty. Absent from the JSON outside a hierarchy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seats: Vec<NodeSettings>,
+}
+
+impl Serialize for NodeSettings {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The derived form (`remote = "Self"` makes it an inherent function).
+        NodeSettings::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeSettings {
+    /// The derived form, then what it leaves to check: the bus address
+    /// follows from the transport, and the settings must be valid.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut settings = NodeSettings::deserialize(deserializer)?;
+        settings.proto.bus = match &settings.bus {
+            BusMode::Multicast { group, .. } => SocketAddr::V4(*group),
+            BusMode::Unicast { .. } => settings.proto.addrs.ring,
+        };
+        settings.validate().map_err(D::Error::custom)?;
+        Ok(settings)
+    }
 }
 
 /// Limits on the datagrams the bus and ring sockets take from one
@@ -292,20 +328,27 @@ impl Limits {
         }
         Ok(())
     }
+}
 
-    /// Every limit by name, for the settings' JSON.
-    fn to_map(&self) -> BTreeMap<String, u64> {
-        Limits::FIELDS
-            .iter()
-            .filter_map(|n| Some((n.to_string(), self.get(n)?)))
-            .collect()
+/// In the settings JSON, an object of every limit by name
+/// ([`Limits::FIELDS`], milliseconds for durations).
+impl Serialize for Limits {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            Limits::FIELDS
+                .iter()
+                .filter_map(|name| Some((*name, self.get(name)?))),
+        )
     }
+}
 
-    /// The defaults with the limits `map` names set.
-    fn from_map(map: &BTreeMap<String, u64>) -> Result<Limits, LimitError> {
+/// The defaults with the limits the object names set; an unknown limit or
+/// one out of its range is refused.
+impl<'de> Deserialize<'de> for Limits {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut limits = Limits::default();
-        for (name, value) in map {
-            limits.set(name, *value)?;
+        for (name, value) in BTreeMap::<String, u64>::deserialize(deserializer)? {
+            limits.set(&name, value).map_err(D::Error::custom)?;
         }
         Ok(limits)
     }
@@ -418,9 +461,6 @@ pub enum SettingsError {
     /// A limit is unknown or out of its range.
     #[error(transparent)]
     Limit(#[from] LimitError),
-    /// `miss_limit` is zero.
-    #[error("timing.miss_limit must be at least 1")]
-    ZeroMissLimit,
     /// The multicast group is not a multicast address.
     #[error("bus group {0} is not an IPv4 multicast address")]
     NotMulticast(SocketAddrV4),
@@ -454,293 +494,81 @@ pub(crate) fn key_from_hex(text: &str) -> Option<[u8; KEY_LEN]> {
     Some(key)
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+/// Claim 1's cluster keys in the settings JSON: `[{"id": 1, "key": "<64
+/// hex characters>"}, ...]`, the key in lowercase hexadecimal (either case
+/// is read).
+mod keys_json {
+    use ringcast_proto::KeyId;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-// ---- the JSON form ----------------------------------------------------------
+    use super::{key_from_hex, key_to_hex, SettingsError, KEY_LEN};
 
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsWire {
-    cluster: u32,
-    cluster_name: String,
-    node: u32,
-    config_version: u32,
-    bus: BusWire,
-    priority: Vec<u32>,
-    ring: SocketAddr,
-    http: SocketAddr,
-    capacity: CapacityWire,
-    disks: Vec<DiskWire>,
-    servers: Vec<SocketAddr>,
-    mtu: usize,
-    timing: TimingWire,
-    keys: Vec<KeyWire>,
-    admin_token: Option<String>,
-    /// Older services send no limits: every limit then takes its default.
-    #[serde(default)]
-    limits: BTreeMap<String, u64>,
-    /// Claim 5: a machine's seats in its ancestor clusters; absent outside
-    /// a hierarchy.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    seats: Vec<SettingsWire>,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
-enum BusWire {
-    Multicast {
-        group: SocketAddrV4,
-        interface: Ipv4Addr,
-        ttl: u32,
-        loopback: bool,
-    },
-    Unicast {
-        peers: Vec<PeerWire>,
-    },
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeerWire {
-    node: u32,
-    ring: SocketAddr,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CapacityWire {
-    max_streams: u32,
-    max_bytes_per_s: u64,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DiskWire {
-    id: u32,
-    mount: String,
-    probe: String,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TimingWire {
-    status_interval_ms: u64,
-    notify_interval_ms: u64,
-    notification_time_ms: u64,
-    miss_limit: u32,
-    takeover_step_ms: u64,
-    preempt: bool,
-    preempt_delay_ms: u64,
-    join_retry_ms: u64,
-    leave_retry_ms: u64,
-    disk_check_interval_ms: u64,
-    disk_quorum: u32,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyWire {
-    id: u8,
-    key: String,
-}
-
-impl From<NodeSettings> for SettingsWire {
-    fn from(s: NodeSettings) -> Self {
-        let p = s.proto;
-        SettingsWire {
-            cluster: p.cluster.0,
-            cluster_name: s.cluster_name,
-            node: p.node.0,
-            config_version: p.config_version,
-            bus: BusWire::from(s.bus),
-            priority: p.priority.iter().map(|n| n.0).collect(),
-            ring: p.addrs.ring,
-            http: p.addrs.http,
-            capacity: CapacityWire {
-                max_streams: p.capacity.max_streams,
-                max_bytes_per_s: p.capacity.max_bytes_per_s,
-            },
-            disks: p.disks.into_iter().map(DiskWire::from).collect(),
-            servers: p.servers,
-            mtu: p.mtu,
-            timing: TimingWire::from(&p.timing),
-            keys: s
-                .keys
-                .iter()
-                .map(|(id, key)| KeyWire {
-                    id: id.0,
-                    key: key_to_hex(key),
-                })
-                .collect(),
-            admin_token: s.admin_token,
-            limits: s.limits.to_map(),
-            seats: s.seats.into_iter().map(SettingsWire::from).collect(),
-        }
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        id: KeyId,
+        key: String,
     }
-}
 
-impl From<BusMode> for BusWire {
-    fn from(bus: BusMode) -> Self {
-        match bus {
-            BusMode::Multicast {
-                group,
-                interface,
-                ttl,
-                loopback,
-            } => BusWire::Multicast {
-                group,
-                interface,
-                ttl,
-                loopback,
-            },
-            BusMode::Unicast { peers } => BusWire::Unicast {
-                peers: peers
-                    .into_iter()
-                    .map(|(node, ring)| PeerWire { node: node.0, ring })
-                    .collect(),
-            },
-        }
+    pub(super) fn serialize<S: Serializer>(
+        keys: &[(KeyId, [u8; KEY_LEN])],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(keys.iter().map(|(id, key)| Entry {
+            id: *id,
+            key: key_to_hex(key),
+        }))
     }
-}
 
-impl From<DiskAccess> for DiskWire {
-    fn from(d: DiskAccess) -> Self {
-        DiskWire {
-            id: d.id.0,
-            mount: d.mount,
-            probe: d.probe_path,
-        }
-    }
-}
-
-impl From<&Timing> for TimingWire {
-    fn from(t: &Timing) -> Self {
-        TimingWire {
-            status_interval_ms: millis(t.status_interval),
-            notify_interval_ms: millis(t.notify_interval),
-            notification_time_ms: millis(t.notification_time),
-            miss_limit: t.miss_limit.get(),
-            takeover_step_ms: millis(t.takeover_step),
-            preempt: t.preempt,
-            preempt_delay_ms: millis(t.preempt_delay),
-            join_retry_ms: millis(t.join_retry),
-            leave_retry_ms: millis(t.leave_retry),
-            disk_check_interval_ms: millis(t.disk_check_interval),
-            disk_quorum: t.disk_quorum,
-        }
-    }
-}
-
-impl TryFrom<TimingWire> for Timing {
-    type Error = SettingsError;
-
-    fn try_from(t: TimingWire) -> Result<Self, SettingsError> {
-        Ok(Timing {
-            status_interval: Duration::from_millis(t.status_interval_ms),
-            notify_interval: Duration::from_millis(t.notify_interval_ms),
-            notification_time: Duration::from_millis(t.notification_time_ms),
-            miss_limit: NonZeroU32::new(t.miss_limit).ok_or(SettingsError::ZeroMissLimit)?,
-            takeover_step: Duration::from_millis(t.takeover_step_ms),
-            preempt: t.preempt,
-            preempt_delay: Duration::from_millis(t.preempt_delay_ms),
-            join_retry: Duration::from_millis(t.join_retry_ms),
-            leave_retry: Duration::from_millis(t.leave_retry_ms),
-            disk_check_interval: Duration::from_millis(t.disk_check_interval_ms),
-            disk_quorum: t.disk_quorum,
-        })
-    }
-}
-
-impl TryFrom<SettingsWire> for NodeSettings {
-    type Error = SettingsError;
-
-    fn try_from(w: SettingsWire) -> Result<Self, SettingsError> {
-        let keys = w
-            .keys
-            .iter()
-            .map(|k| {
-                key_from_hex(&k.key)
-                    .map(|key| (KeyId(k.id), key))
-                    .ok_or(SettingsError::KeyHex(KeyId(k.id)))
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(KeyId, [u8; KEY_LEN])>, D::Error> {
+        Vec::<Entry>::deserialize(deserializer)?
+            .into_iter()
+            .map(|e| {
+                key_from_hex(&e.key)
+                    .map(|key| (e.id, key))
+                    .ok_or_else(|| D::Error::custom(SettingsError::KeyHex(e.id)))
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let bus = bus_from_wire(w.bus);
-        let bus_addr = match &bus {
-            BusMode::Multicast { group, .. } => SocketAddr::V4(*group),
-            BusMode::Unicast { .. } => w.ring,
-        };
-        let proto = NodeConfig {
-            cluster: ClusterId(w.cluster),
-            node: NodeId(w.node),
-            config_version: w.config_version,
-            bus: bus_addr,
-            priority: w.priority.into_iter().map(NodeId).collect(),
-            addrs: NodeAddrs {
-                ring: w.ring,
-                http: w.http,
-            },
-            disks: w.disks.into_iter().map(disk_from_wire).collect(),
-            capacity: Capacity {
-                max_streams: w.capacity.max_streams,
-                max_bytes_per_s: w.capacity.max_bytes_per_s,
-            },
-            servers: w.servers,
-            timing: Timing::try_from(w.timing)?,
-            mtu: w.mtu,
-        };
-        let settings = NodeSettings {
-            proto,
-            bus,
-            keys,
-            admin_token: w.admin_token,
-            cluster_name: w.cluster_name,
-            limits: Limits::from_map(&w.limits)?,
-            seats: w
-                .seats
-                .into_iter()
-                .map(NodeSettings::try_from)
-                .collect::<Result<_, _>>()?,
-        };
-        settings.validate()?;
-        Ok(settings)
+            .collect()
     }
 }
 
-fn bus_from_wire(bus: BusWire) -> BusMode {
-    match bus {
-        BusWire::Multicast {
-            group,
-            interface,
-            ttl,
-            loopback,
-        } => BusMode::Multicast {
-            group,
-            interface,
-            ttl,
-            loopback,
-        },
-        BusWire::Unicast { peers } => BusMode::Unicast {
-            peers: peers
-                .into_iter()
-                .map(|p| (NodeId(p.node), p.ring))
-                .collect(),
-        },
-    }
-}
+/// The unicast bus's peers in the settings JSON: `[{"node": 1, "ring":
+/// "127.0.0.1:7501"}, ...]`.
+mod peers_json {
+    use std::net::SocketAddr;
 
-fn disk_from_wire(d: DiskWire) -> DiskAccess {
-    DiskAccess {
-        id: DiskId(d.id),
-        mount: d.mount,
-        probe_path: d.probe,
+    use ringcast_proto::NodeId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Peer {
+        node: NodeId,
+        ring: SocketAddr,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        peers: &[(NodeId, SocketAddr)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(peers.iter().map(|&(node, ring)| Peer { node, ring }))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(NodeId, SocketAddr)>, D::Error> {
+        let peers = Vec::<Peer>::deserialize(deserializer)?;
+        Ok(peers.into_iter().map(|p| (p.node, p.ring)).collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringcast_proto::{Capacity, ClusterId, DiskAccess, DiskId, NodeAddrs, Timing};
 
     const SECRET_TOKEN: &str = "s3cret-admin-token";
 
@@ -933,6 +761,88 @@ mod tests {
         }
         assert_eq!(defaults.validate(), Ok(()));
         assert_eq!(defaults.get("nope"), None);
+    }
+
+    /// The JSON form every earlier version has sent and read, written by
+    /// hand: a service of another version and this node read each other.
+    const EARLIER_FORM: &str = r#"{
+        "cluster": 1, "cluster_name": "test", "node": 2, "config_version": 3,
+        "bus": { "transport": "unicast", "peers": [{ "node": 1, "ring": "127.0.0.1:7501" }] },
+        "priority": [1, 2],
+        "ring": "127.0.0.1:7502", "http": "127.0.0.1:8502",
+        "capacity": { "max_streams": 10, "max_bytes_per_s": 1000 },
+        "disks": [{ "id": 4, "mount": "/srv/d4", "probe": "/srv/d4/.ringcast-probe" }],
+        "servers": ["127.0.0.1:9000"], "mtu": 1400,
+        "timing": { "status_interval_ms": 20, "notify_interval_ms": 20,
+                    "notification_time_ms": 60, "miss_limit": 3, "takeover_step_ms": 10,
+                    "preempt": true, "preempt_delay_ms": 0,
+                    "join_retry_ms": 20, "leave_retry_ms": 20,
+                    "disk_check_interval_ms": 1000, "disk_quorum": 2 },
+        "keys": [{ "id": 1, "key": "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" },
+                 { "id": 2, "key": "0101010101010101010101010101010101010101010101010101010101010101" }],
+        "admin_token": "s3cret-admin-token",
+        "limits": { "http_client_requests_per_s": 7 }
+    }"#;
+
+    #[test]
+    fn the_earlier_json_form_is_read_and_written_back_the_same() {
+        let mut expected = settings();
+        expected.bus = BusMode::Unicast {
+            peers: vec![(NodeId(1), "127.0.0.1:7501".parse().unwrap())],
+        };
+        expected.proto.bus = expected.proto.addrs.ring;
+        expected
+            .limits
+            .set("http_client_requests_per_s", 7)
+            .unwrap();
+        let read: NodeSettings = serde_json::from_str(EARLIER_FORM).unwrap();
+        assert_eq!(read, expected);
+        let mut earlier: serde_json::Value = serde_json::from_str(EARLIER_FORM).unwrap();
+        earlier["keys"][0]["key"] = serde_json::json!("ab".repeat(32));
+        let written = serde_json::to_value(&read).unwrap();
+        // Every limit is written; the others match field for field.
+        assert_eq!(written["limits"]["http_client_requests_per_s"], 7);
+        for (name, value) in earlier.as_object().unwrap() {
+            if name != "limits" {
+                assert_eq!(&written[name], value, "{name}");
+            }
+        }
+        let extra: Vec<&String> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !earlier.as_object().unwrap().contains_key(*k))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "fields an earlier node refuses: {extra:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_in_a_nested_object_is_refused() {
+        let earlier: serde_json::Value = serde_json::from_str(EARLIER_FORM).unwrap();
+        for pointer in [
+            "/timing",
+            "/capacity",
+            "/disks/0",
+            "/keys/0",
+            "/bus",
+            "/bus/peers/0",
+        ] {
+            let mut value = earlier.clone();
+            value.pointer_mut(pointer).unwrap()["surprise"] = serde_json::json!(1);
+            let err = serde_json::from_value::<NodeSettings>(value).unwrap_err();
+            assert!(err.to_string().contains("surprise"), "{pointer}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_zero_miss_limit_is_refused() {
+        let mut value: serde_json::Value = serde_json::from_str(EARLIER_FORM).unwrap();
+        value["timing"]["miss_limit"] = serde_json::json!(0);
+        let err = serde_json::from_value::<NodeSettings>(value).unwrap_err();
+        assert!(err.to_string().contains("nonzero"), "{err}");
     }
 
     #[test]
