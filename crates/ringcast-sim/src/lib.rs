@@ -14,6 +14,7 @@ pub mod campaign;
 pub mod check;
 pub mod demo;
 pub mod hierarchy;
+pub mod schedule;
 pub mod tree;
 pub mod world;
 

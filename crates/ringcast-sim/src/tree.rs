@@ -11,7 +11,7 @@
 //! after every input; convergence is checked per cluster.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use ringcast_proto::{
 };
 
 use crate::check::{self, ClusterView, Precedence};
+use crate::schedule::Schedule;
 use crate::world::{node_config, NetFaults, SIM_KEY, SIM_WALL_START};
 
 /// One cluster of the tree.
@@ -102,30 +103,6 @@ enum Action {
     },
 }
 
-#[derive(Debug)]
-struct Scheduled {
-    at: Instant,
-    seq: u64,
-    action: Action,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 const TRACE_LINES: usize = 80;
 /// The first ring port; a host's address at level `l` uses `RING_PORT + l`.
 const RING_PORT: u16 = 7001;
@@ -156,8 +133,7 @@ pub struct TreeWorld {
     base: Instant,
     now: Instant,
     rng: ChaCha8Rng,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
+    queue: Schedule<Action>,
     /// The clusters, root first, each level after the one above.
     pub clusters: Vec<Cluster>,
     /// The hosts, leaf cluster by leaf cluster.
@@ -227,8 +203,7 @@ impl TreeWorld {
             base,
             now: base,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: Schedule::default(),
             clusters,
             hosts,
             net: NetFaults::clean(),
@@ -395,25 +370,21 @@ impl TreeWorld {
     }
 
     fn step_until(&mut self, end: Instant) -> bool {
-        match self.queue.peek() {
-            Some(Reverse(s)) if s.at <= end => {}
-            _ => return false,
-        }
-        let Some(Reverse(s)) = self.queue.pop() else {
+        let Some((at, action)) = self.queue.pop_due(end) else {
             return false;
         };
-        self.now = self.now.max(s.at);
-        let host = match &s.action {
+        self.now = self.now.max(at);
+        let host = match &action {
             Action::Deliver { host, .. } | Action::Timer { host, .. } => *host,
         };
         if let Some(until) = self.hosts[host].paused_until {
             if until > self.now {
-                self.schedule(until, s.action);
+                self.schedule(until, action);
                 return true;
             }
             self.hosts[host].paused_until = None;
         }
-        match s.action {
+        match action {
             Action::Deliver { host, level, bytes } => self.deliver(host, level, &bytes),
             Action::Timer { host, generation } => {
                 if self.hosts[host].timer_gen == generation {
@@ -533,21 +504,11 @@ impl TreeWorld {
         if self.hosts[to].node(level).is_none() {
             return;
         }
-        let loss = self.net.loss.max(cluster.loss).min(1.0);
-        if loss > 0.0 && self.rng.gen_bool(loss) {
-            return;
-        }
-        let copies = if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
-            2
-        } else {
-            1
+        let net = NetFaults {
+            loss: self.net.loss.max(cluster.loss),
+            ..self.net.clone()
         };
-        for _ in 0..copies {
-            let delay = if self.net.delay_max > self.net.delay_min {
-                self.rng.gen_range(self.net.delay_min..=self.net.delay_max)
-            } else {
-                self.net.delay_min
-            };
+        for delay in net.deliveries(&mut self.rng) {
             let at = self.now + delay;
             let action = Action::Deliver {
                 host: to,
@@ -559,12 +520,7 @@ impl TreeWorld {
     }
 
     fn schedule(&mut self, at: Instant, action: Action) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            action,
-        }));
+        self.queue.push(at, action);
     }
 
     fn note(&mut self, line: String) {

@@ -2,8 +2,7 @@
 //! seeded faults, and the invariants of DESIGN section 8 checked after every
 //! step. One seed replays exactly.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use ringcast_proto::{
 };
 
 use crate::check;
+use crate::schedule::Schedule;
 
 /// The cluster key every simulated node shares.
 pub const SIM_KEY: [u8; 32] = [7; 32];
@@ -133,30 +133,6 @@ enum Action {
     Timer { at: usize, generation: u64 },
 }
 
-#[derive(Debug)]
-struct Scheduled {
-    at: Instant,
-    seq: u64,
-    action: Action,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// Traffic totals of the whole run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -173,8 +149,7 @@ pub struct Sim {
     base: Instant,
     now: Instant,
     rng: ChaCha8Rng,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
+    queue: Schedule<Action>,
     /// The machines, index = id - 1.
     pub machines: Vec<Host>,
     net: NetFaults,
@@ -245,8 +220,7 @@ impl Sim {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             base,
             now: base,
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: Schedule::default(),
             machines,
             net: NetFaults::clean(),
             component: vec![0; config.nodes as usize],
@@ -462,15 +436,11 @@ impl Sim {
 
     /// Processes the next scheduled action if it is due by `end`.
     fn step_until(&mut self, end: Instant) -> bool {
-        match self.queue.peek() {
-            Some(Reverse(s)) if s.at <= end => {}
-            _ => return false,
-        }
-        let Some(Reverse(s)) = self.queue.pop() else {
+        let Some((at, action)) = self.queue.pop_due(end) else {
             return false;
         };
-        self.now = self.now.max(s.at);
-        match s.action {
+        self.now = self.now.max(at);
+        match action {
             Action::Deliver { to, bytes } => self.deliver(to, bytes),
             Action::Timer { at, generation } => self.timeout(at, generation),
         }
@@ -579,20 +549,7 @@ impl Sim {
         if self.machines[to].machine.is_none() {
             return;
         }
-        if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
-            return;
-        }
-        let copies = if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let delay = if self.net.delay_max > self.net.delay_min {
-                self.rng.gen_range(self.net.delay_min..=self.net.delay_max)
-            } else {
-                self.net.delay_min
-            };
+        for delay in self.net.deliveries(&mut self.rng) {
             let at = self.now + delay;
             self.schedule(
                 at,
@@ -605,12 +562,7 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Instant, action: Action) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            action,
-        }));
+        self.queue.push(at, action);
     }
 
     fn note(&mut self, line: String) {

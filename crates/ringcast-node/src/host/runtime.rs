@@ -15,7 +15,7 @@ use ringcast_proto::{
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use super::events::{event, local_event, map_event, unix_ms, ClusterEvent};
+use super::events::{local_event, map_event, unix_ms};
 use super::life::LifeFile;
 use super::limit::SenderLimits;
 use super::shared::{snapshot_of, Rekey, Shared, Signal};
@@ -454,17 +454,9 @@ impl Runtime {
                     let _ = self.shared.signals.send(Signal::Reassign(what));
                 }
                 MachineEvent::ConfigOutdated { version } => {
-                    let me = self.shared.node;
-                    self.shared.publish(ClusterEvent {
-                        version: Some(version),
-                        ..event(
-                            me,
-                            "config_outdated",
-                            Some(me),
-                            None,
-                            format!("{me} saw configuration version {version}"),
-                        )
-                    });
+                    let outdated = Event::ConfigOutdated { version };
+                    self.shared
+                        .publish(local_event(self.shared.node, &outdated));
                     let _ = self.shared.signals.send(Signal::ConfigOutdated(version));
                 }
                 // Counted in the node's statistics, and charged to the
