@@ -103,7 +103,7 @@ fuzz_target!(|input: Input| {
             Op::Heal => sim.heal(),
             Op::Pause(i, ms) => {
                 let id = node(*i);
-                if sim.machine(id).node.is_some() {
+                if sim.machine(id).node().is_some() {
                     sim.pause(id, Duration::from_millis(u64::from(ms % 500) + 1));
                 }
             }

@@ -89,7 +89,6 @@ pub mod pool {
     use super::*;
     use ringcast_proto::event::{Destination, Transmit};
     use ringcast_proto::message::{DiskReport, MessageKind};
-    use ringcast_proto::pump::{self, Input, Outputs};
     use ringcast_proto::{DiskId, Incarnation, LocalEvent, Node};
 
     /// One captured frame.
@@ -109,12 +108,15 @@ pub mod pool {
     /// Most frames kept per message kind.
     const PER_KIND: usize = 24;
 
+    /// A node's datagrams after an input (its events are not needed here).
     struct Collect(Vec<Transmit>);
-    impl Outputs for Collect {
-        fn transmit(&mut self, _: &Node, t: Transmit) {
-            self.0.push(t);
+    impl Collect {
+        fn drain(&mut self, node: &mut Node) {
+            while let Some(t) = node.poll_transmit() {
+                self.0.push(t);
+            }
+            while node.poll_event().is_some() {}
         }
-        fn event(&mut self, _: &Node, _: ringcast_proto::Event) {}
     }
 
     /// Frames sent by nodes 1..=4 of a 5-node cluster (node 5 never runs, so
@@ -152,12 +154,14 @@ pub mod pool {
                 let mut c = Collect(Vec::new());
                 match &input {
                     Some((j, ev)) if *j == i => {
-                        pump::pump(node, now, Input::Local(ev.clone()), &mut c);
+                        node.handle_local(now, ev.clone());
+                        c.drain(node);
                     }
                     _ => {}
                 }
                 if node.poll_timeout().is_some_and(|t| t <= now) {
-                    pump::pump(node, now, Input::Timeout, &mut c);
+                    node.handle_timeout(now);
+                    c.drain(node);
                 }
                 queue.extend(c.0.into_iter().map(|t| (i, t)));
             }
@@ -190,7 +194,8 @@ pub mod pool {
                     for to in targets {
                         let Some(Some(node)) = nodes.get_mut(to) else { continue };
                         let mut c = Collect(Vec::new());
-                        pump::pump(node, now, Input::Datagram(&t.payload), &mut c);
+                        node.handle_datagram(now, &t.payload);
+                        c.drain(node);
                         next.extend(c.0.into_iter().map(|t| (to, t)));
                     }
                 }
