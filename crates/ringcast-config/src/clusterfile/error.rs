@@ -92,6 +92,9 @@ pub enum ConfigFileError {
     /// The operating system gave no random bytes for a key.
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(getrandom::Error),
+    /// A local cluster's tables could not be written as TOML.
+    #[error("cannot write the local cluster file as TOML: {0}")]
+    Serialize(#[source] toml::ser::Error),
 }
 
 fn list_problems(path: &Path, problems: &[Problem]) -> String {

@@ -2,19 +2,20 @@
 //! cluster file, a fresh key and admin token, and optionally shared disks.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use ringcast_proto::config::MAX_NODES;
 use ringcast_proto::Timing;
 
 use super::error::ConfigFileError;
-use super::schema::DEFAULT_MTU;
-use super::secrets::{write_fresh_secrets, write_private};
-use crate::settings::LIBRARY_DIR;
+use super::local_file::{local_disk, LocalBus, LocalFile, NodeTable, RootTable};
+use super::secrets::write_fresh_secrets;
+
+/// The comment a local cluster's file starts with.
+const HEADER: &str = "# A local ringcast cluster on 127.0.0.1, written by ringcast.\n\
+                      # ttl = 0: multicast stays on this host.\n";
 
 /// The ports of a local cluster: the bus, then each node's ring and HTTP port.
 struct LocalPorts {
@@ -60,45 +61,31 @@ pub fn local_cluster_with_disks(
     getrandom::getrandom(&mut group).map_err(ConfigFileError::Random)?;
     let group = Ipv4Addr::new(239, 255, group[0].clamp(1, 254), group[1].clamp(1, 254));
     write_fresh_secrets(dir)?;
-    let path = dir.join("cluster.toml");
-    let mut text = local_cluster_toml(group, &ports);
+    let mut file = local_cluster_file(group, &ports);
     if disks {
-        text = with_shared_disks(&text, dir, nodes)?;
+        add_shared_disks(&mut file, dir)?;
     }
-    write_private(&path, &text)?;
+    let path = dir.join("cluster.toml");
+    file.write(&path, HEADER)?;
     Ok(path)
 }
 
-/// Adds the shared disks of a local cluster to each `[[node]]` table, and
-/// creates their mount points and library folders.
-fn with_shared_disks(text: &str, dir: &Path, nodes: u32) -> Result<String, ConfigFileError> {
-    let mount = |k: u32| dir.join("disks").join(format!("d{k}"));
-    for k in 1..=nodes {
-        let lib = mount(k).join(LIBRARY_DIR);
-        fs::create_dir_all(&lib).map_err(|source| ConfigFileError::Write { path: lib, source })?;
-    }
-    let mut out = String::new();
-    let mut blocks = text.split("\n[[node]]\n");
-    out.push_str(blocks.next().unwrap_or_default());
-    for (i, block) in blocks.enumerate() {
-        let node = i as u32 + 1;
-        out.push_str("\n[[node]]\n");
-        out.push_str(block);
+/// Adds the shared disks of a local cluster to each node (disk k is node
+/// k's own and its next node's), and creates their library folders.
+fn add_shared_disks(file: &mut LocalFile, dir: &Path) -> Result<(), ConfigFileError> {
+    let nodes = file.nodes.len() as u32;
+    for (node, table) in (1..).zip(file.nodes.iter_mut()) {
         let previous = if node == 1 { nodes } else { node - 1 };
         let mut reached = vec![node];
         if previous != node {
             reached.push(previous);
         }
-        for k in reached {
-            let m = mount(k);
-            out.push_str(&format!(
-                "\n[[node.disk]]\nid = {k}\nmount = \"{}\"\nprobe = \"{}\"\n",
-                m.display(),
-                m.join(format!(".ringcast-probe-n{node}")).display()
-            ));
-        }
+        table.disks = reached
+            .into_iter()
+            .map(|k| local_disk(dir, k, node))
+            .collect::<Result<_, _>>()?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn fixed_ports(base: u16, nodes: u32) -> Result<LocalPorts, ConfigFileError> {
@@ -149,57 +136,21 @@ fn free_ports(nodes: u32) -> io::Result<LocalPorts> {
     })
 }
 
-/// Streaming capacity of a local cluster's node, bytes per second: loopback is
-/// memory, not a network card, so the limit is the machine's, not a NIC's.
-pub(super) const LOCAL_BYTES_PER_S: u64 = 40_000_000_000;
-
-fn local_cluster_toml(group: Ipv4Addr, ports: &LocalPorts) -> String {
-    let t = Timing::lan();
-    let ms = |d: Duration| d.as_millis();
-    let priority: Vec<String> = (1..=ports.ring.len()).map(|i| i.to_string()).collect();
-    let mut text = format!(
-        "# A local ringcast cluster on 127.0.0.1, written by ringcast.\n\
-         [cluster]\n\
-         id = 1\n\
-         name = \"local\"\n\
-         config_version = 1\n\
-         transport = \"multicast\"\n\
-         bus = \"{group}:{bus}\"\n\
-         interface = \"127.0.0.1\"\n\
-         ttl = 0                       # multicast stays on this host\n\
-         loopback = true\n\
-         key_file = \"cluster.key\"\n\
-         admin_token_file = \"admin.token\"\n\
-         priority = [{priority}]\n\
-         mtu = {DEFAULT_MTU}\n\
-         \n\
-         [timing]\n\
-         status_interval_ms = {status}\n\
-         notify_interval_ms = {notify}\n\
-         notification_time_ms = {notification}\n\
-         miss_limit = {miss}\n\
-         takeover_step_ms = {step}\n\
-         preempt = {preempt}\n\
-         preempt_delay_ms = {delay}\n\
-         join_retry_ms = {join}\n\
-         leave_retry_ms = {leave}\n",
-        bus = ports.bus,
-        priority = priority.join(", "),
-        status = ms(t.status_interval),
-        notify = ms(t.notify_interval),
-        notification = ms(t.notification_time),
-        miss = t.miss_limit,
-        step = ms(t.takeover_step),
-        preempt = t.preempt,
-        delay = ms(t.preempt_delay),
-        join = ms(t.join_retry),
-        leave = ms(t.leave_retry),
-    );
-    for (i, (ring, http)) in ports.ring.iter().zip(&ports.http).enumerate() {
-        text.push_str(&format!(
-            "\n[[node]]\nid = {}\nring = \"127.0.0.1:{ring}\"\nhttp = \"127.0.0.1:{http}\"\nmax_streams = 100\nmax_bytes_per_s = {LOCAL_BYTES_PER_S}\n",
-            i + 1
-        ));
+/// The tables of a local cluster: node `i` (from 1) rings and serves HTTP
+/// on the `i`th of `ports`, every node runs `Timing::lan()`.
+fn local_cluster_file(group: Ipv4Addr, ports: &LocalPorts) -> LocalFile {
+    let nodes = (1..).zip(ports.ring.iter().zip(&ports.http));
+    LocalFile {
+        cluster: RootTable::new(
+            1,
+            "local",
+            LocalBus::new(group, ports.bus),
+            (1..=ports.ring.len() as u32).collect(),
+        ),
+        timing: Timing::lan(),
+        subclusters: Vec::new(),
+        nodes: nodes
+            .map(|(id, (&ring, &http))| NodeTable::new(id, ring, http, &[]))
+            .collect(),
     }
-    text
 }

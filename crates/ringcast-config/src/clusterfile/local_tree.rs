@@ -1,20 +1,16 @@
 //! Claim 5: a local tree of clusters on 127.0.0.1 (`ringcast up --shape`),
 //! and the shapes it takes (`3x3`).
 
-use std::fmt::Write as _;
-use std::fs;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use ringcast_proto::config::MAX_NODES;
-use ringcast_proto::Timing;
+use ringcast_proto::{Timing, LEVEL_SLOWDOWN, PARENT_MISS_LIMIT};
 
 use super::error::{ConfigFileError, ShapeError};
-use super::local::LOCAL_BYTES_PER_S;
-use super::schema::{DEFAULT_MTU, MAX_LEVELS};
-use super::secrets::{write_fresh_secrets, write_private};
-use crate::settings::LIBRARY_DIR;
+use super::local_file::{local_disk, LocalBus, LocalFile, NodeTable, RootTable, SubclusterTable};
+use super::schema::MAX_LEVELS;
+use super::secrets::write_fresh_secrets;
 
 /// The most machines `ringcast up --shape` starts on one host.
 pub const MAX_LOCAL_MACHINES: u64 = 64;
@@ -58,12 +54,14 @@ fn check_shape(shape: &[u32]) -> Result<u64, ShapeError> {
 
 /// How much slower each level of a local tree runs than the level below it,
 /// so that a sub-cluster fails over and its seat moves well inside its
-/// parent's failure detection (docs/hierarchy.md, "Timing between levels").
-pub const LOCAL_SLOWDOWN: u32 = 5;
+/// parent's failure detection (docs/hierarchy.md, "Timing between levels"):
+/// the protocol's [`LEVEL_SLOWDOWN`], applied by [`Timing::for_level`].
+pub const LOCAL_SLOWDOWN: u32 = LEVEL_SLOWDOWN;
 /// Missed status periods before a parent declares a seat failed in a local
 /// tree: a seat moves in a sub-cluster's failover plus one notification of
 /// its parent, and a loaded machine should not turn that into a failure.
-pub const LOCAL_PARENT_MISS_LIMIT: u32 = 5;
+/// The protocol's [`PARENT_MISS_LIMIT`], which [`Timing::for_level`] sets.
+pub const LOCAL_PARENT_MISS_LIMIT: u32 = PARENT_MISS_LIMIT;
 
 /// Ports for a local tree: either fixed from a base, or ones the system
 /// reports free, held open until all are chosen.
@@ -200,104 +198,60 @@ pub fn local_hierarchy(
     }
     let key_bytes = write_fresh_secrets(dir)?;
 
+    // Claim 5: one rule for every level's timing, the simulator's too.
     let timing_of = |level: usize| {
         let above = (leaf_level - level) as u32;
-        if above == 0 {
-            Timing::lan()
-        } else {
-            Timing::with_interval(
-                Timing::lan().status_interval * LOCAL_SLOWDOWN.pow(above),
-                LOCAL_PARENT_MISS_LIMIT,
-            )
-        }
+        Timing::lan().for_level(above, LOCAL_SLOWDOWN)
     };
     // A group per cluster, from the key's randomness so two trees on one
     // host do not share groups.
     let group = |i: usize| Ipv4Addr::new(239, 255, key_bytes[0].clamp(1, 254), (i % 254 + 1) as u8);
-    let shape_text: Vec<String> = shape.iter().map(u32::to_string).collect();
-    let mut text = format!(
-        "# A local tree of ringcast clusters ({}) on 127.0.0.1, written by ringcast.\n",
-        shape_text.join("x")
-    );
-    for (i, c) in clusters.iter().enumerate() {
-        let members: Vec<String> = c.members.iter().map(u32::to_string).collect();
-        let (header, timing_header) = if i == 0 {
-            ("[cluster]", "[timing]")
-        } else {
-            ("\n[[subcluster]]", "[subcluster.timing]")
-        };
-        let name = if i == 0 {
-            "root".to_string()
-        } else {
-            format!("c{}", c.id)
-        };
-        let _ = writeln!(text, "{header}\nid = {}\nname = \"{name}\"", c.id);
-        if i == 0 {
-            text.push_str("config_version = 1\ntransport = \"multicast\"\n");
-        }
-        let _ = writeln!(
-            text,
-            "bus = \"{}:{}\"\ninterface = \"127.0.0.1\"\nttl = 0                       # multicast stays on this host\nloopback = true",
-            group(i),
-            c.bus
-        );
-        if i == 0 {
-            text.push_str("key_file = \"cluster.key\"\nadmin_token_file = \"admin.token\"\n");
-        }
-        let _ = writeln!(
-            text,
-            "priority = [{}]\nmtu = {DEFAULT_MTU}",
-            members.join(", ")
-        );
-        let t = timing_of(c.level);
-        let ms = |d: Duration| d.as_millis();
-        let _ = writeln!(
-            text,
-            "\n{timing_header}\nstatus_interval_ms = {}\nnotify_interval_ms = {}\nnotification_time_ms = {}\nmiss_limit = {}\ntakeover_step_ms = {}\njoin_retry_ms = {}\nleave_retry_ms = {}",
-            ms(t.status_interval),
-            ms(t.notify_interval),
-            ms(t.notification_time),
-            t.miss_limit,
-            ms(t.takeover_step),
-            ms(t.join_retry),
-            ms(t.leave_retry),
-        );
-    }
+    let bus = |i: usize, c: &Planned| LocalBus::new(group(i), c.bus);
+    let (root, subclusters) = clusters.split_first().expect("a shape has a root");
+    let mut file = LocalFile {
+        cluster: RootTable::new(root.id, "root", bus(0, root), root.members.clone()),
+        timing: timing_of(root.level),
+        subclusters: (1..)
+            .zip(subclusters)
+            .map(|(i, c)| {
+                let name = format!("c{}", c.id);
+                let timing = timing_of(c.level);
+                SubclusterTable::new(c.id, &name, bus(i, c), c.members.clone(), timing)
+            })
+            .collect(),
+        nodes: Vec::new(),
+    };
     for leaf in clusters.iter().filter(|c| c.level == leaf_level) {
         for (k, &m) in leaf.members.iter().enumerate() {
             let ring = ports.udp()?;
             let http = ports.tcp()?;
-            let seats: Vec<String> = (0..leaf_level)
-                .map(|_| ports.udp().map(|p| format!("\"127.0.0.1:{p}\"")))
+            let seats: Vec<u16> = (0..leaf_level)
+                .map(|_| ports.udp())
                 .collect::<Result<_, _>>()?;
-            let _ = writeln!(
-                text,
-                "\n[[node]]\nid = {m}\nring = \"127.0.0.1:{ring}\"\nhttp = \"127.0.0.1:{http}\"\nmax_streams = 100\nmax_bytes_per_s = {LOCAL_BYTES_PER_S}\nseats = [{}]  # its ring address in each ancestor cluster, nearest first",
-                seats.join(", ")
-            );
+            let mut node = NodeTable::new(m, ring, http, &seats);
             if disks {
                 let previous = leaf.members[(k + leaf.members.len() - 1) % leaf.members.len()];
                 let mut reached = vec![m];
                 if previous != m {
                     reached.push(previous);
                 }
-                for d in reached {
-                    let mount = dir.join("disks").join(format!("d{d}"));
-                    let lib = mount.join(LIBRARY_DIR);
-                    fs::create_dir_all(&lib)
-                        .map_err(|source| ConfigFileError::Write { path: lib, source })?;
-                    let _ = writeln!(
-                        text,
-                        "\n[[node.disk]]\nid = {d}\nmount = \"{}\"\nprobe = \"{}\"",
-                        mount.display(),
-                        mount.join(format!(".ringcast-probe-n{m}")).display()
-                    );
-                }
+                node.disks = reached
+                    .into_iter()
+                    .map(|d| local_disk(dir, d, m))
+                    .collect::<Result<_, _>>()?;
             }
+            file.nodes.push(node);
         }
     }
+    let shape_text: Vec<String> = shape.iter().map(u32::to_string).collect();
+    let header = format!(
+        "# A local tree of ringcast clusters ({}) on 127.0.0.1, written by ringcast.\n\
+         # ttl = 0: multicast stays on this host. A node's seats are its ring\n\
+         # address in each ancestor cluster, nearest first.\n",
+        shape_text.join("x")
+    );
     let path = dir.join("cluster.toml");
-    write_private(&path, &text)?;
+    file.write(&path, &header)?;
     drop(ports);
     Ok(path)
 }

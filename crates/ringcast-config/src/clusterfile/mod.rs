@@ -79,12 +79,14 @@
 //! for a tree of clusters), `spans` turns byte offsets and TOML errors into
 //! lines and field paths, `model` holds the validated file and derives each
 //! node's settings, `secrets` reads the key file and writes private files,
-//! and `local` and `local_tree` write the local clusters `ringcast up` runs.
+//! and `local` and `local_tree` lay out the local clusters `ringcast up`
+//! runs, which `local_file` writes by serializing their tables.
 
 mod check;
 mod check_tree;
 mod error;
 mod local;
+mod local_file;
 mod local_tree;
 mod model;
 mod schema;

@@ -245,3 +245,31 @@ fn a_local_tree_loads_with_every_machine_seated_in_each_ancestor() {
         assert_eq!(s.seats[1].proto.capacity.max_streams, 400);
     }
 }
+
+#[test]
+fn every_level_of_a_local_tree_runs_the_protocols_one_timing_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = local_hierarchy(dir.path(), &[2, 2, 2], None, false).unwrap();
+    let file = load(&path).unwrap();
+    let s = file.node_settings(NodeId(1)).unwrap();
+    let levels = std::iter::once(&s).chain(&s.seats);
+    for (above, settings) in (0..).zip(levels) {
+        let expected = ringcast_proto::Timing::lan().for_level(above, LOCAL_SLOWDOWN);
+        assert_eq!(settings.proto.timing, expected, "{above} levels above");
+    }
+}
+
+#[test]
+fn a_local_tree_file_starts_with_its_comments_and_serialized_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = local_hierarchy(dir.path(), &[2, 2], None, false).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.starts_with("# A local tree of ringcast clusters (2x2)"),
+        "{text}"
+    );
+    let body: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(body["timing"]["status_interval_ms"].as_integer(), Some(100));
+    assert_eq!(body["subcluster"].as_array().unwrap().len(), 2);
+    assert_eq!(body["node"].as_array().unwrap().len(), 4);
+}
