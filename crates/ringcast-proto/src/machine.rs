@@ -609,3 +609,132 @@ impl core::fmt::Debug for Machine {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::{NodeAddrs, Timing};
+    use crate::ids::{ClusterId, KeyId};
+
+    /// A node alone in its cluster `cluster`, member `id`, on `port`.
+    fn alone(cluster: u32, id: u32, port: u16, timing: Timing) -> NodeConfig {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        NodeConfig {
+            cluster: ClusterId(cluster),
+            node: NodeId(id),
+            config_version: 1,
+            bus: "239.1.1.1:7000".parse().unwrap(),
+            priority: vec![NodeId(id)],
+            addrs: NodeAddrs {
+                ring: addr,
+                http: addr,
+            },
+            disks: vec![],
+            capacity: Capacity {
+                max_streams: 100,
+                max_bytes_per_s: 1_000_000,
+            },
+            servers: vec![],
+            timing,
+            mtu: 1400,
+        }
+    }
+
+    fn machine(now: Instant) -> Machine {
+        let leaf = Timing::lan();
+        let cfg = MachineConfig {
+            leaf: alone(10, 1, 7001, leaf.clone()),
+            seats: vec![alone(1, 10, 7002, leaf.for_level(1, 3))],
+        };
+        let keys = Keyring::new(KeyId(1), [9; 32]);
+        let wall = Duration::from_secs(1_800_000_000);
+        Machine::new(cfg, keys, Incarnation(1), 7, now, wall).unwrap()
+    }
+
+    /// Runs the machine's timers until `until`, collecting its events.
+    fn run(m: &mut Machine, mut now: Instant, until: Instant) -> Vec<MachineEvent> {
+        let mut events = Vec::new();
+        while let Some(at) = m.poll_timeout().filter(|at| *at <= until) {
+            now = now.max(at);
+            m.handle_timeout(now);
+            while m.poll_transmit().is_some() {}
+            events.extend(std::iter::from_fn(|| m.poll_event()));
+        }
+        events
+    }
+
+    fn taken(events: &[MachineEvent]) -> Vec<Incarnation> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MachineEvent::SeatTaken { incarnation, .. } => Some(*incarnation),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_seat_is_taken_once_the_leaf_supervises_with_its_clusters_capacity() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        assert_eq!(m.seats_held(), 0, "a listening leaf holds no seat");
+        let events = run(&mut m, t0, t0 + Duration::from_secs(1));
+        assert_eq!(m.leaf().role(), Role::Supervisor);
+        assert_eq!(taken(&events).len(), 1, "{events:?}");
+        assert_eq!(m.seats_held(), 1);
+        let seat = m.node(1).unwrap();
+        assert_eq!(seat.id(), NodeId(10));
+        assert_eq!(seat.config().capacity.max_streams, 100);
+        // A seat's life is the machine's wall time in microseconds.
+        assert!(seat.incarnation().0 >= 1_800_000_000 * 1_000_000);
+    }
+
+    #[test]
+    fn a_seat_whose_sockets_cannot_open_is_taken_again_after_the_retry_with_a_newer_life() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        let first = taken(&run(&mut m, t0, t0 + Duration::from_secs(1)));
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_seat_unavailable(t1, 1);
+        let released: Vec<MachineEvent> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(
+            released
+                .iter()
+                .any(|e| matches!(e, MachineEvent::SeatReleased { level: 1, .. })),
+            "{released:?}"
+        );
+        assert_eq!(m.seats_held(), 0);
+        let before_retry = run(&mut m, t1, t1 + SEAT_RETRY - Duration::from_millis(1));
+        assert!(taken(&before_retry).is_empty(), "{before_retry:?}");
+        let again = taken(&run(
+            &mut m,
+            t1,
+            t1 + SEAT_RETRY + Duration::from_millis(50),
+        ));
+        assert_eq!(again.len(), 1);
+        assert!(again[0] > first[0], "{again:?} after {first:?}");
+    }
+
+    #[test]
+    fn a_frame_of_the_seats_own_id_with_a_newer_life_makes_the_machine_outbid_it() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        run(&mut m, t0, t0 + Duration::from_secs(1));
+        let mine = m.node(1).unwrap().incarnation();
+        // Another machine holds seat 10 with a newer life and says so on
+        // the parent's bus.
+        let t1 = t0 + Duration::from_secs(1);
+        let other = Incarnation(mine.0 + 5_000_000);
+        let mut sealer = crate::frame::Sealer::new(ClusterId(1), 1, NodeId(10), other, 1400);
+        let keys = Keyring::new(KeyId(1), [9; 32]);
+        let frame = sealer.seal(&keys, b"anything").unwrap().remove(0);
+        m.handle_datagram(t1, 1, &frame);
+        let events: Vec<MachineEvent> = std::iter::from_fn(|| m.poll_event()).collect();
+        let retaken = taken(&events);
+        assert_eq!(retaken.len(), 1, "{events:?}");
+        assert!(retaken[0] > other, "{} outbids {other}", retaken[0]);
+        assert_eq!(m.node(1).unwrap().incarnation(), retaken[0]);
+    }
+}
