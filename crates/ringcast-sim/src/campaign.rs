@@ -193,12 +193,7 @@ fn inject_faults(sim: &mut Sim, cfg: &CampaignConfig) {
     let loss = sim.rng().gen_range(0.0..0.15);
     let duplicate = sim.rng().gen_range(0.0..0.05);
     let delay_max = Duration::from_micros(sim.rng().gen_range(500..5000));
-    sim.set_net(NetFaults {
-        loss,
-        duplicate,
-        delay_min: Duration::from_micros(50),
-        delay_max,
-    });
+    sim.set_net(NetFaults::faulty(loss, duplicate, delay_max));
     let end = sim.now() + cfg.fault_time;
     while sim.now() < end {
         let gap = Duration::from_millis(sim.rng().gen_range(20..300));
@@ -239,12 +234,7 @@ fn inject_minority_faults(sim: &mut Sim, cfg: &CampaignConfig) -> Duration {
     let loss = sim.rng().gen_range(0.0..0.05);
     let duplicate = sim.rng().gen_range(0.0..0.05);
     let delay_max = Duration::from_micros(sim.rng().gen_range(500..5000));
-    sim.set_net(NetFaults {
-        loss,
-        duplicate,
-        delay_min: Duration::from_micros(50),
-        delay_max,
-    });
+    sim.set_net(NetFaults::faulty(loss, duplicate, delay_max));
     let bound = liveness_bound(&cfg.timing, n);
     let tick = Duration::from_millis(5);
     let end = sim.now() + cfg.fault_time;

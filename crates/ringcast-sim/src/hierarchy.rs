@@ -903,12 +903,8 @@ fn storm_round(h: &mut Hierarchy, tally: &mut Tally) -> Option<String> {
     let loss = h.world.rng().gen_range(0.01..0.10);
     let duplicate = h.world.rng().gen_range(0.0..0.05);
     let delay_max = h.cfg.leaf_timing.status_interval / 4;
-    h.world.set_net(NetFaults {
-        loss,
-        duplicate,
-        delay_min: Duration::from_micros(50),
-        delay_max,
-    });
+    h.world
+        .set_net(NetFaults::faulty(loss, duplicate, delay_max));
     tally.storms += 1;
     let mut split = Vec::new();
     for level in 0..h.cfg.shape.levels() {

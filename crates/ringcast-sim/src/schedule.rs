@@ -4,11 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
-
-use rand::Rng;
-
-use crate::world::NetFaults;
+use std::time::Instant;
 
 #[derive(Debug)]
 struct Scheduled<A> {
@@ -68,31 +64,5 @@ impl<A> Schedule<A> {
             _ => return None,
         }
         self.queue.pop().map(|Reverse(s)| (s.at, s.action))
-    }
-}
-
-impl NetFaults {
-    /// The one-way delay of each copy of one datagram that the network
-    /// delivers: none when it is lost, two when it is duplicated. Draws from
-    /// `rng` in a fixed order (loss, duplication, each delay), so a seed
-    /// replays exactly.
-    pub fn deliveries(&self, rng: &mut impl Rng) -> Vec<Duration> {
-        if self.loss > 0.0 && rng.gen_bool(self.loss.min(1.0)) {
-            return Vec::new();
-        }
-        let copies = if self.duplicate > 0.0 && rng.gen_bool(self.duplicate.min(1.0)) {
-            2
-        } else {
-            1
-        };
-        (0..copies)
-            .map(|_| {
-                if self.delay_max > self.delay_min {
-                    rng.gen_range(self.delay_min..=self.delay_max)
-                } else {
-                    self.delay_min
-                }
-            })
-            .collect()
     }
 }

@@ -36,6 +36,41 @@ pub struct NetFaults {
 }
 
 impl NetFaults {
+    /// A faulty network: `loss` and `duplicate` probabilities per datagram,
+    /// one-way delays from 50 microseconds to `delay_max` (reordering).
+    pub fn faulty(loss: f64, duplicate: f64, delay_max: Duration) -> Self {
+        NetFaults {
+            loss,
+            duplicate,
+            delay_min: Duration::from_micros(50),
+            delay_max,
+        }
+    }
+
+    /// The one-way delay of each copy of one datagram that the network
+    /// delivers: none when it is lost, two when it is duplicated. Draws from
+    /// `rng` in a fixed order (loss, duplication, each delay), so a seed
+    /// replays exactly.
+    pub fn deliveries(&self, rng: &mut impl Rng) -> Vec<Duration> {
+        if self.loss > 0.0 && rng.gen_bool(self.loss.min(1.0)) {
+            return Vec::new();
+        }
+        let copies = if self.duplicate > 0.0 && rng.gen_bool(self.duplicate.min(1.0)) {
+            2
+        } else {
+            1
+        };
+        (0..copies)
+            .map(|_| {
+                if self.delay_max > self.delay_min {
+                    rng.gen_range(self.delay_min..=self.delay_max)
+                } else {
+                    self.delay_min
+                }
+            })
+            .collect()
+    }
+
     /// A quiet local network: no loss, 50-500 microseconds of delay.
     pub fn clean() -> Self {
         NetFaults {
