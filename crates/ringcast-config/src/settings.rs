@@ -26,15 +26,17 @@
 //!               "disk_check_interval_ms": 1000, "disk_quorum": 2 },
 //!   "keys": [ { "id": 1, "key": "<64 hex characters>" } ],
 //!   "admin_token": null,
-//!   "limits": { "http_max_head_bytes": 16384, "http_head_timeout_ms": 10000, ... }
+//!   "limits": { "http_client_requests_per_s": 20 }
 //! }
 //! ```
 //!
 //! With `"transport": "unicast"` the bus object holds
 //! `"peers": [{ "node": 1, "ring": "127.0.0.1:7501" }, ...]` instead of the
-//! multicast fields. `limits` holds every field of [`Limits::FIELDS`]; any
-//! left out (or the whole object, as older services send it) takes its
-//! default. Decoding checks everything [`NodeSettings::validate`] checks.
+//! multicast fields. `limits` names only the limits of [`Limits::FIELDS`]
+//! that differ from their defaults, and is left out when none do, so that a
+//! node older than the limits (it refuses unknown fields) still reads a
+//! newer service's answer; any limit left out takes its default. Decoding
+//! checks everything [`NodeSettings::validate`] checks.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -112,9 +114,10 @@ pub struct NodeSettings {
     pub admin_token: Option<String>,
     /// Human-readable name of the cluster, for logs and status output.
     pub cluster_name: String,
-    /// Limits against hostile HTTP clients and bus senders. Older services
-    /// send none: every limit then takes its default.
-    #[serde(default)]
+    /// Limits against hostile HTTP clients and bus senders. Only those that
+    /// differ from their defaults are written, and none at all when none
+    /// do; older services send none: every limit then takes its default.
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
     pub limits: Limits,
     /// Claim 5: what this machine runs with in each ancestor cluster while it
     /// holds its cluster's seat there, nearest parent first (empty outside a
@@ -332,13 +335,21 @@ impl Limits {
 
 /// In the settings JSON, an object of every limit by name
 /// ([`Limits::FIELDS`], milliseconds for durations).
+/// The limits that differ from their defaults.
 impl Serialize for Limits {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(
-            Limits::FIELDS
-                .iter()
-                .filter_map(|name| Some((*name, self.get(name)?))),
-        )
+        let defaults = Limits::default();
+        serializer.collect_map(Limits::FIELDS.iter().filter_map(|name| {
+            let value = self.get(name)?;
+            (defaults.get(name) != Some(value)).then_some((*name, value))
+        }))
+    }
+}
+
+impl Limits {
+    /// Whether every limit has its default.
+    pub fn is_default(&self) -> bool {
+        *self == Limits::default()
     }
 }
 
@@ -719,11 +730,11 @@ mod tests {
         s.limits.set("bus_refused_burst", 3).unwrap();
         let value = serde_json::to_value(&s).unwrap();
         assert_eq!(value["limits"]["http_client_requests_per_s"], 7);
-        assert_eq!(value["limits"]["http_max_head_bytes"], 16384);
-        assert_eq!(
-            value["limits"].as_object().unwrap().len(),
-            Limits::FIELDS.len()
-        );
+        assert_eq!(value["limits"]["bus_refused_burst"], 3);
+        // Only what differs from the defaults, so older nodes read it.
+        assert_eq!(value["limits"].as_object().unwrap().len(), 2);
+        let plain = serde_json::to_value(settings()).unwrap();
+        assert!(plain.get("limits").is_none(), "{plain:#}");
         let back: NodeSettings = serde_json::from_value(value.clone()).unwrap();
         assert_eq!(back, s);
         // An older service sends no limits at all.
