@@ -1,6 +1,6 @@
-//! The virtual clock's queue of what happens next, shared by the
-//! simulator's worlds: actions ordered by time, and by insertion among
-//! equal times, so one seed replays exactly.
+//! What the simulator's worlds share: the virtual clock's queue of what
+//! happens next (actions ordered by time, and by insertion among equal
+//! times, so one seed replays exactly) and the trace of what just happened.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -64,5 +64,36 @@ impl<A> Schedule<A> {
             _ => return None,
         }
         self.queue.pop().map(|Reverse(s)| (s.at, s.action))
+    }
+}
+
+/// The last lines of what a world did, for a violation's report.
+#[derive(Debug)]
+pub struct Trace {
+    lines: std::collections::VecDeque<String>,
+    keep: usize,
+}
+
+impl Trace {
+    /// A trace that keeps the last `keep` lines.
+    pub fn new(keep: usize) -> Trace {
+        Trace {
+            lines: std::collections::VecDeque::with_capacity(keep),
+            keep,
+        }
+    }
+
+    /// Notes `line` at `elapsed` virtual time.
+    pub fn note(&mut self, elapsed: std::time::Duration, line: String) {
+        if self.lines.len() == self.keep {
+            self.lines.pop_front();
+        }
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        self.lines.push_back(format!("{ms:10.3} ms  {line}"));
+    }
+
+    /// The lines kept, oldest first, one a line.
+    pub fn text(&self) -> String {
+        self.lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }

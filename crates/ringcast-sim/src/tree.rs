@@ -11,7 +11,7 @@
 //! after every input; convergence is checked per cluster.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use ringcast_proto::{
 };
 
 use crate::check::{self, ClusterView, Precedence};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, Trace};
 use crate::world::{node_config, NetFaults, SIM_KEY, SIM_WALL_START};
 
 /// One cluster of the tree.
@@ -139,7 +139,7 @@ pub struct TreeWorld {
     /// The hosts, leaf cluster by leaf cluster.
     pub hosts: Vec<Host>,
     net: NetFaults,
-    trace: VecDeque<String>,
+    trace: Trace,
     /// Safety violations found so far.
     pub violations: Vec<String>,
     /// Seats marked failed by a parent's node, in order.
@@ -207,7 +207,7 @@ impl TreeWorld {
             clusters,
             hosts,
             net: NetFaults::clean(),
-            trace: VecDeque::new(),
+            trace: Trace::new(TRACE_LINES),
             violations: Vec::new(),
             seat_failures: Vec::new(),
             mtu: 1400,
@@ -524,22 +524,18 @@ impl TreeWorld {
     }
 
     fn note(&mut self, line: String) {
-        if self.trace.len() == TRACE_LINES {
-            self.trace.pop_front();
-        }
-        let ms = self.elapsed().as_secs_f64() * 1000.0;
-        self.trace.push_back(format!("{ms:10.3} ms  {line}"));
+        let elapsed = self.elapsed();
+        self.trace.note(elapsed, line);
     }
 
     /// Records a violation with the seed and the recent trace.
     pub fn violation(&mut self, what: String) {
         if self.violations.len() < 20 {
-            let trace: Vec<String> = self.trace.iter().cloned().collect();
             self.violations.push(format!(
                 "seed {} at {:.1} ms: {what}\n--- last events ---\n{}",
                 self.seed,
                 self.elapsed().as_secs_f64() * 1000.0,
-                trace.join("\n")
+                self.trace.text()
             ));
         }
     }

@@ -2,7 +2,7 @@
 //! seeded faults, and the invariants of DESIGN section 8 checked after every
 //! step. One seed replays exactly.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use ringcast_proto::{
 };
 
 use crate::check;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, Trace};
 
 /// The cluster key every simulated node shares.
 pub const SIM_KEY: [u8; 32] = [7; 32];
@@ -192,7 +192,7 @@ pub struct Sim {
     cut: BTreeSet<(usize, usize)>,
     /// Totals of traffic.
     pub traffic: Traffic,
-    trace: VecDeque<String>,
+    trace: Trace,
     /// Invariant violations found so far.
     pub violations: Vec<String>,
     precedence: Vec<Option<check::Precedence>>,
@@ -261,7 +261,7 @@ impl Sim {
             component: vec![0; config.nodes as usize],
             cut: BTreeSet::new(),
             traffic: Traffic::default(),
-            trace: VecDeque::new(),
+            trace: Trace::new(TRACE_LINES),
             violations: Vec::new(),
             precedence: vec![None; config.nodes as usize],
             config,
@@ -601,16 +601,13 @@ impl Sim {
     }
 
     fn note(&mut self, line: String) {
-        if self.trace.len() == TRACE_LINES {
-            self.trace.pop_front();
-        }
-        let ms = self.elapsed().as_secs_f64() * 1000.0;
-        self.trace.push_back(format!("{ms:10.3} ms  {line}"));
+        let elapsed = self.elapsed();
+        self.trace.note(elapsed, line);
     }
 
     /// The last lines of the run, for a violation report.
     pub fn trace(&self) -> String {
-        self.trace.iter().cloned().collect::<Vec<_>>().join("\n")
+        self.trace.text()
     }
 
     fn check_node(&mut self, i: usize) {
