@@ -10,7 +10,7 @@ use ringcast_proto::config::MAX_NODES;
 use ringcast_proto::Timing;
 
 use super::error::ConfigFileError;
-use super::local_file::{local_disk, LocalBus, LocalFile, NodeTable, RootTable};
+use super::local_file::{own_and_previous_disks, LocalBus, LocalFile, NodeTable, RootTable};
 use super::secrets::write_fresh_secrets;
 
 /// The comment a local cluster's file starts with.
@@ -76,14 +76,7 @@ fn add_shared_disks(file: &mut LocalFile, dir: &Path) -> Result<(), ConfigFileEr
     let nodes = file.nodes.len() as u32;
     for (node, table) in (1..).zip(file.nodes.iter_mut()) {
         let previous = if node == 1 { nodes } else { node - 1 };
-        let mut reached = vec![node];
-        if previous != node {
-            reached.push(previous);
-        }
-        table.disks = reached
-            .into_iter()
-            .map(|k| local_disk(dir, k, node))
-            .collect::<Result<_, _>>()?;
+        table.disks = own_and_previous_disks(dir, node, previous)?;
     }
     Ok(())
 }

@@ -184,3 +184,20 @@ pub(super) fn local_disk(dir: &Path, disk: u32, node: u32) -> Result<DiskAccess,
             .to_string(),
     })
 }
+
+/// The disks a local node reaches: its own and its ring predecessor's
+/// (`previous`), so every disk is reached by two nodes and survives one.
+pub(super) fn own_and_previous_disks(
+    dir: &Path,
+    node: u32,
+    previous: u32,
+) -> Result<Vec<DiskAccess>, ConfigFileError> {
+    let mut reached = vec![node];
+    if previous != node {
+        reached.push(previous);
+    }
+    reached
+        .into_iter()
+        .map(|disk| local_disk(dir, disk, node))
+        .collect()
+}

@@ -8,7 +8,9 @@ use ringcast_proto::config::MAX_NODES;
 use ringcast_proto::{Timing, LEVEL_SLOWDOWN, PARENT_MISS_LIMIT};
 
 use super::error::{ConfigFileError, ShapeError};
-use super::local_file::{local_disk, LocalBus, LocalFile, NodeTable, RootTable, SubclusterTable};
+use super::local_file::{
+    own_and_previous_disks, LocalBus, LocalFile, NodeTable, RootTable, SubclusterTable,
+};
 use super::schema::MAX_LEVELS;
 use super::secrets::write_fresh_secrets;
 
@@ -231,14 +233,7 @@ pub fn local_hierarchy(
             let mut node = NodeTable::new(m, ring, http, &seats);
             if disks {
                 let previous = leaf.members[(k + leaf.members.len() - 1) % leaf.members.len()];
-                let mut reached = vec![m];
-                if previous != m {
-                    reached.push(previous);
-                }
-                node.disks = reached
-                    .into_iter()
-                    .map(|d| local_disk(dir, d, m))
-                    .collect::<Result<_, _>>()?;
+                node.disks = own_and_previous_disks(dir, m, previous)?;
             }
             file.nodes.push(node);
         }
