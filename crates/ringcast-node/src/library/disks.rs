@@ -50,13 +50,22 @@ impl Default for ProbeConfig {
     }
 }
 
+/// Claim 13: the shortest time a probe may take before its disk is called
+/// hung. A healthy disk under another process's writes can take hundreds of
+/// milliseconds to fsync; only a probe slower than this fails for being slow.
+pub const MIN_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl ProbeConfig {
     /// The probe period of the protocol timing (`disk_check_interval`, claim
-    /// 13), with a timeout of twice that period.
+    /// 13), with a timeout of twice that period, and never less than
+    /// [`MIN_PROBE_TIMEOUT`].
     pub fn from_timing(timing: &Timing) -> Self {
         ProbeConfig {
             interval: timing.disk_check_interval,
-            timeout: timing.disk_check_interval.saturating_mul(2),
+            timeout: timing
+                .disk_check_interval
+                .saturating_mul(2)
+                .max(MIN_PROBE_TIMEOUT),
         }
     }
 }
@@ -617,5 +626,9 @@ mod tests {
         let cfg = ProbeConfig::from_timing(&t);
         assert_eq!(cfg.interval, t.disk_check_interval);
         assert_eq!(cfg.timeout, t.disk_check_interval * 2);
+        // A short period still gives a busy but healthy disk a second.
+        let mut fast = Timing::lan();
+        fast.disk_check_interval = Duration::from_millis(100);
+        assert_eq!(ProbeConfig::from_timing(&fast).timeout, MIN_PROBE_TIMEOUT);
     }
 }
