@@ -32,7 +32,7 @@ fn start_tree() -> Tree {
 /// in the tree's folder (none at first).
 fn start_tree_with(faults: bool) -> Tree {
     isolate_network();
-    let dir = std::env::temp_dir().join(format!(
+    let dir = test_root().join(format!(
         "ringcast-tree-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
