@@ -192,7 +192,7 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
         None => None,
         Some(exe) => {
             let version = nginx_version(&exe);
-            let server = Nginx::start(&exe, &root.join("nginx"), &lib, size)?;
+            let server = Nginx::start(&exe, &root.join("nginx"), &lib, &format!("/{TITLE}"), size)?;
             eprintln!(
                 "nginx: {version} serving {} on {}",
                 lib.display(),
@@ -268,7 +268,7 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
     })
 }
 
-fn round(v: f64, digits: i32) -> f64 {
+pub(crate) fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
 }
@@ -680,7 +680,7 @@ fn run_load(
 }
 
 /// Summed VmRSS of `pids`, kB.
-fn rss_kb(pids: &[u32]) -> Result<u64> {
+pub(crate) fn rss_kb(pids: &[u32]) -> Result<u64> {
     let mut sum = 0;
     for pid in pids {
         let path = format!("/proc/{pid}/status");
@@ -697,7 +697,7 @@ fn rss_kb(pids: &[u32]) -> Result<u64> {
 }
 
 /// The nginx executable, installed from Debian when missing and we are root.
-fn ensure_nginx() -> Result<PathBuf> {
+pub(crate) fn ensure_nginx() -> Result<PathBuf> {
     if let Some(p) = find_nginx() {
         return Ok(p);
     }
@@ -741,7 +741,7 @@ fn find_nginx() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn nginx_version(exe: &Path) -> String {
+pub(crate) fn nginx_version(exe: &Path) -> String {
     Command::new(exe)
         .arg("-v")
         .output()
@@ -757,14 +757,22 @@ fn nginx_version(exe: &Path) -> String {
 
 /// An nginx serving the library folder in the foreground as our child; it
 /// is stopped (and its workers with it) when dropped, also on errors.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     dir: PathBuf,
 }
 
 impl Nginx {
-    fn start(exe: &Path, dir: &Path, root: &Path, size: u64) -> Result<Nginx> {
+    /// Starts nginx serving `root` and waits until `GET ready` (a path)
+    /// answers 200 with `size` bytes.
+    pub(crate) fn start(
+        exe: &Path,
+        dir: &Path,
+        root: &Path,
+        ready: &str,
+        size: u64,
+    ) -> Result<Nginx> {
         for sub in ["", "tmp"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d)
@@ -795,7 +803,8 @@ impl Nginx {
              \x20   access_log off;\n\
              \x20   sendfile on;\n\
              \x20   tcp_nopush on;\n\
-             \x20   types {{ video/mp4 mp4; }}\n\
+             \x20   keepalive_requests 100000;\n\
+             \x20   types {{ video/mp4 mp4; application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}\n\
              \x20   default_type application/octet-stream;\n\
              \x20   client_body_temp_path {d}/tmp/body;\n\
              \x20   proxy_temp_path {d}/tmp/proxy;\n\
@@ -835,13 +844,13 @@ impl Nginx {
             addr,
             dir: dir.to_path_buf(),
         };
-        nginx.wait_ready(size)?;
+        nginx.wait_ready(ready, size)?;
         Ok(nginx)
     }
 
-    /// Until a full download of the title works (which also warms it up).
-    fn wait_ready(&mut self, size: u64) -> Result<()> {
-        let url = format!("http://{}/{TITLE}", self.addr);
+    /// Until a full download of `ready` works (which also warms it up).
+    fn wait_ready(&mut self, ready: &str, size: u64) -> Result<()> {
+        let url = format!("http://{}{ready}", self.addr);
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut buf = vec![0u8; BUF];
         loop {

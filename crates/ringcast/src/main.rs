@@ -1,6 +1,8 @@
 //! `ringcast`: the command-line program, a thin layer over the library crates.
 
 mod bench_cmd;
+mod bench_hls_client;
+mod bench_segments;
 mod bench_soak;
 mod bench_stream;
 mod http;
@@ -200,6 +202,9 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Concurrent HLS players fetching a rendition's segments through
+    /// ringcast and, with --vs-nginx, from nginx, in alternating runs.
+    Segments(bench_segments::SegmentsArgs),
 }
 
 #[derive(Subcommand)]
@@ -452,6 +457,11 @@ fn run(cli: Cli) -> Result<()> {
                     file_mb,
                     dir,
                 })?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            BenchCommand::Segments(args) => {
+                let report = bench_segments::segments(&args)?;
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }
