@@ -168,7 +168,6 @@ fn main() {
         disk: DiskId(3),
         node: NodeId(2),
         stream: 77,
-        entry: "127.0.0.1:8501".into(),
         expires: 1_000,
     };
     let text = token.sign(&KEY_1);

@@ -49,6 +49,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use ringcast_files::buckets::Rate;
+
+use crate::addresses::ServiceAddresses;
 pub use ringcast_files::limits::HttpLimits;
 
 /// Length of a cluster key in bytes.
@@ -125,6 +127,10 @@ pub struct NodeSettings {
     /// id; its own `seats` is empty. Absent from the JSON outside a hierarchy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seats: Vec<NodeSettings>,
+    /// Claim 13: the service addresses of the node's cluster; absent when
+    /// the cluster has none (players then use the nodes' own listeners).
+    #[serde(default, skip_serializing_if = "ServiceAddresses::is_empty")]
+    pub service: ServiceAddresses,
 }
 
 impl Serialize for NodeSettings {

@@ -13,11 +13,15 @@ use ringcast_config::settings::NodeSettings;
 use ringcast_files::guard::Guard;
 use ringcast_files::httpd::HttpdConfig;
 use ringcast_files::stream::StreamCounters;
+use ringcast_proto::verdict::{Verdict, DISK_FALL, DISK_RISE};
 use ringcast_proto::{ClusterId, LocalEvent, NodeId, Reassign};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::host::addresses::holder::{Holder, Serve};
+use crate::host::addresses::lan::Lan;
+use crate::host::addresses::{AddressPlane, Loopback};
 use crate::host::runtime::{NodeError, Runtime};
 use crate::host::shared::{Rekey, Shared, Signal};
 use crate::library::disks::{ProbeConfig, Prober};
@@ -38,6 +42,17 @@ pub enum DaemonError {
     /// The protocol node could not start.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The protocol loop's thread or runtime could not start.
+    #[error("cannot start the protocol loop's thread: {0}")]
+    Thread(std::io::Error),
+    /// Service addresses cannot be held on this host.
+    #[error("cannot hold service addresses beside {addr}: {source}")]
+    Addresses {
+        /// The node's own HTTP address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The HTTP port could not be opened.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Listen {
@@ -107,6 +122,8 @@ pub struct Daemon {
     /// The settings the node runs with (keys and version as last reloaded).
     running: Mutex<NodeSettings>,
     tasks: Vec<JoinHandle<()>>,
+    /// Stops the protocol loop's thread when the daemon is dropped.
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl Daemon {
@@ -192,6 +209,9 @@ impl Drop for Daemon {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -222,8 +242,9 @@ pub async fn start_with_seats(
     let guard = Arc::new(Guard::new(&settings.limits.http));
     let running = Mutex::new(settings.clone());
     let life = state_dir.map(|d| crate::host::life::LifeFile::new(d, me));
-    let runtime = Runtime::bind(settings, seats.clone(), life)?;
-    let shared = runtime.shared();
+    let service = settings.service.clone();
+    let priority = settings.proto.priority.clone();
+    let (shared, node, stop) = start_protocol(settings, seats.clone(), life).await?;
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .map_err(|source| DaemonError::Listen { addr: http, source })?;
@@ -233,27 +254,63 @@ pub async fn start_with_seats(
         .iter()
         .map(|d| (d.id, std::path::PathBuf::from(&d.mount)))
         .collect();
-    let streaming = Streaming::new(me, key, mounts, shared.clone(), counters.clone());
+    let streaming = Streaming::new(
+        me,
+        key,
+        mounts,
+        shared.clone(),
+        counters.clone(),
+        service.clone(),
+        priority.clone(),
+    );
     streaming.set_keys(all_keys);
     shared
         .levels_above
         .store(seats.len(), std::sync::atomic::Ordering::Relaxed);
-    streaming.rescan();
+    {
+        let s = streaming.clone();
+        let _ = tokio::time::timeout(
+            RESCAN_INTERVAL,
+            tokio::task::spawn_blocking(move || s.rescan()),
+        )
+        .await;
+    }
     let api = crate::operator::api::router(shared.clone()).merge(streaming.routes());
     let _ = shared.http_guard.set(guard.clone());
-    let mut tasks = vec![
-        tokio::spawn(ringcast_files::httpd::serve_with(
-            listener,
-            api,
-            streaming.clone(),
-            counters,
-            http_config,
-            guard.clone(),
-        )),
+    let serve: Serve = {
+        let (api, streaming, counters) = (api.clone(), streaming.clone(), counters.clone());
+        let (http_config, guard) = (http_config.clone(), guard.clone());
+        Arc::new(move |listener| {
+            tokio::spawn(ringcast_files::httpd::serve_with(
+                listener,
+                api.clone(),
+                streaming.clone(),
+                counters.clone(),
+                http_config.clone(),
+                guard.clone(),
+            ))
+        })
+    };
+    let mut tasks = vec![serve(listener)];
+    if !service.is_empty() {
+        let plane = address_plane(http)?;
+        let holder = Holder::new(
+            me,
+            priority,
+            service,
+            plane,
+            shared.clone(),
+            serve.clone(),
+            streaming.holdings.clone(),
+        );
+        tasks.push(tokio::spawn(holder.run()));
+    }
+    tasks.extend([
+
         tokio::spawn(exempt_loop(guard.clone(), shared.clone())),
         tokio::spawn(rescan_loop(streaming.clone())),
         tokio::spawn(probe_loop(disks, probe, streaming.clone(), shared.clone())),
-    ];
+    ]);
     let s = streaming.clone();
     tasks.push(tokio::spawn(
         async move { s.report_load(LOAD_INTERVAL).await },
@@ -262,7 +319,6 @@ pub async fn start_with_seats(
         streaming.clone(),
         shared.clone(),
     )));
-    let node = tokio::spawn(runtime.run());
     Ok(Daemon {
         shared,
         streaming,
@@ -270,7 +326,72 @@ pub async fn start_with_seats(
         guard,
         running,
         tasks,
+        stop: Some(stop),
     })
+}
+
+/// The protocol loop on a thread and a tokio runtime of its own, so that
+/// nothing the HTTP side does (a burst of requests, a disk that hangs a
+/// worker) can delay a status or a notification. Returns the loop's shared
+/// state, a task on the caller's runtime that ends when the loop ends, and
+/// the sender that stops it.
+async fn start_protocol(
+    settings: NodeSettings,
+    seats: Vec<NodeSettings>,
+    life: Option<crate::host::life::LifeFile>,
+) -> Result<(Arc<Shared>, JoinHandle<()>, oneshot::Sender<()>), DaemonError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("ringcast-protocol".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(DaemonError::Thread(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let runtime = match Runtime::bind(settings, seats, life) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(DaemonError::Node(e)));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(runtime.shared()));
+                tokio::select! {
+                    () = runtime.run() => {}
+                    _ = stop_rx => {}
+                }
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(DaemonError::Thread)?;
+    let shared = ready_rx.await.map_err(|_| {
+        DaemonError::Thread(std::io::Error::other("the protocol thread ended at start"))
+    })??;
+    let node = tokio::spawn(async move {
+        let _ = done_rx.await;
+    });
+    Ok((shared, node, stop_tx))
+}
+
+/// Claim 13: how this host makes service addresses its own: by binding
+/// them when its own listener is on loopback (one machine), else on the
+/// LAN interface that carries its own address.
+fn address_plane(http: SocketAddr) -> Result<Box<dyn AddressPlane>, DaemonError> {
+    match http.ip() {
+        IpAddr::V4(ip) if !ip.is_loopback() => Lan::new(ip)
+            .map(|l| Box::new(l) as Box<dyn AddressPlane>)
+            .map_err(|source| DaemonError::Addresses { addr: http, source }),
+        _ => Ok(Box::new(Loopback)),
+    }
 }
 
 /// The members' addresses skip the HTTP listener's per-client
@@ -293,12 +414,18 @@ async fn exempt_loop(guard: Arc<Guard>, shared: Arc<Shared>) {
     }
 }
 
+/// Each disk's library is scanned on a blocking thread of its own, so a
+/// disk that hangs stops only its own scans (a scan still running is not
+/// started again).
 async fn rescan_loop(streaming: Arc<Streaming>) {
     let mut ticks = tokio::time::interval(RESCAN_INTERVAL);
+    let disks: Vec<_> = streaming.catalog_disks();
     loop {
         ticks.tick().await;
-        let s = streaming.clone();
-        let _ = tokio::task::spawn_blocking(move || s.rescan()).await;
+        for disk in &disks {
+            let (s, disk) = (streaming.clone(), *disk);
+            drop(tokio::task::spawn_blocking(move || s.rescan_disk(disk)));
+        }
     }
 }
 
@@ -314,6 +441,7 @@ async fn probe_loop(
     }
     let (tx, mut rx) = mpsc::channel(64);
     let _prober = Prober::spawn(disks, cfg, tx);
+    let mut verdicts: BTreeMap<ringcast_proto::DiskId, Verdict> = BTreeMap::new();
     while let Some((disk, outcome)) = rx.recv().await {
         if let Some(e) = &outcome.error {
             tracing::warn!("disk {disk} probe failed: {e}");
@@ -321,7 +449,18 @@ async fn probe_loop(
         shared
             .metrics
             .observe_probe(disk.0, outcome.latency, outcome.ok);
+        // Claim 13: one failed probe is not a failed disk.
+        let verdict = verdicts.entry(disk).or_default();
+        let was = verdict.ok();
+        let ok = verdict.observe(outcome.ok);
+        if was && !ok {
+            shared.metrics.count_verdict_failed(disk.0);
+            tracing::warn!("disk {disk} failed {DISK_FALL} probes in a row: reporting it failed");
+        } else if !was && ok {
+            tracing::info!("disk {disk} passed {DISK_RISE} probes in a row: reporting it working");
+        }
         let mut report = outcome.to_report(disk, streaming.digest(disk));
+        report.ok = ok;
         // Claim 4: the disk's load as this node reads it.
         let (streams, bytes_per_s) = streaming.disk_load(disk);
         report.streams = streams;

@@ -29,12 +29,14 @@ pub mod node;
 pub mod placement;
 pub mod pump;
 pub mod replay;
+pub mod service;
 pub mod ring;
 pub mod stats;
 pub mod supervisor;
 pub mod tables;
 pub mod timer;
 pub mod token;
+pub mod verdict;
 
 pub use config::{
     Capacity, ConfigError, DiskAccess, NodeAddrs, NodeConfig, Timing, LEVEL_SLOWDOWN,

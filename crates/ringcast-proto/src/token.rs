@@ -1,7 +1,11 @@
-//! DESIGN 6: the signed stream token a client is redirected with. It names
-//! the title, the disk, the node that serves it, the stream it belongs to and
-//! when it expires, and carries an HMAC under a key derived from the cluster
-//! key, so no client can forge or alter one.
+//! DESIGN 6 and claim 13: the signed stream token a client is sent to its
+//! serving node with. It names the title, the disk, the node that serves it
+//! (and so the service address it is served at, whoever holds that address
+//! now), the stream it belongs to and when it expires, and carries an HMAC
+//! under a key derived from the cluster key, so no client can forge or alter
+//! one. A token for an HLS playlist also grants the files of its folder (the
+//! playlist's segments and variants), so a stream is placed once, at its
+//! playlist, and its segments go straight to the serving node.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -26,9 +30,6 @@ pub struct StreamToken {
     pub node: NodeId,
     /// The stream the request belongs to (placement keeps a stream on its node).
     pub stream: u64,
-    /// The HTTP address of the node the client asked (`host:port`): an HLS
-    /// playlist's segments are sent back there, through placement.
-    pub entry: String,
     /// Unix time in seconds after which the token is refused.
     pub expires: u64,
 }
@@ -42,10 +43,14 @@ pub enum TokenError {
     /// The tag does not match: forged or altered.
     #[error("the stream token's signature is not valid")]
     BadSignature,
-    /// Past its expiry.
+    /// Past its expiry; the token is authentic, so its stream may be placed
+    /// again.
     #[error("the stream token has expired")]
-    Expired,
+    Expired(Box<StreamToken>),
 }
+
+/// The suffix of the titles whose token grants their whole folder.
+pub const PLAYLIST_SUFFIX: &str = ".m3u8";
 
 fn mac(cluster_key: &[u8; 32]) -> Hmac<Sha256> {
     // A key of its own, derived from the cluster key, so tokens and frames
@@ -106,9 +111,28 @@ impl StreamToken {
             return Err(TokenError::Malformed);
         }
         if now_unix > token.expires {
-            return Err(TokenError::Expired);
+            return Err(TokenError::Expired(Box::new(token)));
         }
         Ok(token)
+    }
+
+    /// Whether the token grants `requested` (a title): its own title, or,
+    /// for an HLS playlist, any file of the playlist's folder (a playlist
+    /// at the top of the library grants only itself: its folder is every
+    /// title).
+    pub fn grants(&self, requested: &str) -> bool {
+        if requested == self.title {
+            return true;
+        }
+        if !self.title.ends_with(PLAYLIST_SUFFIX) {
+            return false;
+        }
+        match (self.title.rsplit_once('/'), requested.rsplit_once('/')) {
+            (Some((folder, _)), Some((wanted, name))) => {
+                folder == wanted && !name.is_empty() && !wanted.is_empty()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -125,7 +149,6 @@ mod tests {
             disk: DiskId(3),
             node: NodeId(2),
             stream: 77,
-            entry: "127.0.0.1:8501".into(),
             expires: 1_000,
         }
     }
@@ -137,8 +160,30 @@ mod tests {
         assert_eq!(StreamToken::verify(&text, &KEY, 1_000), Ok(token()));
         assert_eq!(
             StreamToken::verify(&text, &KEY, 1_001),
-            Err(TokenError::Expired)
+            Err(TokenError::Expired(Box::new(token())))
         );
+    }
+
+    #[test]
+    fn a_playlist_token_grants_its_folder_and_nothing_else() {
+        let t = token();
+        assert!(t.grants("movie/index.m3u8"));
+        assert!(t.grants("movie/seg3.ts"));
+        assert!(t.grants("movie/720p.m3u8"));
+        assert!(!t.grants("other/seg3.ts"));
+        assert!(!t.grants("movie.mp4"));
+        assert!(!t.grants("movie/"));
+        let mp4 = StreamToken {
+            title: "movie.mp4".into(),
+            ..token()
+        };
+        assert!(mp4.grants("movie.mp4"));
+        assert!(!mp4.grants("other.mp4"));
+        let top = StreamToken {
+            title: "index.m3u8".into(),
+            ..token()
+        };
+        assert!(!top.grants("seg3.ts"));
     }
 
     #[test]

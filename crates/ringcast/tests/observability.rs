@@ -330,8 +330,11 @@ fn metrics_of_a_running_node_pass_promtool_and_count_what_happened() {
             &[("disk", "2")]
         ) >= 1.0
     );
+    // A probe slower than its timeout under the suite's load may fail once;
+    // a disk is reported failed only after DISK_FALL failures in a row, and
+    // this healthy one never is.
     assert_eq!(
-        value(&n3, "ringcast_disk_probe_failures_total", &[("disk", "2")]),
+        value(&n3, "ringcast_disk_reported_failed_total", &[("disk", "2")]),
         0.0
     );
 }

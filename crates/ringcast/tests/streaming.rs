@@ -94,7 +94,19 @@ fn a_title_is_placed_on_a_node_that_reaches_it_and_served_byte_exact() {
     let playlist = wait_placeable(&c, "show/index.m3u8");
     let (_, text) = get(&playlist).unwrap();
     let text = String::from_utf8(text).unwrap();
-    assert!(text.contains("/v1/play/show/seg_000.ts?stream="), "{text}");
+    // Claim 13: the stream is placed once; its segments go straight to the
+    // serving node's service address under the stream's token.
+    let segment = text
+        .lines()
+        .find(|l| l.ends_with("/show/seg_000.ts"))
+        .unwrap_or_else(|| panic!("a segment URI: {text}"));
+    let server = c.node_of(&playlist).unwrap();
+    assert!(
+        segment.starts_with(&format!("http://{}/v1/streams/", c.service[&server])),
+        "{segment} names the serving node's service address"
+    );
+    let (status, body) = get(segment).unwrap();
+    assert_eq!((status, body.len()), (200, 1000));
 }
 
 #[test]

@@ -143,6 +143,7 @@ impl<'a> Checker<'a> {
             self.check_tree(&cluster, cluster_span, root, &raw.subclusters, &mut nodes)?
         };
         self.check_node_interfaces(&clusters, &nodes);
+        self.check_service_addresses(&cluster, &raw.nodes, clusters.len());
         let file = ClusterFile {
             path: self.path.to_path_buf(),
             config_version: cluster.config_version,
@@ -152,6 +153,7 @@ impl<'a> Checker<'a> {
             keys: keys?,
             admin_token: admin_token?,
             limits,
+            address: cluster.address.as_ref().map(|a| *a.get_ref()),
         };
         if self.problems.is_empty() {
             self.check_each_node_config(&file, &cluster.priority);
@@ -284,6 +286,7 @@ impl<'a> Checker<'a> {
                     ring: *node.ring.get_ref(),
                     http: *node.http.get_ref(),
                 },
+                service: node.service.as_ref().map(|s| *s.get_ref()),
                 capacity: Capacity {
                     max_streams: node.max_streams,
                     max_bytes_per_s: node.max_bytes_per_s,
@@ -364,6 +367,38 @@ impl<'a> Checker<'a> {
             self.report(addr.span(), field, message);
         } else {
             seen.insert(value, node);
+        }
+    }
+
+    /// Claim 13: service addresses and the cluster address are addresses
+    /// players can reach, each held by one node at a time: no two alike,
+    /// none a node's own listener. A cluster address needs a flat file.
+    fn check_service_addresses(&mut self, cluster: &RawCluster, raw: &[RawNode], clusters: usize) {
+        let mut seen: BTreeMap<SocketAddr, u32> = BTreeMap::new();
+        let own: BTreeSet<SocketAddr> = raw.iter().map(|n| *n.http.get_ref()).collect();
+        let addresses = raw
+            .iter()
+            .filter_map(|n| Some((n.service.as_ref()?, "node.service", *n.id.get_ref())))
+            .chain(cluster.address.as_ref().map(|a| (a, "cluster.address", 0)));
+        for (addr, field, node) in addresses {
+            let value = *addr.get_ref();
+            if own.contains(&value) {
+                let message = format!(
+                    "{value} is a node's own HTTP listener; a service address must outlive its process, so give one no node listens on"
+                );
+                self.report(addr.span(), field, message);
+                continue;
+            }
+            self.check_node_addr(addr, field, node, &mut seen);
+        }
+        if let Some(a) = cluster.address.as_ref() {
+            if clusters > 1 {
+                self.report(
+                    a.span(),
+                    "cluster.address",
+                    "a cluster address is held by a flat cluster's supervisor; give each leaf node a service address instead".to_string(),
+                );
+            }
         }
     }
 

@@ -10,7 +10,9 @@ use ringcast_proto::config::MAX_NODES;
 use ringcast_proto::Timing;
 
 use super::error::ConfigFileError;
-use super::local_file::{own_and_previous_disks, LocalBus, LocalFile, NodeTable, RootTable};
+use super::local_file::{
+    own_and_previous_disks, LocalBus, LocalFile, LocalServices, NodeTable, RootTable,
+};
 use super::secrets::write_fresh_secrets;
 
 /// The comment a local cluster's file starts with.
@@ -22,6 +24,8 @@ struct LocalPorts {
     bus: u16,
     ring: Vec<u16>,
     http: Vec<u16>,
+    /// Claim 13: the port of every service address.
+    service: u16,
 }
 
 /// Writes `cluster.toml`, `cluster.key` (a fresh random key) and `admin.token`
@@ -30,7 +34,8 @@ struct LocalPorts {
 /// The bus is multicast on a random group in 239.255.0.0/16 with interface
 /// 127.0.0.1 and TTL 0, so no traffic leaves the host; timing is 20 ms
 /// (`Timing::lan()`). With `base_port` the bus uses `base_port`, node `i`
-/// (from 1) rings on `base_port + i` and serves HTTP on `base_port + nodes + i`.
+/// (from 1) rings on `base_port + i` and serves HTTP on `base_port + nodes + i`,
+/// and every service address (claim 13) is on port `base_port + 2 nodes + 1`.
 /// Without it every port is one the system reports free right now (another
 /// program may still take it before the nodes start). Disk lists are empty.
 pub fn local_cluster(
@@ -61,7 +66,10 @@ pub fn local_cluster_with_disks(
     getrandom::getrandom(&mut group).map_err(ConfigFileError::Random)?;
     let group = Ipv4Addr::new(239, 255, group[0].clamp(1, 254), group[1].clamp(1, 254));
     write_fresh_secrets(dir)?;
-    let mut file = local_cluster_file(group, &ports);
+    let mut block = [0u8; 2];
+    getrandom::getrandom(&mut block).map_err(ConfigFileError::Random)?;
+    let services = LocalServices::new(block, ports.service);
+    let mut file = local_cluster_file(group, &ports, services);
     if disks {
         add_shared_disks(&mut file, dir)?;
     }
@@ -95,6 +103,7 @@ fn fixed_ports(base: u16, nodes: u32) -> Result<LocalPorts, ConfigFileError> {
         http: (1..=nodes)
             .map(|i| port(nodes.saturating_add(i)))
             .collect::<Result<_, _>>()?,
+        service: port(nodes.saturating_mul(2).saturating_add(1))?,
     })
 }
 
@@ -110,7 +119,7 @@ fn free_ports(nodes: u32) -> io::Result<LocalPorts> {
     }
     let mut tcp = Vec::new();
     let mut http = Vec::new();
-    while http.len() < nodes as usize {
+    while http.len() <= nodes as usize {
         let listener = TcpListener::bind(localhost)?;
         let port = listener.local_addr()?.port();
         if taken.insert(port) {
@@ -122,28 +131,37 @@ fn free_ports(nodes: u32) -> io::Result<LocalPorts> {
         .iter()
         .map(|s| s.local_addr().map(|a| a.port()))
         .collect::<io::Result<_>>()?;
+    let service = http.pop().expect("one port more than nodes");
     Ok(LocalPorts {
         bus: ports[0],
         ring: ports[1..].to_vec(),
         http,
+        service,
     })
 }
 
 /// The tables of a local cluster: node `i` (from 1) rings and serves HTTP
 /// on the `i`th of `ports`, every node runs `Timing::lan()`.
-fn local_cluster_file(group: Ipv4Addr, ports: &LocalPorts) -> LocalFile {
+fn local_cluster_file(group: Ipv4Addr, ports: &LocalPorts, services: LocalServices) -> LocalFile {
     let nodes = (1..).zip(ports.ring.iter().zip(&ports.http));
+    let count = ports.ring.len() as u32;
+    let mut cluster = RootTable::new(
+        1,
+        "local",
+        LocalBus::new(group, ports.bus),
+        (1..=count).collect(),
+    );
+    cluster.address = Some(services.cluster(count));
     LocalFile {
-        cluster: RootTable::new(
-            1,
-            "local",
-            LocalBus::new(group, ports.bus),
-            (1..=ports.ring.len() as u32).collect(),
-        ),
+        cluster,
         timing: Timing::lan(),
         subclusters: Vec::new(),
         nodes: nodes
-            .map(|(id, (&ring, &http))| NodeTable::new(id, ring, http, &[]))
+            .map(|(id, (&ring, &http))| {
+                let mut node = NodeTable::new(id, ring, http, &[]);
+                node.service = Some(services.node(id));
+                node
+            })
             .collect(),
     }
 }

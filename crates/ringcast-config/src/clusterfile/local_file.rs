@@ -58,6 +58,9 @@ pub(super) struct RootTable {
     admin_token_file: &'static str,
     priority: Vec<u32>,
     mtu: usize,
+    /// Claim 13: the cluster address players are given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) address: Option<SocketAddr>,
 }
 
 impl RootTable {
@@ -73,7 +76,42 @@ impl RootTable {
             admin_token_file: "admin.token",
             priority,
             mtu: DEFAULT_MTU,
+            address: None,
         }
+    }
+}
+
+/// Claim 13: the service addresses of a local cluster or tree: a block of
+/// 127.0.0.0/8 of its own (so clusters on one host do not share addresses),
+/// all on one port: machine `i` (from 1) has `127.a.b.0 + i`, the cluster
+/// address follows the last machine's.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LocalServices {
+    base: u32,
+    port: u16,
+}
+
+impl LocalServices {
+    /// A block for up to `machines` machines on `port`, from `random` bytes.
+    pub(super) fn new(random: [u8; 2], port: u16) -> Self {
+        // 127.1.0.0 to 127.254.255.0: never 127.0.0.0/16, where the nodes'
+        // own listeners are.
+        let a = u32::from(random[0].clamp(1, 240));
+        let b = u32::from(random[1]);
+        LocalServices {
+            base: (127 << 24) | (a << 16) | (b << 8),
+            port,
+        }
+    }
+
+    /// The service address of machine `id`.
+    pub(super) fn node(&self, id: u32) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::from(self.base + id), self.port))
+    }
+
+    /// The cluster address of a cluster of `machines` machines.
+    pub(super) fn cluster(&self, machines: u32) -> SocketAddr {
+        self.node(machines + 1)
     }
 }
 
@@ -138,6 +176,9 @@ pub(super) struct NodeTable {
     id: NodeId,
     #[serde(flatten)]
     addrs: NodeAddrs,
+    /// Claim 13: the machine's service address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) service: Option<SocketAddr>,
     #[serde(flatten)]
     capacity: Capacity,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -158,6 +199,7 @@ impl NodeTable {
                 ring: local(ring),
                 http: local(http),
             },
+            service: None,
             capacity: Capacity {
                 max_streams: LOCAL_MAX_STREAMS,
                 max_bytes_per_s: LOCAL_BYTES_PER_S,

@@ -9,7 +9,7 @@ use ringcast_proto::{Timing, LEVEL_SLOWDOWN, PARENT_MISS_LIMIT};
 
 use super::error::{ConfigFileError, ShapeError};
 use super::local_file::{
-    own_and_previous_disks, LocalBus, LocalFile, NodeTable, RootTable, SubclusterTable,
+    own_and_previous_disks, LocalBus, LocalFile, LocalServices, NodeTable, RootTable, SubclusterTable,
 };
 use super::schema::MAX_LEVELS;
 use super::secrets::write_fresh_secrets;
@@ -223,6 +223,8 @@ pub fn local_hierarchy(
             .collect(),
         nodes: Vec::new(),
     };
+    // Claim 13: every leaf machine's service address, on one port.
+    let services = LocalServices::new([key_bytes[1], key_bytes[2]], ports.tcp()?);
     for leaf in clusters.iter().filter(|c| c.level == leaf_level) {
         for (k, &m) in leaf.members.iter().enumerate() {
             let ring = ports.udp()?;
@@ -231,6 +233,7 @@ pub fn local_hierarchy(
                 .map(|_| ports.udp())
                 .collect::<Result<_, _>>()?;
             let mut node = NodeTable::new(m, ring, http, &seats);
+            node.service = Some(services.node(m));
             if disks {
                 let previous = leaf.members[(k + leaf.members.len() - 1) % leaf.members.len()];
                 node.disks = own_and_previous_disks(dir, m, previous)?;

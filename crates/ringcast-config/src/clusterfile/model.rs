@@ -11,6 +11,7 @@ use ringcast_proto::{
 };
 
 use super::error::ConfigFileError;
+use crate::addresses::ServiceAddresses;
 use crate::settings::{BusMode, Limits, NodeSettings, KEY_LEN};
 
 /// A parsed and validated cluster file (claims 1-3). `Debug` never prints the
@@ -26,6 +27,8 @@ pub struct ClusterFile {
     pub(super) keys: Vec<(KeyId, [u8; KEY_LEN])>,
     pub(super) admin_token: Option<String>,
     pub(super) limits: Limits,
+    /// Claim 13: the cluster address (flat clusters only).
+    pub(super) address: Option<SocketAddr>,
 }
 
 /// One cluster of the file: the root or a sub-cluster.
@@ -75,6 +78,8 @@ pub(super) enum Transport {
 pub(super) struct NodeEntry {
     pub(super) id: NodeId,
     pub(super) addrs: NodeAddrs,
+    /// Claim 13: its service address, if the file gives one.
+    pub(super) service: Option<SocketAddr>,
     pub(super) capacity: Capacity,
     pub(super) disks: Vec<DiskAccess>,
     /// The node's own multicast interface, overriding the cluster's.
@@ -241,6 +246,21 @@ impl ClusterFile {
         settings
     }
 
+    /// Claim 13: the service addresses of cluster `cluster`: its machines'
+    /// (a seat's cluster has none: players reach leaf nodes), and the
+    /// cluster address of a flat file.
+    fn service_addresses(&self, cluster: usize) -> ServiceAddresses {
+        ServiceAddresses {
+            nodes: self
+                .nodes
+                .iter()
+                .filter(|n| n.cluster == cluster)
+                .filter_map(|n| Some((n.id, n.service?)))
+                .collect(),
+            cluster: self.address.filter(|_| self.clusters.len() == 1),
+        }
+    }
+
     /// The settings of a protocol node `id` of cluster `cluster` run on the
     /// machine `node`.
     fn settings_in(
@@ -300,6 +320,7 @@ impl ClusterFile {
             cluster_name: def.name.clone(),
             limits: self.limits.clone(),
             seats: Vec::new(),
+            service: self.service_addresses(cluster),
         }
     }
 }

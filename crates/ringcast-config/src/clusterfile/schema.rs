@@ -62,6 +62,9 @@ pub(super) struct RawCluster {
     pub(super) mtu: Option<Spanned<usize>>,
     #[serde(default)]
     pub(super) servers: Vec<SocketAddr>,
+    /// Claim 13: the cluster address, the entry point players are given;
+    /// held by the supervisor.
+    pub(super) address: Option<Spanned<SocketAddr>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,8 @@ pub(super) struct RawNode {
     pub(super) id: Spanned<u32>,
     pub(super) ring: Spanned<SocketAddr>,
     pub(super) http: Spanned<SocketAddr>,
+    /// Claim 13: the node's service address, held by a live node.
+    pub(super) service: Option<Spanned<SocketAddr>>,
     pub(super) max_streams: u32,
     pub(super) max_bytes_per_s: u64,
     pub(super) interface: Option<Spanned<Ipv4Addr>>,

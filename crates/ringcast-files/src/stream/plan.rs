@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::timeout;
 
@@ -136,9 +136,9 @@ pub(super) async fn plan(head: &RequestHead, ctx: &StreamContext) -> Plan {
     if head.method != "GET" && !is_head {
         return method_not_allowed();
     }
-    let plan = match ctx.resolver.resolve(head) {
+    let plan = match resolve_and_open(head, ctx).await {
         Err(refusal) => refused(refusal),
-        Ok(Resolved::Bytes {
+        Ok(Opened::Bytes {
             body,
             content_type,
             etag,
@@ -152,46 +152,33 @@ pub(super) async fn plan(head: &RequestHead, ctx: &StreamContext) -> Plan {
                 source: Source::Memory(Arc::new(body)),
             },
         ),
-        Ok(Resolved::File {
-            path,
+        Ok(Opened::File {
+            file,
+            meta,
             content_type,
             disk,
-        }) => match open(path, ctx.config.disk_timeout).await {
-            Ok((file, meta)) if meta.is_file() => {
-                let now = SystemTime::now();
-                let modified = meta.modified().ok().map(|m| m.min(now));
-                let mtime_ns =
-                    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-                respond(
-                    head,
-                    Entity {
-                        len: meta.len(),
-                        // Size and modification time, not the inode: replicas of a
-                        // title on other disks (copied with their times, as
-                        // `rsync -t` or `cp -p` do) are the same version, so a
-                        // player resumes from any of them with `If-Range`.
-                        etag: format!("\"{:x}-{:x}\"", meta.len(), mtime_ns),
-                        last_modified: modified,
-                        content_type: content_type.into_owned(),
-                        source: Source::File {
-                            file: Arc::new(file),
-                            disk: ctx.counters.disk(disk),
-                        },
+        }) => {
+            let now = SystemTime::now();
+            let modified = meta.modified().ok().map(|m| m.min(now));
+            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+            respond(
+                head,
+                Entity {
+                    len: meta.len(),
+                    // Size and modification time, not the inode: replicas of a
+                    // title on other disks (copied with their times, as
+                    // `rsync -t` or `cp -p` do) are the same version, so a
+                    // player resumes from any of them with `If-Range`.
+                    etag: format!("\"{:x}-{:x}\"", meta.len(), mtime_ns),
+                    last_modified: modified,
+                    content_type: content_type.into_owned(),
+                    source: Source::File {
+                        file: Arc::new(file),
+                        disk: ctx.counters.disk(disk),
                     },
-                )
-            }
-            Ok(_) => Plan::text(404, "not found", false),
-            Err(e) => match e.kind() {
-                io::ErrorKind::NotFound => Plan::text(404, "not found", false),
-                io::ErrorKind::PermissionDenied => Plan::text(403, "forbidden", false),
-                _ => {
-                    tracing::warn!("cannot open a stream file: {e}");
-                    let mut p = Plan::text(503, "the file cannot be read now", false);
-                    p.headers.push(("Retry-After".into(), "1".into()));
-                    p
-                }
-            },
-        },
+                },
+            )
+        }
     };
     if is_head {
         plan.without_body()
@@ -228,24 +215,85 @@ fn refused(r: Refusal) -> Plan {
     p
 }
 
-/// Opens a file without blocking the runtime, and takes its metadata from the
-/// open descriptor. `O_NONBLOCK` keeps a FIFO from blocking the open.
-async fn open(path: PathBuf, limit: Duration) -> io::Result<(File, std::fs::Metadata)> {
-    let opening = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(path)?;
-        let meta = file.metadata()?;
-        Ok((file, meta))
+/// What a resolved request serves, its file open.
+enum Opened {
+    Bytes {
+        body: Vec<u8>,
+        content_type: Cow<'static, str>,
+        etag: String,
+    },
+    File {
+        file: File,
+        meta: std::fs::Metadata,
+        content_type: Cow<'static, str>,
+        disk: u32,
+    },
+}
+
+/// Resolves the request and opens its file on one of tokio's blocking
+/// threads, never on the connection's task: resolution may read the disk
+/// (a playlist, a title's metadata) and a disk may hang. Past the disk
+/// timeout the request gets `503` with `Retry-After`, and the thread is left
+/// to the disk (the resolver bounds how many wait on one disk).
+async fn resolve_and_open(head: &RequestHead, ctx: &StreamContext) -> Result<Opened, Refusal> {
+    let resolver = ctx.resolver.clone();
+    let head = head.clone();
+    let work = tokio::task::spawn_blocking(move || match resolver.resolve(&head)? {
+        Resolved::Bytes {
+            body,
+            content_type,
+            etag,
+        } => Ok(Opened::Bytes {
+            body,
+            content_type,
+            etag,
+        }),
+        Resolved::File {
+            path,
+            content_type,
+            disk,
+        } => match open(path) {
+            Ok((file, meta)) if meta.is_file() => Ok(Opened::File {
+                file,
+                meta,
+                content_type,
+                disk,
+            }),
+            Ok(_) => Err(Refusal::new(404, "not found")),
+            Err(e) => Err(open_refusal(&e)),
+        },
     });
-    match timeout(limit, opening).await {
-        Ok(joined) => joined.map_err(io::Error::other)?,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the disk did not open the file in time",
-        )),
+    let unavailable = |m: &str| Refusal::new(503, m).with_header("Retry-After", "1");
+    match timeout(ctx.config.disk_timeout, work).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            tracing::warn!("resolving a stream request failed: {e}");
+            Err(unavailable("the request could not be resolved"))
+        }
+        Err(_) => Err(unavailable("the disk did not answer in time")),
     }
+}
+
+fn open_refusal(e: &io::Error) -> Refusal {
+    match e.kind() {
+        io::ErrorKind::NotFound => Refusal::new(404, "not found"),
+        io::ErrorKind::PermissionDenied => Refusal::new(403, "forbidden"),
+        _ => {
+            tracing::warn!("cannot open a stream file: {e}");
+            Refusal::new(503, "the file cannot be read now").with_header("Retry-After", "1")
+        }
+    }
+}
+
+/// Opens a file (on a blocking thread) and takes its metadata from the open
+/// descriptor. `O_NONBLOCK` keeps a FIFO from blocking the open.
+fn open(path: PathBuf) -> io::Result<(File, std::fs::Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
 }
 
 pub(super) fn quote_etag(tag: &str) -> String {

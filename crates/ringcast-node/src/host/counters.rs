@@ -10,8 +10,9 @@ use std::time::Duration;
 use ringcast_proto::stats::Histogram;
 
 /// Outcomes of a placement decision, the label of `ringcast_placements_total`.
-pub const PLACEMENT_OUTCOMES: [&str; 5] = [
+pub const PLACEMENT_OUTCOMES: [&str; 6] = [
     "placed",
+    "sent_back",
     "unknown_title",
     "no_capacity",
     "no_healthy_replica",
@@ -36,7 +37,15 @@ pub struct NodeMetrics {
     unavailable: Mutex<BTreeMap<&'static str, u64>>,
     /// Streams this node moved as supervisor after a failure.
     reassigned: AtomicU64,
+    /// Per disk: times this node's verdict turned to failed (fall count
+    /// reached; claim 13).
+    verdicts_failed: Mutex<BTreeMap<u32, u64>>,
+    /// Service addresses this node took and gave up (claim 13), by kind.
+    address_moves: Mutex<BTreeMap<&'static str, u64>>,
 }
+
+/// Kinds of service address move, the label of `ringcast_address_moves_total`.
+pub const ADDRESS_MOVES: [&str; 2] = ["taken", "released"];
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
     let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,6 +67,26 @@ impl NodeMetrics {
     /// Records one placement decision (one of [`PLACEMENT_OUTCOMES`]).
     pub fn count_placement(&self, outcome: &'static str) {
         bump(&self.placements, outcome);
+    }
+
+    /// Records that this node's verdict on `disk` turned to failed.
+    pub fn count_verdict_failed(&self, disk: u32) {
+        bump(&self.verdicts_failed, disk);
+    }
+
+    /// Times each disk's verdict turned to failed, by disk.
+    pub fn verdicts_failed(&self) -> BTreeMap<u32, u64> {
+        copy(&self.verdicts_failed)
+    }
+
+    /// Records one service address taken or released (one of [`ADDRESS_MOVES`]).
+    pub fn count_address_move(&self, kind: &'static str) {
+        bump(&self.address_moves, kind);
+    }
+
+    /// Service addresses taken and released, by kind.
+    pub fn address_moves(&self) -> BTreeMap<&'static str, u64> {
+        copy(&self.address_moves)
     }
 
     /// Records the status of one answer to a play request.

@@ -12,6 +12,7 @@
 //! - [`life`]: the node's life number across restarts.
 //! - [`counters`]: the node's own counters outside the protocol core.
 
+pub mod addresses;
 pub mod counters;
 pub mod events;
 pub mod faults;

@@ -5,3 +5,4 @@
 
 pub mod catalog;
 pub mod disks;
+pub mod gate;

@@ -269,6 +269,18 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         );
     }
 
+    e.family(
+        "ringcast_disk_reported_failed_total",
+        "counter",
+        "Times this node reported a disk failed: its probes failed DISK_FALL times in a row, by disk.",
+    );
+    let verdicts = shared.metrics.verdicts_failed();
+    for disk in probes.keys() {
+        let d = disk.to_string();
+        let n = verdicts.get(disk).copied().unwrap_or(0);
+        e.sample("ringcast_disk_reported_failed_total", &[("disk", &d)], n);
+    }
+
     if let Some(streams) = shared.streams.get() {
         let st = streams.snapshot();
         e.single(
@@ -320,6 +332,16 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
     for outcome in PLACEMENT_OUTCOMES {
         let n = placements.get(outcome).copied().unwrap_or(0);
         e.sample("ringcast_placements_total", &[("outcome", outcome)], n);
+    }
+    e.family(
+        "ringcast_address_moves_total",
+        "counter",
+        "Service addresses this node took (now serving them) and released.",
+    );
+    let moves = m.address_moves();
+    for kind in crate::host::counters::ADDRESS_MOVES {
+        let n = moves.get(kind).copied().unwrap_or(0);
+        e.sample("ringcast_address_moves_total", &[("kind", kind)], n);
     }
     e.family(
         "ringcast_play_responses_total",

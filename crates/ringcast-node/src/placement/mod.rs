@@ -6,16 +6,20 @@
 //!   supervisor, within capacity), the signed redirect to the serving node,
 //!   the load this node reports, and the reassignment of streams when a
 //!   node or disk fails.
+//! - `addresses`: claim 13, `GET /v1/addresses`: the cluster's service
+//!   addresses and who holds each.
 //! - `tree`: claim 5, placement down a tree of clusters, one machine per
 //!   level.
 //! - `tokens`: the stream tokens at the serving node (signing keys, a key
 //!   rotation) and the resolver the file server asks for each stream
 //!   request.
 
+mod addresses;
 mod service;
 mod tokens;
 mod tree;
 
+pub use addresses::{AddressEntry, AddressesAnswer};
 pub use service::{
     CatalogAnswer, PlaceAnswer, StreamQuery, Streaming, TitleEntry, TitlesAnswer, MAX_PLAYLIST,
     STREAM_PREFIX, TOKEN_LIFETIME,

@@ -3,8 +3,9 @@
 //! the supervisor), the signed redirect, and the reassignment of streams
 //! when a node or disk fails.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +20,12 @@ use ringcast_proto::token::StreamToken;
 use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
 use serde::{Deserialize, Serialize};
 
+use ringcast_config::addresses::ServiceAddresses;
+
+use crate::host::addresses::holder::Holdings;
 use crate::host::shared::{Shared, Snapshot};
 use crate::library::catalog::{self, Catalog, Title};
+use crate::library::gate::DiskGate;
 
 /// How long a stream token stays valid: long enough to start the request.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -52,7 +57,27 @@ pub struct Streaming {
     /// Claim 5: the sub-cluster each stream was last placed in, for the
     /// streams this machine placed as a parent's supervisor.
     pub(super) tree_book: Mutex<BTreeMap<u64, NodeId>>,
+    /// Claim 13: the cluster's service addresses, and the priority list
+    /// that says who holds them.
+    pub(super) service: ServiceAddresses,
+    pub(super) priority: Vec<NodeId>,
+    /// The service addresses this node holds now.
+    pub holdings: Arc<Holdings>,
+    /// Filesystem calls in flight per disk (a hung disk keeps its calls).
+    pub(super) gates: BTreeMap<DiskId, DiskGate>,
+    /// Disks whose library scan is still running (a hung disk's never ends).
+    pub(super) scanning: BTreeMap<DiskId, AtomicBool>,
+    /// Streams that asked this node for something lately, by id: an HLS
+    /// player is between segments most of the time, and still a stream.
+    pub(super) recent: Mutex<HashMap<u64, Instant>>,
 }
+
+/// How long a stream counts as served here after its last request: a few
+/// HLS segments' worth, so a player between segments is still load.
+pub const STREAM_IDLE: Duration = Duration::from_secs(10);
+
+/// Most streams remembered as recent; beyond, the oldest are forgotten.
+const MAX_RECENT: usize = 1 << 16;
 
 pub(super) fn unix_now() -> u64 {
     SystemTime::now()
@@ -65,8 +90,6 @@ pub(super) fn unix_now() -> u64 {
 pub struct StreamQuery {
     /// The client's stream id; a new one is drawn when absent.
     pub stream: Option<u64>,
-    /// On `/v1/place`: the HTTP address of the node the client asked.
-    pub entry: Option<String>,
     /// Claim 5, on `/v1/place`: decide within this cluster, which the asked
     /// machine supervises (placement descending the tree); without it the
     /// asked machine is the supervisor of its own cluster and sends the
@@ -137,15 +160,24 @@ pub(super) fn unavailable(message: &str, retry_after: u64) -> Response {
 }
 
 impl Streaming {
-    /// Streaming for this node: its disks' mount points and the cluster key.
+    /// Streaming for this node: its disks' mount points, the cluster key,
+    /// and its cluster's service addresses with the priority list.
     pub fn new(
         me: NodeId,
         key: [u8; 32],
         mounts: BTreeMap<DiskId, PathBuf>,
         shared: Arc<Shared>,
         counters: Arc<StreamCounters>,
+        service: ServiceAddresses,
+        priority: Vec<NodeId>,
     ) -> Arc<Streaming> {
         Arc::new(Streaming {
+            gates: mounts.keys().map(|d| (*d, DiskGate::default())).collect(),
+            scanning: mounts.keys().map(|d| (*d, AtomicBool::new(false))).collect(),
+            recent: Mutex::new(HashMap::new()),
+            holdings: Arc::new(Holdings::default()),
+            service,
+            priority,
             me,
             keys: RwLock::new(vec![key]),
             mounts,
@@ -170,7 +202,13 @@ impl Streaming {
             .route("/v1/place/{*title}", get(place))
             .route("/v1/disks/{disk}/catalog", get(catalog_of))
             .route("/v1/titles", get(titles))
+            .route("/v1/addresses", get(super::addresses::addresses))
             .with_state(self.clone())
+    }
+
+    /// The disks whose libraries this node scans: every disk it reaches.
+    pub fn catalog_disks(&self) -> Vec<DiskId> {
+        self.mounts.keys().copied().collect()
     }
 
     /// The digest of this node's catalog of `disk` (0 before the first scan).
@@ -182,29 +220,79 @@ impl Streaming {
             .map_or(0, Catalog::digest)
     }
 
-    /// Rescans every disk's library; returns the disks whose catalog changed.
+    /// Rescans every disk's library, one after the other; returns the
+    /// disks whose catalog changed (for tests and the first scan at start).
     pub fn rescan(&self) -> Vec<DiskId> {
-        let mut changed = Vec::new();
-        for (disk, mount) in &self.mounts {
-            let previous = self
-                .catalogs
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(disk)
-                .map(Catalog::digest);
-            match catalog::rescan_if_changed(mount, previous) {
-                Ok(Some(c)) => {
-                    self.catalogs
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(*disk, c);
-                    changed.push(*disk);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::debug!("cannot scan the library of disk {disk}: {e}"),
+        self.mounts
+            .keys()
+            .copied()
+            .filter(|d| self.rescan_disk(*d))
+            .collect()
+    }
+
+    /// Rescans the library of `disk` (on a blocking thread: it reads the
+    /// disk) unless its previous scan is still running; returns whether the
+    /// catalog changed.
+    pub fn rescan_disk(&self, disk: DiskId) -> bool {
+        let (Some(mount), Some(scanning)) = (self.mounts.get(&disk), self.scanning.get(&disk))
+        else {
+            return false;
+        };
+        if scanning.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let previous = self
+            .catalogs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&disk)
+            .map(Catalog::digest);
+        let scanned = catalog::rescan_if_changed(mount, previous);
+        scanning.store(false, Ordering::Release);
+        match scanned {
+            Ok(Some(c)) => {
+                self.catalogs
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(disk, c);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!("cannot scan the library of disk {disk}: {e}");
+                false
             }
         }
-        changed
+    }
+
+    /// The gate of `disk`'s filesystem calls (a shared one for a disk this
+    /// node does not reach: nothing reads it).
+    pub(super) fn gate(&self, disk: DiskId) -> &DiskGate {
+        static NONE: std::sync::OnceLock<DiskGate> = std::sync::OnceLock::new();
+        self.gates
+            .get(&disk)
+            .unwrap_or_else(|| NONE.get_or_init(DiskGate::default))
+    }
+
+    /// Counts `stream` as served here for [`STREAM_IDLE`] from now.
+    pub(super) fn note_stream(&self, stream: u64) {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= MAX_RECENT && !recent.contains_key(&stream) {
+            recent.retain(|_, seen| now.duration_since(*seen) < STREAM_IDLE);
+            if recent.len() >= MAX_RECENT {
+                return;
+            }
+        }
+        recent.insert(stream, now);
+    }
+
+    /// Streams that asked this node for something within [`STREAM_IDLE`].
+    pub fn recent_streams(&self) -> usize {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, seen| now.duration_since(*seen) < STREAM_IDLE);
+        recent.len()
     }
 
     /// The supervisor's knowledge of which disks hold `title`, refreshing
@@ -347,7 +435,6 @@ impl Streaming {
         &self,
         title: &Title,
         stream: u64,
-        entry: String,
     ) -> Result<PlaceAnswer, Refused> {
         let snap = self.shared.snapshot();
         let metrics = &self.shared.metrics;
@@ -391,12 +478,13 @@ impl Streaming {
             disk: p.disk,
             node: p.node,
             stream,
-            entry,
             expires: unix_now() + TOKEN_LIFETIME.as_secs(),
         }
         .sign(&self.signing_key());
+        // Claim 13: the serving node's service address, which outlives it.
+        let at = self.service.of_node(p.node, http);
         Ok(PlaceAnswer {
-            location: format!("http://{http}{STREAM_PREFIX}{token}/{}", title.as_str()),
+            location: format!("http://{at}{STREAM_PREFIX}{token}/{}", title.as_str()),
             node: p.node,
         })
     }
@@ -448,8 +536,9 @@ impl Streaming {
             let snap = self.counters.snapshot();
             let now = (Instant::now(), snap.bytes_sent);
             let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
+            let streams = snap.active_streams.max(self.recent_streams() as u64);
             let load = ringcast_proto::Load {
-                streams: u32::try_from(snap.active_streams).unwrap_or(u32::MAX),
+                streams: u32::try_from(streams).unwrap_or(u32::MAX),
                 bytes_per_s: ((now.1 - last.1) as f64 / secs) as u64,
             };
             last = now;
@@ -477,15 +566,9 @@ async fn play(
     };
     let stream = q.stream.unwrap_or_else(random_stream);
     let snap = s.shared.snapshot();
-    let entry = snap
-        .map
-        .as_ref()
-        .and_then(|m| m.member(s.me))
-        .map(|m| m.addrs.http.to_string())
-        .unwrap_or_default();
     let answer = if snap.role == Role::Supervisor {
         let s2 = s.clone();
-        match tokio::task::spawn_blocking(move || s2.place_in_tree(&title, stream, entry, None, 0))
+        match tokio::task::spawn_blocking(move || s2.place_in_tree(&title, stream, None, 0))
             .await
         {
             Ok(a) => a,
@@ -495,7 +578,7 @@ async fn play(
             ))),
         }
     } else {
-        ask_supervisor(s.agent.clone(), &snap, &title, stream, &entry).await
+        ask_supervisor(s.agent.clone(), &snap, &title, stream).await
     };
     let response = match answer {
         Ok(a) => (
@@ -535,7 +618,6 @@ async fn ask_supervisor(
     snap: &Snapshot,
     title: &Title,
     stream: u64,
-    entry: &str,
 ) -> Result<PlaceAnswer, Refused> {
     let Some(map) = snap.map.as_ref() else {
         return Err(refused(unavailable("the cluster is forming", 1)));
@@ -544,7 +626,7 @@ async fn ask_supervisor(
         return Err(refused(unavailable("no supervisor is known", 1)));
     };
     let url = format!(
-        "http://{http}/v1/place/{}?stream={stream}&entry={entry}",
+        "http://{http}/v1/place/{}?stream={stream}",
         title.as_str()
     );
     tokio::task::spawn_blocking(move || ask_place(&agent, &url))
@@ -589,19 +671,10 @@ async fn place(
         Err(e) => return refusal(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let stream = q.stream.unwrap_or_else(random_stream);
-    let entry = match q.entry.as_deref().map(str::parse::<std::net::SocketAddr>) {
-        Some(Ok(addr)) => addr.to_string(),
-        _ => {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "entry must be the asking node's host:port",
-            )
-        }
-    };
     let (within, hops) = (q.within, q.hops.unwrap_or(0));
     let s2 = s.clone();
     let response = match tokio::task::spawn_blocking(move || {
-        s2.place_in_tree(&title, stream, entry, within, hops)
+        s2.place_in_tree(&title, stream, within, hops)
     })
     .await
     {

@@ -36,7 +36,6 @@ impl Streaming {
         &self,
         title: &Title,
         stream: u64,
-        entry: String,
         within: Option<u32>,
         hops: u32,
     ) -> Result<PlaceAnswer, Refused> {
@@ -50,7 +49,7 @@ impl Streaming {
         let seats = leaf.held_seats();
         if let Some(cluster) = within {
             if leaf.cluster_id == cluster && leaf.role() == Role::Supervisor {
-                return self.decide(title, stream, entry);
+                return self.decide(title, stream);
             }
             let Some(seat) = seats
                 .iter()
@@ -61,13 +60,13 @@ impl Streaming {
                     "this machine does not supervise that cluster",
                 )));
             };
-            return self.choose_subcluster(seat, title, stream, &entry, hops);
+            return self.choose_subcluster(seat, title, stream, hops);
         }
         let levels = leaf.levels_above.load(std::sync::atomic::Ordering::Relaxed);
         // Not in a tree, or the seat above is not taken yet (the machine has
         // just become supervisor): decide within this cluster.
         let Some(top) = seats.last() else {
-            return self.decide(title, stream, entry);
+            return self.decide(title, stream);
         };
         if top.role() == Role::Supervisor {
             // The root's supervisor, or a supervisor whose next seat is not
@@ -75,7 +74,7 @@ impl Streaming {
             if seats.len() < levels {
                 tracing::debug!("placing below a cluster whose parent seat is not taken yet");
             }
-            return self.choose_subcluster(top, title, stream, &entry, hops);
+            return self.choose_subcluster(top, title, stream, hops);
         }
         let snap = top.snapshot();
         let parent = snap
@@ -84,8 +83,8 @@ impl Streaming {
             .and_then(|m| m.member(m.supervisor))
             .map(|m| m.addrs.http);
         match parent {
-            Some(http) => self.ask_machine(http, title, stream, &entry, None, hops + 1),
-            None => self.decide(title, stream, entry),
+            Some(http) => self.ask_machine(http, title, stream, None, hops + 1),
+            None => self.decide(title, stream),
         }
     }
 
@@ -96,7 +95,6 @@ impl Streaming {
         seat: &Shared,
         title: &Title,
         stream: u64,
-        entry: &str,
         hops: u32,
     ) -> Result<PlaceAnswer, Refused> {
         let snap = seat.snapshot();
@@ -114,7 +112,7 @@ impl Streaming {
             let Some(http) = map.member(sub).map(|m| m.addrs.http) else {
                 continue;
             };
-            match self.ask_machine(http, title, stream, entry, Some(sub.0), hops + 1) {
+            match self.ask_machine(http, title, stream, Some(sub.0), hops + 1) {
                 Ok(answer) => {
                     let mut book = self.tree_book.lock().unwrap_or_else(|e| e.into_inner());
                     if book.len() >= TREE_BOOK_LIMIT && !book.contains_key(&stream) {
@@ -144,13 +142,12 @@ impl Streaming {
         http: SocketAddr,
         title: &Title,
         stream: u64,
-        entry: &str,
         within: Option<u32>,
         hops: u32,
     ) -> Result<PlaceAnswer, Refused> {
         let within = within.map(|c| format!("&within={c}")).unwrap_or_default();
         let url = format!(
-            "http://{http}/v1/place/{}?stream={stream}&entry={entry}&hops={hops}{within}",
+            "http://{http}/v1/place/{}?stream={stream}&hops={hops}{within}",
             title.as_str()
         );
         ask_place(&self.agent, &url)

@@ -95,6 +95,10 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub file: PathBuf,
     pub http: BTreeMap<u32, SocketAddr>,
+    /// Claim 13: each node's service address, which outlives its process.
+    pub service: BTreeMap<u32, SocketAddr>,
+    /// The cluster address, held by the supervisor.
+    pub address: SocketAddr,
     pub children: BTreeMap<u32, Child>,
     pub agent: ureq::Agent,
 }
@@ -116,6 +120,15 @@ pub fn test_root() -> PathBuf {
     }
 }
 
+/// Whether `text` names the address `addr` (not merely a longer one that
+/// starts with it, as 127.0.0.1:80 starts 127.0.0.1:8080).
+fn names(text: &str, addr: &str) -> bool {
+    text.match_indices(addr).any(|(i, _)| {
+        !text[i + addr.len()..].starts_with(|c: char| c.is_ascii_digit())
+            && !text[..i].ends_with(|c: char| c.is_ascii_digit() || c == '.')
+    })
+}
+
 pub fn key_hex(byte: u8) -> String {
     format!("{byte:02x}").repeat(32)
 }
@@ -133,8 +146,17 @@ impl Cluster {
         let mut http = BTreeMap::new();
         let priority: Vec<String> = spec.nodes.iter().map(|n| n.to_string()).collect();
         let t = spec.interval_ms;
+        // Claim 13: service addresses in a block of 127.0.0.0/8 of this
+        // cluster's own, so clusters of concurrent tests never share one.
+        let service_port = free_port();
+        let block = (1 + std::process::id() % 200, n % 256);
+        let service_ip = |host: u32| format!("127.{}.{}.{host}", block.0, block.1);
+        let address: SocketAddr = format!("{}:{service_port}", service_ip(250))
+            .parse()
+            .unwrap();
+        let mut service = BTreeMap::new();
         let mut toml = format!(
-            "[cluster]\nid = 1\nname = \"test\"\nconfig_version = 1\nbus = \"239.255.77.{group}:{bus_port}\"\n\
+            "[cluster]\nid = 1\nname = \"test\"\nconfig_version = 1\naddress = \"{address}\"\nbus = \"239.255.77.{group}:{bus_port}\"\n\
              transport = \"{}\"\ninterface = \"127.0.0.1\"\nttl = 0\nloopback = true\n\
              key_file = \"cluster.key\"\nadmin_token_file = \"admin.token\"\npriority = [{}]\n\n\
              [timing]\nstatus_interval_ms = {t}\nnotify_interval_ms = {t}\nnotification_time_ms = {}\n\
@@ -156,8 +178,12 @@ impl Cluster {
             let ring = free_port();
             let h: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             http.insert(*id, h);
+            let svc: SocketAddr = format!("{}:{service_port}", service_ip(*id))
+                .parse()
+                .unwrap();
+            service.insert(*id, svc);
             toml.push_str(&format!(
-                "[[node]]\nid = {id}\nring = \"127.0.0.1:{ring}\"\nhttp = \"{h}\"\nmax_streams = {}\nmax_bytes_per_s = 1000000000\n\n",
+                "[[node]]\nid = {id}\nring = \"127.0.0.1:{ring}\"\nhttp = \"{h}\"\nservice = \"{svc}\"\nmax_streams = {}\nmax_bytes_per_s = 1000000000\n\n",
                 spec.max_streams
             ));
             for (disk, reached_by) in &spec.disks {
@@ -185,6 +211,8 @@ impl Cluster {
             dir,
             file,
             http,
+            service,
+            address,
             children: BTreeMap::new(),
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_millis(500))
@@ -316,11 +344,13 @@ impl Cluster {
         }
     }
 
-    /// The node whose HTTP address appears in `url`.
+    /// The node whose HTTP address or service address appears in `url`
+    /// (a stream URL names the serving node's service address).
     pub fn node_of(&self, url: &str) -> Option<u32> {
         self.http
             .iter()
-            .find(|(_, a)| url.contains(&a.to_string()))
+            .chain(&self.service)
+            .find(|(_, a)| names(url, &a.to_string()))
             .map(|(id, _)| *id)
     }
 
@@ -340,6 +370,30 @@ impl Cluster {
             .call()
             .ok()?;
         body.into_json().ok()
+    }
+
+    /// The disks holding `title` in node `via`'s `GET /v1/titles`, sorted
+    /// (empty when it lists no such title or does not answer).
+    pub fn title_disks(&self, via: u32, title: &str) -> Vec<u64> {
+        let Some(v) = self
+            .agent
+            .get(&format!("{}/v1/titles", self.url(via)))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<Value>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut disks: Vec<u64> = v["titles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["title"] == title)
+            .flat_map(|t| t["disks"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| d.as_u64())
+            .collect();
+        disks.sort_unstable();
+        disks
     }
 
     /// One stage of a key rotation: writes `keys` as the key file
@@ -458,6 +512,16 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The status (`Ok`, `Failed`) of `disk` in the disk usage table of a
+/// `GET /v1/cluster` answer, if the table has it.
+pub fn disk_status(view: &Value, disk: u32) -> Option<String> {
+    view["tables"]["disk_usage"]
+        .as_array()?
+        .iter()
+        .find(|d| d["disk"] == disk)
+        .and_then(|d| d["status"].as_str().map(String::from))
 }
 
 /// Child processes killed when dropped, even when the test panics.

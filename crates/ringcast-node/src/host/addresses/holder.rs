@@ -1,0 +1,222 @@
+//! Claim 13 on the wire: the task that holds this node's share of the
+//! cluster's service addresses. It follows the map the node holds: every
+//! address `ringcast_proto::service::held_by` gives this node is made local
+//! ([`AddressPlane::acquire`]), bound and served; every other is closed and
+//! given up. A node that follows no map holds nothing.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ringcast_config::addresses::ServiceAddresses;
+use ringcast_proto::service::{self, Address};
+use ringcast_proto::NodeId;
+use tokio::task::JoinHandle;
+
+use super::AddressPlane;
+use crate::host::shared::Shared;
+
+/// How often the holder compares what it holds with what the map says: a
+/// fraction of any failover time, and cheap (a map lookup per address).
+pub const HOLD_CHECK: Duration = Duration::from_millis(20);
+
+/// How long a failed bind or acquire is not logged again.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// Starts serving a bound listener; the task ends when aborted.
+pub type Serve = Arc<dyn Fn(tokio::net::TcpListener) -> JoinHandle<()> + Send + Sync>;
+
+/// The addresses this node holds right now, for the API and placement.
+#[derive(Debug, Default)]
+pub struct Holdings {
+    held: RwLock<BTreeMap<Address, SocketAddr>>,
+}
+
+impl Holdings {
+    /// Every address held and bound here.
+    pub fn held(&self) -> BTreeMap<Address, SocketAddr> {
+        self.held.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, held: BTreeMap<Address, SocketAddr>) {
+        *self.held.write().unwrap_or_else(|e| e.into_inner()) = held;
+    }
+}
+
+/// The holding task's state.
+pub struct Holder {
+    me: NodeId,
+    priority: Vec<NodeId>,
+    addresses: ServiceAddresses,
+    plane: Box<dyn AddressPlane>,
+    shared: Arc<Shared>,
+    serve: Serve,
+    holdings: Arc<Holdings>,
+    bound: BTreeMap<Address, (SocketAddr, JoinHandle<()>)>,
+    complained: BTreeMap<Address, Instant>,
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("me", &self.me)
+            .field("bound", &self.bound.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Holder {
+    /// A holder for node `me` of a cluster with `priority` and `addresses`.
+    pub fn new(
+        me: NodeId,
+        priority: Vec<NodeId>,
+        addresses: ServiceAddresses,
+        plane: Box<dyn AddressPlane>,
+        shared: Arc<Shared>,
+        serve: Serve,
+        holdings: Arc<Holdings>,
+    ) -> Holder {
+        Holder {
+            me,
+            priority,
+            addresses,
+            plane,
+            shared,
+            serve,
+            holdings,
+            bound: BTreeMap::new(),
+            complained: BTreeMap::new(),
+        }
+    }
+
+    /// Follows the map until the task is aborted; gives every address up
+    /// when it is.
+    pub async fn run(mut self) {
+        let mut ticks = tokio::time::interval(HOLD_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.step();
+        }
+    }
+
+    /// One comparison of what is held with what the map says.
+    fn step(&mut self) {
+        let wanted: BTreeMap<Address, SocketAddr> = {
+            let snapshot = self.shared.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            match snapshot.map.as_ref() {
+                Some(map) => service::held_by(
+                    map,
+                    &self.priority,
+                    self.addresses.all().map(|(a, _)| a),
+                    self.me,
+                )
+                .into_iter()
+                .filter_map(|a| Some((a, self.addresses.get(a)?)))
+                .collect(),
+                None => BTreeMap::new(),
+            }
+        };
+        let gone: Vec<Address> = self
+            .bound
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
+        for address in gone {
+            self.release(address);
+        }
+        for (address, socket) in wanted {
+            if !self.bound.contains_key(&address) {
+                self.take(address, socket);
+            }
+        }
+        self.holdings.set(
+            self.bound
+                .iter()
+                .map(|(a, (s, _))| (*a, *s))
+                .collect(),
+        );
+    }
+
+    fn take(&mut self, address: Address, socket: SocketAddr) {
+        let result = self
+            .plane
+            .acquire(socket.ip())
+            .and_then(|()| bind(socket));
+        match result {
+            Ok(listener) => {
+                let task = (self.serve)(listener);
+                self.bound.insert(address, (socket, task));
+                self.complained.remove(&address);
+                self.shared.metrics.count_address_move("taken");
+                self.shared.publish_local(
+                    "address_taken",
+                    Some(self.me),
+                    format!("now holds {} ({})", describe(address), socket),
+                );
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let quiet = self
+                    .complained
+                    .get(&address)
+                    .is_some_and(|t| now.duration_since(*t) < QUIET);
+                if !quiet {
+                    tracing::warn!("cannot hold {} at {socket}: {e}", describe(address));
+                    self.complained.insert(address, now);
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, address: Address) {
+        let Some((socket, task)) = self.bound.remove(&address) else {
+            return;
+        };
+        task.abort();
+        let still_used = self.bound.values().any(|(s, _)| s.ip() == socket.ip());
+        if !still_used {
+            if let Err(e) = self.plane.release(socket.ip()) {
+                tracing::warn!("cannot release {}: {e}", socket.ip());
+            }
+        }
+        self.shared.metrics.count_address_move("released");
+        self.shared.publish_local(
+            "address_released",
+            Some(self.me),
+            format!("gave up {} ({})", describe(address), socket),
+        );
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let held: Vec<Address> = self.bound.keys().copied().collect();
+        for address in held {
+            self.release(address);
+        }
+    }
+}
+
+/// How an address is named in events and logs.
+pub fn describe(address: Address) -> String {
+    match address {
+        Address::Node(n) => format!("the service address of {n}"),
+        Address::Cluster => "the cluster address".to_string(),
+    }
+}
+
+/// A listener on `socket` that a restarted holder can bind at once
+/// (`SO_REUSEADDR`: connections of an earlier holder may linger).
+fn bind(socket: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let domain = socket2::Domain::for_address(socket);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&socket.into())?;
+    s.listen(1024)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
