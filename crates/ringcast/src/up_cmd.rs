@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use ringcast_config::clusterfile;
+use ringcast_proto::NodeId;
 
 use crate::http;
 use serde_json::Value;
@@ -470,13 +471,29 @@ pub fn run(
     // the nodes cleanly instead of killing `up` alone.
     let mut interrupted = rt.block_on(async { Interrupt::listen() })?;
     let mut cluster = LocalCluster::start_with(layout, dir, library, log_format)?;
+    let file = clusterfile::load(&cluster.file).ok();
     for (id, http, _) in &cluster.nodes {
-        println!("node {id} {http}");
+        match file.as_ref().and_then(|f| f.service_addr(NodeId(*id))) {
+            Some(service) => println!("node {id} {http} service http://{service}"),
+            None => println!("node {id} {http}"),
+        }
     }
+    // Claim 13: players are given the cluster address, which outlives
+    // every process; a node's own listener dies with it.
+    let entry = match file.as_ref().and_then(|f| f.cluster_address()) {
+        Some(address) => {
+            println!("cluster http://{address}");
+            Some(format!("http://{address}"))
+        }
+        None => cluster.nodes.first().map(|n| n.1.clone()),
+    };
     let titles = &cluster.titles;
-    if let (Some(first), Some((_, http, _))) = (titles.first(), cluster.nodes.first()) {
+    if let (Some(first), Some(entry)) = (titles.first(), entry.as_ref()) {
         eprintln!("titles:       {}", titles.join(", "));
-        eprintln!("play one:     ringcast play {http}/v1/play/{first}");
+        eprintln!("play one:     ringcast play {entry}/v1/play/{first}");
+        if let Some(hls) = titles.iter().find(|t| t.ends_with(".m3u8")) {
+            eprintln!("or any player: ffplay {entry}/v1/play/{hls}");
+        }
     }
     eprintln!("cluster file: {}", cluster.file.display());
     eprintln!("node logs:    {}/node-*.log", cluster.dir().display());

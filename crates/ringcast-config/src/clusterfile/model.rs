@@ -144,6 +144,16 @@ impl ClusterFile {
         self.nodes.iter().find(|n| n.id == id).map(|n| n.addrs.http)
     }
 
+    /// Claim 13: the cluster address players are given, if the file names one.
+    pub fn cluster_address(&self) -> Option<SocketAddr> {
+        self.address
+    }
+
+    /// Claim 13: the service address of node `id`, if the file gives it one.
+    pub fn service_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.nodes.iter().find(|n| n.id == id).and_then(|n| n.service)
+    }
+
     /// The file this was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
