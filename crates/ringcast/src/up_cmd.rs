@@ -414,10 +414,23 @@ fn disk_groups(cf: &clusterfile::ClusterFile) -> Result<Vec<Vec<u32>>> {
 }
 
 /// Puts each title on two of `disks` (every title on two different disks
-/// when there are two or more).
+/// when there are two or more). A folder's titles (an HLS rendition: its
+/// playlists and segments) go to the same two disks: a stream is placed
+/// once, at its playlist, and its segments are read from the same disk.
 fn place_titles(dir: &Path, disks: &[u32], titles: &[(String, PathBuf)]) -> Result<()> {
     let n = disks.len();
-    for (i, (title, source)) in titles.iter().enumerate() {
+    let mut groups: Vec<&str> = Vec::new();
+    for (title, source) in titles {
+        let group = title
+            .split_once('/')
+            .map_or(title.as_str(), |(folder, _)| folder);
+        let i = match groups.iter().position(|g| *g == group) {
+            Some(i) => i,
+            None => {
+                groups.push(group);
+                groups.len() - 1
+            }
+        };
         let first = disks[i % n];
         let second = disks[(i + 1) % n];
         for disk in [first, second] {

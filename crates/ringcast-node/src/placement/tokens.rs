@@ -65,8 +65,9 @@ impl Streaming {
     }
 
     /// The disk to read `title` from for `token`: the token's own when this
-    /// node reaches it and the tables say it works, else another disk of
-    /// this node that holds the title and works.
+    /// node reaches it, the tables say it works and it holds the title (a
+    /// playlist's segments may lie on other disks than the playlist), else
+    /// another disk of this node that holds the title and works.
     fn pick_disk(&self, token: &StreamToken, title: &Title) -> Option<(DiskId, PathBuf)> {
         let snap = self.shared.snapshot.read().unwrap_or_else(|e| e.into_inner());
         let works = |d: DiskId| {
@@ -74,12 +75,15 @@ impl Streaming {
                 .as_ref()
                 .is_none_or(|t| t.serves_from(self.me, d))
         };
+        let catalogs = self.catalogs.read().unwrap_or_else(|e| e.into_inner());
+        // A disk holds the title when its last scan listed it; a disk not
+        // scanned yet is asked (the open says whether it is there).
+        let holds = |d: &DiskId| catalogs.get(d).is_none_or(|c| c.titles.contains_key(title));
         if let Some(mount) = self.mounts.get(&token.disk) {
-            if works(token.disk) {
+            if works(token.disk) && holds(&token.disk) {
                 return Some((token.disk, mount.clone()));
             }
         }
-        let catalogs = self.catalogs.read().unwrap_or_else(|e| e.into_inner());
         self.mounts
             .iter()
             .find(|(d, _)| {
