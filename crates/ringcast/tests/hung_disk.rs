@@ -735,8 +735,16 @@ fn a_hung_disk_is_declared_failed_while_every_node_answers_and_its_node_streams_
     };
     let mut problems: Vec<String> = Vec::new();
     let mut report = String::new();
-    // Not judged: how a node answers a request for a hung disk is its own
-    // business, as long as it answers everything else.
+    // Any answer will do (503 with Retry-After, a redirect, the bytes from
+    // another disk), but an answer: never a hung connection.
+    for (n, took, answer) in &rerequests {
+        if answer.starts_with("no answer") {
+            problems.push(format!(
+                "a stream request for disk {HUNG} at n{n} got {answer} after {}",
+                secs(*took)
+            ));
+        }
+    }
     report.push_str(&format!(
         "range requests of stream URLs of disk {HUNG} sent at the hang: {:?}\n",
         rerequests
