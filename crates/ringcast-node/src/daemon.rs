@@ -313,7 +313,6 @@ pub async fn start_with_seats(
         tasks.push(tokio::spawn(holder.run()));
     }
     tasks.extend([
-
         tokio::spawn(exempt_loop(guard.clone(), shared.clone())),
         tokio::spawn(rescan_loop(streaming.clone())),
         tokio::spawn(probe_loop(disks, probe, streaming.clone(), shared.clone())),

@@ -120,7 +120,11 @@ mod tests {
         let held = held_by(&map(&[2, 3], 2), &priority, all.keys().copied(), NodeId(2));
         assert_eq!(
             held,
-            vec![Address::Node(NodeId(1)), Address::Node(NodeId(2)), Address::Cluster]
+            vec![
+                Address::Node(NodeId(1)),
+                Address::Node(NodeId(2)),
+                Address::Cluster
+            ]
         );
     }
 

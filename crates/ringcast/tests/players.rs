@@ -115,15 +115,20 @@ fn survives(entry_is_cluster: bool, victim: Victim) {
     } else {
         format!("http://{}", c.service[&2])
     };
-    c.wait("n2's service address and the cluster address are held", |c| {
-        holders(c, 2).is_some_and(|h| {
-            h.contains(&(Some(2), Some(2))) && h.contains(&(None, Some(1)))
-        })
-    });
+    c.wait(
+        "n2's service address and the cluster address are held",
+        |c| {
+            holders(c, 2)
+                .is_some_and(|h| h.contains(&(Some(2), Some(2))) && h.contains(&(None, Some(1))))
+        },
+    );
     wait_playable(&c, &base);
     let url = format!("{base}/v1/play/movie.mp4");
     let (curl_out, play_out) = (c.dir.join("curl.mp4"), c.dir.join("play.mp4"));
-    let mut players = Reap(vec![curl(&url, &curl_out), start_play(&url, 2_000_000, &play_out)]);
+    let mut players = Reap(vec![
+        curl(&url, &curl_out),
+        start_play(&url, 2_000_000, &play_out),
+    ]);
     wait_len(&curl_out, 1 << 20);
     wait_len(&play_out, 1 << 20);
     let serving = [3, 4].into_iter().find(|n| {
@@ -157,12 +162,17 @@ fn survives(entry_is_cluster: bool, victim: Victim) {
         );
     }
     // The dead node's address is held by a live node again.
-    c.wait("the dead node's service address moved to a live node", |c| {
-        holders(c, 3).is_some_and(|h| {
-            h.iter()
-                .any(|(owner, holder)| *owner == Some(u64::from(killed)) && holder.is_some_and(|n| n != u64::from(killed)))
-        })
-    });
+    c.wait(
+        "the dead node's service address moved to a live node",
+        |c| {
+            holders(c, 3).is_some_and(|h| {
+                h.iter().any(|(owner, holder)| {
+                    *owner == Some(u64::from(killed))
+                        && holder.is_some_and(|n| n != u64::from(killed))
+                })
+            })
+        },
+    );
 }
 
 #[test]

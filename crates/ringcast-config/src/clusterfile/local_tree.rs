@@ -9,7 +9,8 @@ use ringcast_proto::{Timing, LEVEL_SLOWDOWN, PARENT_MISS_LIMIT};
 
 use super::error::{ConfigFileError, ShapeError};
 use super::local_file::{
-    own_and_previous_disks, LocalBus, LocalFile, LocalServices, NodeTable, RootTable, SubclusterTable,
+    own_and_previous_disks, LocalBus, LocalFile, LocalServices, NodeTable, RootTable,
+    SubclusterTable,
 };
 use super::schema::MAX_LEVELS;
 use super::secrets::write_fresh_secrets;

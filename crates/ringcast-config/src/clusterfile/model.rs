@@ -151,7 +151,10 @@ impl ClusterFile {
 
     /// Claim 13: the service address of node `id`, if the file gives it one.
     pub fn service_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        self.nodes.iter().find(|n| n.id == id).and_then(|n| n.service)
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.service)
     }
 
     /// The file this was loaded from.

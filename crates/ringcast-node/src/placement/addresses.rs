@@ -43,7 +43,11 @@ impl Streaming {
     /// Every service address with its holder under this node's map.
     pub fn addresses_answer(&self) -> AddressesAnswer {
         let bound = self.holdings.held();
-        let snap = self.shared.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let snap = self
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let addresses = self
             .service
             .all()

@@ -173,7 +173,10 @@ impl Streaming {
     ) -> Arc<Streaming> {
         Arc::new(Streaming {
             gates: mounts.keys().map(|d| (*d, DiskGate::default())).collect(),
-            scanning: mounts.keys().map(|d| (*d, AtomicBool::new(false))).collect(),
+            scanning: mounts
+                .keys()
+                .map(|d| (*d, AtomicBool::new(false)))
+                .collect(),
             recent: Mutex::new(HashMap::new()),
             holdings: Arc::new(Holdings::default()),
             service,
@@ -431,11 +434,7 @@ impl Streaming {
     }
 
     /// Claim 13 / DESIGN 6: the supervisor's decision for one request.
-    pub(super) fn decide(
-        &self,
-        title: &Title,
-        stream: u64,
-    ) -> Result<PlaceAnswer, Refused> {
+    pub(super) fn decide(&self, title: &Title, stream: u64) -> Result<PlaceAnswer, Refused> {
         let snap = self.shared.snapshot();
         let metrics = &self.shared.metrics;
         let (Some(map), Some(tables)) = (snap.map.as_ref(), snap.tables.as_ref()) else {
@@ -568,9 +567,7 @@ async fn play(
     let snap = s.shared.snapshot();
     let answer = if snap.role == Role::Supervisor {
         let s2 = s.clone();
-        match tokio::task::spawn_blocking(move || s2.place_in_tree(&title, stream, None, 0))
-            .await
-        {
+        match tokio::task::spawn_blocking(move || s2.place_in_tree(&title, stream, None, 0)).await {
             Ok(a) => a,
             Err(_) => Err(refused(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -625,10 +622,7 @@ async fn ask_supervisor(
     let Some(http) = map.member(map.supervisor).map(|m| m.addrs.http) else {
         return Err(refused(unavailable("no supervisor is known", 1)));
     };
-    let url = format!(
-        "http://{http}/v1/place/{}?stream={stream}",
-        title.as_str()
-    );
+    let url = format!("http://{http}/v1/place/{}?stream={stream}", title.as_str());
     tokio::task::spawn_blocking(move || ask_place(&agent, &url))
         .await
         .unwrap_or_else(|_| Err(refused(unavailable("placement failed", 1))))
@@ -673,15 +667,14 @@ async fn place(
     let stream = q.stream.unwrap_or_else(random_stream);
     let (within, hops) = (q.within, q.hops.unwrap_or(0));
     let s2 = s.clone();
-    let response = match tokio::task::spawn_blocking(move || {
-        s2.place_in_tree(&title, stream, within, hops)
-    })
-    .await
-    {
-        Ok(Ok(a)) => Json(a).into_response(),
-        Ok(Err(r)) => *r,
-        Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "placement failed"),
-    };
+    let response =
+        match tokio::task::spawn_blocking(move || s2.place_in_tree(&title, stream, within, hops))
+            .await
+        {
+            Ok(Ok(a)) => Json(a).into_response(),
+            Ok(Err(r)) => *r,
+            Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "placement failed"),
+        };
     count_answer(&s.shared, "place", &response);
     response
 }

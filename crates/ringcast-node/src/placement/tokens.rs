@@ -58,7 +58,11 @@ impl Streaming {
         if node == self.me {
             return true;
         }
-        let snap = self.shared.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let snap = self
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         snap.map
             .as_ref()
             .is_some_and(|m| service::holder_of(m, &self.priority, node) == Some(self.me))
@@ -69,7 +73,11 @@ impl Streaming {
     /// playlist's segments may lie on other disks than the playlist), else
     /// another disk of this node that holds the title and works.
     fn pick_disk(&self, token: &StreamToken, title: &Title) -> Option<(DiskId, PathBuf)> {
-        let snap = self.shared.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let snap = self
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let works = |d: DiskId| {
             snap.tables
                 .as_ref()
@@ -89,7 +97,9 @@ impl Streaming {
             .find(|(d, _)| {
                 **d != token.disk
                     && works(**d)
-                    && catalogs.get(d).is_some_and(|c| c.titles.contains_key(title))
+                    && catalogs
+                        .get(d)
+                        .is_some_and(|c| c.titles.contains_key(title))
             })
             .map(|(d, m)| (*d, m.clone()))
     }
@@ -101,7 +111,10 @@ impl Streaming {
         let entry = self.service.cluster.unwrap_or(me);
         self.shared.metrics.count_placement("sent_back");
         Refusal::new(307, why)
-            .with_header("Location", format!("http://{entry}/v1/play/{title}?stream={stream}"))
+            .with_header(
+                "Location",
+                format!("http://{entry}/v1/play/{title}?stream={stream}"),
+            )
             .with_header("Access-Control-Allow-Origin", "*")
     }
 
@@ -135,7 +148,9 @@ impl Streaming {
         };
         let gate = self.gate(disk);
         let Some(_pass) = gate.enter() else {
-            return Err(Refusal::new(503, "the disk is busy; ask again").with_header("Retry-After", "1"));
+            return Err(
+                Refusal::new(503, "the disk is busy; ask again").with_header("Retry-After", "1")
+            );
         };
         let (_file, path) = catalog::open_title(&mount, &title).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => deny(404, "no such title on that disk"),
@@ -144,7 +159,10 @@ impl Streaming {
                 .with_header("Retry-After", "1"),
         })?;
         let content_type = ringcast_files::stream::content_type_for(title.as_str());
-        if title.as_str().ends_with(ringcast_proto::token::PLAYLIST_SUFFIX) {
+        if title
+            .as_str()
+            .ends_with(ringcast_proto::token::PLAYLIST_SUFFIX)
+        {
             return self.playlist(&path, &title, &token, content_type);
         }
         Ok(Resolved::File {
@@ -203,7 +221,11 @@ impl Streaming {
 
     /// The own HTTP listener of `node`, from the map (this node's when unknown).
     fn http_of(&self, node: ringcast_proto::NodeId) -> std::net::SocketAddr {
-        let snap = self.shared.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let snap = self
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         snap.map
             .as_ref()
             .and_then(|m| m.member(node))

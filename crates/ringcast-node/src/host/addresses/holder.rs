@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,11 @@ impl Holder {
     /// One comparison of what is held with what the map says.
     fn step(&mut self) {
         let wanted: BTreeMap<Address, SocketAddr> = {
-            let snapshot = self.shared.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            let snapshot = self
+                .shared
+                .snapshot
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             match snapshot.map.as_ref() {
                 Some(map) => service::held_by(
                     map,
@@ -133,19 +137,12 @@ impl Holder {
                 self.take(address, socket);
             }
         }
-        self.holdings.set(
-            self.bound
-                .iter()
-                .map(|(a, (s, _))| (*a, *s))
-                .collect(),
-        );
+        self.holdings
+            .set(self.bound.iter().map(|(a, (s, _))| (*a, *s)).collect());
     }
 
     fn take(&mut self, address: Address, socket: SocketAddr) {
-        let result = self
-            .plane
-            .acquire(socket.ip())
-            .and_then(|()| bind(socket));
+        let result = self.plane.acquire(socket.ip()).and_then(|()| bind(socket));
         match result {
             Ok(listener) => {
                 let task = (self.serve)(listener);
@@ -211,10 +208,24 @@ pub fn describe(address: Address) -> String {
 
 /// A listener on `socket` that a restarted holder can bind at once
 /// (`SO_REUSEADDR`: connections of an earlier holder may linger).
+///
+/// A LAN address (`lan.rs`) is transparent (`IP_TRANSPARENT`, which the
+/// connections accepted on it inherit): the address leaves this host with
+/// the device that carries it, when the process dies or gives it up, while
+/// connections accepted on it are still open, and the kernel routes nothing
+/// from a source address it no longer has. Those connections' remaining
+/// data, FIN and retransmissions would never leave, so a player that only
+/// receives (curl mid-download, its window open) would send nothing and
+/// hear nothing until its TCP keepalive (60 s for curl). Transparent, they
+/// still go out; the player's answer reaches the address's new holder,
+/// whose kernel resets the connection, and the player retries at once.
 fn bind(socket: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     let domain = socket2::Domain::for_address(socket);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    if matches!(socket.ip(), IpAddr::V4(ip) if !ip.is_loopback()) {
+        s.set_ip_transparent(true)?;
+    }
     s.set_nonblocking(true)?;
     s.bind(&socket.into())?;
     s.listen(1024)?;
