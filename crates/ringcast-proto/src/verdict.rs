@@ -92,7 +92,8 @@ mod tests {
                 let after = v.observe(ok);
                 if after != before {
                     prop_assert_eq!(after, ok);
-                    prop_assert!(run.1 >= if ok { 2 } else { 3 });
+                    let needed = if ok { 2 } else { 3 };
+                    prop_assert!(run.1 >= needed, "changed after {} results in a row", run.1);
                 }
             }
         }
