@@ -42,9 +42,11 @@ fn start_tree_with(faults: bool) -> Tree {
     let path = clusterfile::local_hierarchy(&dir, &[3, 3], None, true).unwrap();
     let file = clusterfile::load(&path).unwrap();
     let mut http = BTreeMap::new();
+    let mut service = BTreeMap::new();
     let mut cluster_of = BTreeMap::new();
     for id in file.node_ids() {
         http.insert(id.0, file.http_addr(id).unwrap());
+        service.insert(id.0, file.service_addr(id).unwrap());
         cluster_of.insert(id.0, file.node_settings(id).unwrap().proto.cluster.0);
     }
     let root = file
@@ -58,6 +60,10 @@ fn start_tree_with(faults: bool) -> Tree {
         dir,
         file: path,
         http,
+        service,
+        // A tree has no cluster address: players enter by a machine's
+        // service address (each leaf cluster's own).
+        address: "0.0.0.0:0".parse().unwrap(),
         children: BTreeMap::new(),
         agent: ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(500))
