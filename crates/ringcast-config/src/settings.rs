@@ -627,6 +627,7 @@ mod tests {
             cluster_name: "test".into(),
             limits: Limits::default(),
             seats: Vec::new(),
+            service: Default::default(),
         }
     }
 

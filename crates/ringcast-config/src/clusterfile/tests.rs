@@ -201,6 +201,7 @@ fn a_valid_file_yields_the_settings_of_each_node() {
         cluster_name: "test".into(),
         limits: Limits::default(),
         seats: Vec::new(),
+        service: Default::default(),
     };
     assert_eq!(file.node_settings(NodeId(2)).unwrap(), expected);
     for id in file.node_ids() {
