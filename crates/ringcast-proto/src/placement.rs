@@ -63,6 +63,16 @@ impl Reservations {
         list.len() as u32
     }
 
+    /// Gives back one reservation on `node` made to last until `until` (a
+    /// stream's, when it moves or reserves anew); none if it already expired.
+    pub fn release(&mut self, node: NodeId, until: Instant) {
+        if let Some(list) = self.by_node.get_mut(&node) {
+            if let Some(i) = list.iter().position(|u| *u == until) {
+                list.swap_remove(i);
+            }
+        }
+    }
+
     /// Forgets the reservations of a node that failed or left.
     pub fn forget(&mut self, node: NodeId) {
         self.by_node.remove(&node);
@@ -154,6 +164,9 @@ pub struct StreamEntry {
     pub placement: Placement,
     /// When a request of it was last placed.
     pub last_seen: Instant,
+    /// Until when the capacity the book reserved for it on its node counts
+    /// (see [`StreamBook::place`]).
+    pub reserved_until: Option<Instant>,
 }
 
 /// Claim 13: the supervisor's book of streams, so that when a node or disk
@@ -174,6 +187,14 @@ pub const STREAM_IDLE: Duration = Duration::from_secs(120);
 impl StreamBook {
     /// Places a request of stream `id` (sticky to its current node while
     /// that node can serve it) and records it.
+    ///
+    /// Every answer reserves capacity for [`RESERVATION`] on the node it
+    /// names, one reservation per stream (a stream's next answer replaces
+    /// it): a request with a known stream id may be its player's next HLS
+    /// segment, but also its resumption after a broken connection, and the
+    /// node's own reports count the stream only once its player is there.
+    /// A stream that still holds its reservation stays on its node while
+    /// the node can serve it, full or not: the capacity is its own.
     pub fn place(
         &mut self,
         id: u64,
@@ -182,17 +203,24 @@ impl StreamBook {
         tables: &Tables,
         now: Instant,
     ) -> Result<Placement, PlaceError> {
-        let sticky = self.streams.get(&id).map(|e| e.placement.node);
-        let placement = choose(map, tables, &replicas, &mut self.reservations, sticky, now)?;
-        if sticky != Some(placement.node) {
-            self.reservations.reserve(placement.node, now);
+        let entry = self.streams.get(&id);
+        let sticky = entry.map(|e| e.placement.node);
+        let held = entry.and_then(|e| Some((e.placement, e.reserved_until.filter(|u| *u > now)?)));
+        let placement = match held {
+            Some((p, _)) if map.is_up(p.node) && tables.serves_from(p.node, p.disk) => p,
+            _ => choose(map, tables, &replicas, &mut self.reservations, sticky, now)?,
+        };
+        if let Some((p, until)) = held {
+            self.reservations.release(p.node, until);
         }
+        self.reservations.reserve(placement.node, now);
         self.streams.insert(
             id,
             StreamEntry {
                 replicas,
                 placement,
                 last_seen: now,
+                reserved_until: Some(now + RESERVATION),
             },
         );
         self.streams
@@ -217,7 +245,16 @@ impl StreamBook {
             if map.is_up(p.node) && tables.serves_from(p.node, p.disk) {
                 continue;
             }
-            self.reservations.forget(p.node);
+            // The stream's player is not served where it was: a node that
+            // lost a disk or a path gives its reservation back (and keeps
+            // those of its other streams). One marked failed keeps all of
+            // its reservations until they expire: it may refute it and come
+            // back still serving them.
+            if map.is_up(p.node) {
+                if let Some(until) = entry.reserved_until.take() {
+                    self.reservations.release(p.node, until);
+                }
+            }
             if let Ok(new) = choose(
                 map,
                 tables,
@@ -228,6 +265,7 @@ impl StreamBook {
             ) {
                 self.reservations.reserve(new.node, now);
                 entry.placement = new;
+                entry.reserved_until = Some(now + RESERVATION);
                 moved.push((*id, new));
             }
         }
@@ -477,5 +515,174 @@ mod tests {
         tables.forget_node(NodeId(2));
         let p = choose(&map, &tables, &[DiskId(1)], &mut r, Some(NodeId(2)), now).unwrap();
         assert_eq!(p.node, NodeId(1), "moved once its node is gone");
+    }
+
+    fn load(streams: u32) -> Load {
+        Load {
+            streams,
+            bytes_per_s: 0,
+        }
+    }
+
+    #[test]
+    fn a_moved_stream_takes_the_capacity_reserved_for_it() {
+        // Found by the simulator's stream campaign: the stream's own
+        // reservation on its new node counted against it, so its player
+        // was refused until the reservation ran out.
+        let (mut map, mut tables) = cluster(&[(1, &[1], 10), (2, &[1], 1)]);
+        tables.record_load(NodeId(2), load(0));
+        let now = Instant::now();
+        let mut book = StreamBook::default();
+        let p = book.place(7, vec![DiskId(1)], &map, &tables, now).unwrap();
+        assert_eq!(p.node, NodeId(1));
+        map.member_mut(NodeId(1)).unwrap().status = MemberStatus::Failed;
+        map.reform_ring(&[NodeId(1), NodeId(2)]);
+        tables.forget_node(NodeId(1));
+        let moved = book.reassign(&map, &tables, now);
+        assert_eq!(moved.len(), 1);
+        assert_eq!(moved[0].1.node, NodeId(2), "n2 has room for exactly one");
+        let later = now + Duration::from_millis(200);
+        let p = book
+            .place(7, vec![DiskId(1)], &map, &tables, later)
+            .unwrap();
+        assert_eq!(
+            p.node,
+            NodeId(2),
+            "the player is sent where room was kept for it"
+        );
+        assert_eq!(
+            book.place(8, vec![DiskId(1)], &map, &tables, later),
+            Err(PlaceError::NoCapacity)
+        );
+    }
+
+    #[test]
+    fn a_stream_asking_again_after_its_reservation_ran_out_is_counted_again() {
+        // Found by the simulator's stream campaign: a player that lost its
+        // connection without the supervisor hearing of a failure (a short
+        // disk hang) asked again, stayed on its node without a reservation
+        // and was counted nowhere until the node's next report, so two more
+        // placements in between filled the node past its capacity.
+        let (map, tables) = cluster(&[(1, &[1], 2)]);
+        let now = Instant::now();
+        let mut book = StreamBook::default();
+        book.place(1, vec![DiskId(1)], &map, &tables, now).unwrap();
+        // Its player never got there: n1 reports no stream.
+        let later = now + RESERVATION + Duration::from_secs(1);
+        let p = book
+            .place(1, vec![DiskId(1)], &map, &tables, later)
+            .unwrap();
+        assert_eq!(p.node, NodeId(1));
+        assert!(book.place(2, vec![DiskId(1)], &map, &tables, later).is_ok());
+        assert_eq!(
+            book.place(3, vec![DiskId(1)], &map, &tables, later),
+            Err(PlaceError::NoCapacity),
+            "stream 1 counts on n1 again"
+        );
+    }
+
+    #[test]
+    fn a_stream_holding_its_reservation_stays_on_its_full_node() {
+        // A player's next request (an HLS segment) within the reservation
+        // of its last answer keeps its node even when the node is full.
+        let (map, tables) = cluster(&[(1, &[1], 1), (2, &[1], 10)]);
+        let now = Instant::now();
+        let mut book = StreamBook::default();
+        assert_eq!(
+            book.place(1, vec![DiskId(1)], &map, &tables, now)
+                .unwrap()
+                .node,
+            NodeId(1)
+        );
+        let soon = now + Duration::from_secs(2);
+        assert_eq!(
+            book.place(1, vec![DiskId(1)], &map, &tables, soon)
+                .unwrap()
+                .node,
+            NodeId(1)
+        );
+        // One reservation per stream: n1 is full, not over-full.
+        assert_eq!(book.reservations.count(NodeId(1), soon), 1);
+    }
+
+    #[test]
+    fn a_failed_path_keeps_the_reservations_of_the_nodes_other_streams() {
+        // Found by reading while adding the simulator's stream checks:
+        // moving the streams of one broken path forgot every reservation of
+        // the node, whose other streams were still on their way to it.
+        let (map, mut tables) = cluster(&[(1, &[1, 2], 3), (2, &[1], 10)]);
+        tables.record_load(NodeId(2), load(9));
+        let now = Instant::now();
+        let mut book = StreamBook::default();
+        for (id, disk) in [(1, 1), (2, 2), (3, 2)] {
+            let p = book
+                .place(id, vec![DiskId(disk)], &map, &tables, now)
+                .unwrap();
+            assert_eq!(p.node, NodeId(1));
+        }
+        tables.record_disk_report(
+            NodeId(1),
+            &DiskReport {
+                disk: DiskId(1),
+                ok: false,
+                capacity_bytes: 0,
+                used_bytes: 0,
+                catalog: 0,
+                streams: 0,
+                bytes_per_s: 0,
+            },
+        );
+        tables.evaluate_disks(2);
+        let moved = book.reassign(&map, &tables, now);
+        assert_eq!(
+            moved,
+            vec![(
+                1,
+                Placement {
+                    node: NodeId(2),
+                    disk: DiskId(1)
+                }
+            )]
+        );
+        // Streams 2 and 3 still count on n1: at most one more fits.
+        let fits = (4..8)
+            .filter(|id| book.place(*id, vec![DiskId(2)], &map, &tables, now).is_ok())
+            .count();
+        assert!(fits <= 1, "{fits} more streams placed on n1");
+    }
+
+    #[test]
+    fn the_streams_of_a_broken_path_give_their_reservation_back() {
+        // Their players are not served there, and with nowhere else to go
+        // they must not keep the node full until the reservations expire.
+        let (map, mut tables) = cluster(&[(1, &[1, 2], 2)]);
+        let now = Instant::now();
+        let mut book = StreamBook::default();
+        for id in [1, 2] {
+            book.place(id, vec![DiskId(1)], &map, &tables, now).unwrap();
+        }
+        assert_eq!(
+            book.place(3, vec![DiskId(2)], &map, &tables, now),
+            Err(PlaceError::NoCapacity)
+        );
+        tables.record_disk_report(
+            NodeId(1),
+            &DiskReport {
+                disk: DiskId(1),
+                ok: false,
+                capacity_bytes: 0,
+                used_bytes: 0,
+                catalog: 0,
+                streams: 0,
+                bytes_per_s: 0,
+            },
+        );
+        tables.evaluate_disks(2);
+        assert!(
+            book.reassign(&map, &tables, now).is_empty(),
+            "nowhere to go"
+        );
+        assert_eq!(book.len(), 2, "still listed");
+        assert!(book.place(3, vec![DiskId(2)], &map, &tables, now).is_ok());
     }
 }

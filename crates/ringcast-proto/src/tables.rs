@@ -116,7 +116,8 @@ pub enum DiskChange {
 pub struct Tables {
     /// Cluster topology, sorted by node.
     pub topology: Vec<NodeTopology>,
-    /// Node usage, sorted by node.
+    /// Node usage, sorted by node (a node that failed or left keeps its
+    /// last row: see [`Tables::forget_node`]).
     pub node_usage: Vec<NodeUsage>,
     /// Disk usage, sorted by disk.
     pub disk_usage: Vec<DiskUsage>,
@@ -346,10 +347,13 @@ impl Tables {
         path_ok && self.disk(disk).is_some_and(|d| d.status == DiskStatus::Ok)
     }
 
-    /// Forgets a node that failed or left; its disks stay in the disk usage table.
+    /// Forgets a node that failed or left: its paths to disks no longer
+    /// count; the disks stay in the disk usage table, and its usage row
+    /// (capacity and last load) stays too, so that a node marked failed
+    /// that refutes it and rejoins, still serving its streams, is not taken
+    /// for an empty one until its next report (a join carries no load).
     pub fn forget_node(&mut self, node: NodeId) {
         self.topology.retain(|r| r.node != node);
-        self.node_usage.retain(|r| r.node != node);
     }
 
     /// The usage row of `node`.
@@ -374,5 +378,40 @@ impl Tables {
             .binary_search_by_key(&node, |r| r.node)
             .ok()
             .map(|i| &self.topology[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_marked_failed_that_rejoins_is_not_taken_for_an_empty_one() {
+        // Found by the simulator's stream campaign: a node wrongly marked
+        // failed refuted it and rejoined while still serving its streams;
+        // the supervisor had forgotten its load, saw it empty and placed
+        // more streams on it than its capacity.
+        let mut t = Tables::default();
+        let cap = Capacity {
+            max_streams: 2,
+            max_bytes_per_s: 0,
+        };
+        t.record_join(NodeId(1), cap, &[DiskId(1)]);
+        t.record_load(
+            NodeId(1),
+            Load {
+                streams: 2,
+                bytes_per_s: 0,
+            },
+        );
+        t.forget_node(NodeId(1));
+        assert!(t.topology_of(NodeId(1)).is_none());
+        assert!(
+            !t.serves_from(NodeId(1), DiskId(1)),
+            "its paths no longer count"
+        );
+        t.record_join(NodeId(1), cap, &[DiskId(1)]);
+        assert_eq!(t.usage(NodeId(1)).map(|u| u.load.streams), Some(2));
+        assert!(t.serves_from(NodeId(1), DiskId(1)));
     }
 }
