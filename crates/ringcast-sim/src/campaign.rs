@@ -1,8 +1,11 @@
 //! Random campaigns: many seeds, each a cold start, a period of random faults,
 //! a heal, and two measurements on a quiet network (supervisor failover and
 //! member failure detection). Safety is checked after every step; liveness is
-//! a deadline for convergence after the faults end.
+//! a deadline for convergence after the faults end. With streams
+//! ([`crate::streams`]) disks break and hang too, and placement, reassignment
+//! and the service addresses are checked after every step as well.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use ringcast_proto::{MemberStatus, NodeId, Role, Timing};
 use serde::Serialize;
 
 use crate::check;
+use crate::streams::{self, Health, Layout, StreamStats, Streams, StreamsConfig};
 use crate::world::{NetFaults, Sim, SimConfig};
 
 /// Which faults a campaign injects.
@@ -48,6 +52,9 @@ pub struct CampaignConfig {
     pub fault_time: Duration,
     /// Worker threads.
     pub threads: usize,
+    /// Streams per node, when the stream layer runs (titles on disks,
+    /// players, the stream book, service addresses; [`crate::streams`]).
+    pub streams: Option<u32>,
 }
 
 /// What one seed found.
@@ -67,6 +74,10 @@ pub struct SeedReport {
     pub bytes_per_node_per_s: f64,
     /// Liveness mode: the longest the majority went unserved.
     pub majority_unserved: Option<Duration>,
+    /// Violations by kind (all of them, not only the first few kept).
+    pub kinds: BTreeMap<&'static str, u64>,
+    /// What the stream layer counted, when it ran.
+    pub streams: Option<StreamStats>,
 }
 
 /// The campaign's summary: the last line of `ringcast-sim campaign`.
@@ -84,6 +95,43 @@ pub struct Summary {
     pub majority_unserved_ms_p99: Option<f64>,
     /// Violations found (seeds with at least one).
     pub violations: u64,
+    /// Violations by kind, over every seed: "protocol" (DESIGN section 8,
+    /// convergence, takeover, detection) and with streams "capacity",
+    /// "stream" and "address".
+    pub violations_by_kind: BTreeMap<&'static str, u64>,
+    /// With streams: placements answered, over every seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_placed: Option<u64>,
+    /// With streams: asks answered without a placement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_refused: Option<u64>,
+    /// With streams: streams the supervisors' books moved on a reassignment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_moved: Option<u64>,
+    /// With streams: times a node began serving a stream beyond its
+    /// `max_streams`, whoever placed it (not a violation: the two
+    /// supervisors of a split that heals, or a new supervisor and the
+    /// answers of the one before it, each place by what they know).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_over_capacity: Option<u64>,
+    /// With streams: service addresses a node took over from another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses_moved: Option<u64>,
+    /// With streams: the longest a servable stream went unserved, worst seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_unserved_ms_max: Option<f64>,
+    /// With streams: the bound of that (check 2) with one node down; each
+    /// further node down on the player's side adds a failure detection step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_bound_ms: Option<f64>,
+    /// With streams: the longest an address was held by two live nodes of
+    /// a component or by none, worst seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_gap_ms_max: Option<f64>,
+    /// With streams: the bound of that (check 3) with one node down; each
+    /// further node down in the component adds a failure detection step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_bound_ms: Option<f64>,
     /// Seeds that failed, first few.
     pub failing_seeds: Vec<u64>,
     /// Formation time, median, milliseconds of simulated time.
@@ -134,6 +182,9 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
         ..SeedReport::default()
     };
     let limit = convergence_limit(&cfg.timing, cfg.nodes);
+    if let Some(per_node) = cfg.streams {
+        enable_streams(&mut sim, cfg, per_node, seed);
+    }
 
     // Cold start, staggered over two notification times.
     let stagger = cfg.timing.notification_time * 2;
@@ -160,6 +211,7 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
     sim.run_for(window);
     let bytes = (sim.traffic.sent - before.sent) + (sim.traffic.received - before.received);
     report.bytes_per_node_per_s = bytes as f64 / f64::from(cfg.nodes) / window.as_secs_f64();
+    sim.with_streams(|s, now| s.start_players(now));
 
     if cfg.faults == Faults::Minority {
         report.majority_unserved = Some(inject_minority_faults(&mut sim, cfg));
@@ -177,6 +229,9 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
             sim.violation(format!("no convergence after the faults ended: {why}"));
         }
     }
+    if cfg.faults != Faults::None {
+        fail_disks_on_a_quiet_network(&mut sim, cfg);
+    }
 
     if sim.violations.is_empty() {
         report.failover = measure_failover(&mut sim, cfg, limit);
@@ -184,8 +239,75 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
     if sim.violations.is_empty() {
         report.detect = measure_detection(&mut sim, cfg, limit);
     }
+    if let Some(s) = sim.streams() {
+        // Long enough for whatever is still open to be served or overdue;
+        // then, once converged, every address has exactly one holder.
+        let missing = cfg.nodes - sim.live().len() as u32;
+        let settle = s.config().stream_bound(missing) + cfg.timing.status_interval;
+        sim.run_for(settle);
+        if sim.run_until(limit, check::converged).is_ok() {
+            let gaps = sim.streams().map(Streams::open_address_gaps);
+            for gap in gaps.unwrap_or_default() {
+                sim.violation_of("address", format!("converged, yet {gap}"));
+            }
+        }
+    }
+    report.streams = sim.streams().map(|s| s.stats(sim.now()));
     report.violations = std::mem::take(&mut sim.violations);
+    report.kinds = std::mem::take(&mut sim.kinds);
     report
+}
+
+/// Gives every host the disks and capacity of a random [`Layout`] and
+/// turns the stream layer on, `per_node` streams per node.
+fn enable_streams(sim: &mut Sim, cfg: &CampaignConfig, per_node: u32, seed: u64) {
+    let layout = Layout::random(cfg.nodes, sim.rng());
+    for (h, host) in sim.machines.iter_mut().enumerate() {
+        layout.apply(h, &mut host.cfg);
+    }
+    let streams = per_node.saturating_mul(cfg.nodes);
+    let scfg = StreamsConfig::new(streams, cfg.nodes, &cfg.timing, seed);
+    sim.enable_streams(Streams::new(scfg, layout));
+}
+
+/// With streams: breaks or hangs a random working disk, or brings back a
+/// failed one.
+fn disk_fault(sim: &mut Sim, restore: bool) {
+    let Some(s) = sim.streams() else {
+        return;
+    };
+    let candidates = if restore {
+        let mut v = s.disks().with_health(Health::Broken);
+        v.extend(s.disks().with_health(Health::Hung));
+        v
+    } else {
+        s.disks().with_health(Health::Ok)
+    };
+    let Some(disk) = candidates.choose(sim.rng()).copied() else {
+        return;
+    };
+    let health = match (restore, sim.rng().gen_bool(0.5)) {
+        (true, _) => Health::Ok,
+        (false, true) => Health::Broken,
+        (false, false) => Health::Hung,
+    };
+    sim.with_streams(|s, now| s.set_health(disk, health, now));
+}
+
+/// With streams: on the quiet network, one disk breaks and another hangs,
+/// for long enough that every node reaching them reports them failed.
+fn fail_disks_on_a_quiet_network(sim: &mut Sim, cfg: &CampaignConfig) {
+    if sim.streams().is_none() {
+        return;
+    }
+    disk_fault(sim, false);
+    disk_fault(sim, false);
+    let t = &cfg.timing;
+    sim.run_for(
+        t.disk_check_interval
+            + streams::probe_timeout(t)
+            + streams::failover_bound(t, cfg.nodes, 1),
+    );
 }
 
 fn inject_faults(sim: &mut Sim, cfg: &CampaignConfig) {
@@ -217,6 +339,8 @@ fn inject_faults(sim: &mut Sim, cfg: &CampaignConfig) {
                 sim.pause(id, pause);
             }
             7 if running => sim.leave(id),
+            8 => disk_fault(sim, false),
+            9 => disk_fault(sim, true),
             _ => {}
         }
     }
@@ -276,6 +400,8 @@ fn inject_minority_faults(sim: &mut Sim, cfg: &CampaignConfig) -> Duration {
                 sim.pause(id, pause);
             }
             7 if running => sim.leave(id),
+            8 => disk_fault(sim, false),
+            9 => disk_fault(sim, true),
             _ => {}
         }
     }
@@ -307,6 +433,17 @@ fn majority_served(sim: &Sim, majority: &[u32]) -> bool {
 fn heal_everything(sim: &mut Sim) {
     sim.set_net(NetFaults::clean());
     sim.heal();
+    // Most failed disks come back too; the others stay failed.
+    let failed: Vec<_> = sim.streams().map_or_else(Vec::new, |s| {
+        let mut v = s.disks().with_health(Health::Broken);
+        v.extend(s.disks().with_health(Health::Hung));
+        v
+    });
+    for disk in failed {
+        if sim.rng().gen_bool(0.7) {
+            sim.with_streams(|s, now| s.set_health(disk, Health::Ok, now));
+        }
+    }
     // Restart nodes that left or crashed, except a few that stay dead so the
     // converged map must show them failed.
     let n = sim.config.nodes;
@@ -444,6 +581,20 @@ pub fn run(
         .filter(|r| !r.violations.is_empty())
         .map(|r| r.seed)
         .collect();
+    let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for r in &reports {
+        for (k, n) in &r.kinds {
+            *by_kind.entry(k).or_default() += n;
+        }
+    }
+    let with_streams = cfg.streams.is_some();
+    let stream_stats: Vec<StreamStats> = reports.iter().filter_map(|r| r.streams).collect();
+    let sum =
+        |f: fn(&StreamStats) -> u64| with_streams.then(|| stream_stats.iter().map(f).sum::<u64>());
+    let worst = |f: fn(&StreamStats) -> Duration| {
+        with_streams.then(|| ms(stream_stats.iter().map(f).max().unwrap_or_default()))
+    };
+    let bounds = StreamsConfig::new(0, cfg.nodes, &cfg.timing, 0);
     let summary = Summary {
         seeds: cfg.seeds,
         nodes: cfg.nodes,
@@ -454,6 +605,16 @@ pub fn run(
         },
         majority_unserved_ms_p99: (!unserved.is_empty()).then(|| percentile(&mut unserved, 99.0)),
         violations: failing.len() as u64,
+        violations_by_kind: by_kind,
+        streams_placed: sum(|s| s.placed),
+        streams_refused: sum(|s| s.refused),
+        streams_moved: sum(|s| s.moved),
+        streams_over_capacity: sum(|s| s.over_capacity),
+        addresses_moved: sum(|s| s.addresses_moved),
+        stream_unserved_ms_max: worst(|s| s.longest_unserved),
+        stream_bound_ms: with_streams.then(|| ms(bounds.stream_bound(1))),
+        address_gap_ms_max: worst(|s| s.longest_address_gap),
+        address_bound_ms: with_streams.then(|| ms(bounds.address_bound(1))),
         failing_seeds: failing.iter().take(20).copied().collect(),
         formation_ms_p50: percentile(&mut formation, 50.0),
         formation_ms_p99: percentile(&mut formation, 99.0),

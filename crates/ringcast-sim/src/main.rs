@@ -74,6 +74,13 @@ enum Command {
         /// Worker threads (default: every core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Also model streams: titles on disks (1-2 per node, shared with
+        /// ring neighbours), disk faults (broken and hung), players, the
+        /// supervisor's stream book and the service addresses, checking
+        /// capacity, reassignment and address holders after every step.
+        /// Takes the streams per node (default 2 when given bare).
+        #[arg(long, num_args = 0..=1, default_missing_value = "2", value_name = "PER_NODE")]
+        streams: Option<u32>,
     },
     /// Claim 5: a hierarchy of clusters (each cluster a node of its parent):
     /// cold start, supervisors killed at every level, whole sub-clusters
@@ -144,6 +151,7 @@ fn main() -> Result<()> {
             miss_limit,
             fault_seconds,
             threads,
+            streams,
         } => {
             if !(2..=1024).contains(&nodes) {
                 bail!("--nodes must be between 2 and 1024, not {nodes}");
@@ -156,6 +164,9 @@ fn main() -> Result<()> {
             }
             if !(0.0..=3600.0).contains(&fault_seconds) {
                 bail!("--fault-seconds must be between 0 and 3600, not {fault_seconds}");
+            }
+            if streams.is_some_and(|s| s > 1000) {
+                bail!("--streams must be at most 1000 per node");
             }
             let first_seed = seed_or_env(first_seed)?;
             let timing = Timing::with_interval(Duration::from_millis(interval_ms), miss_limit);
@@ -171,13 +182,15 @@ fn main() -> Result<()> {
                 timing,
                 fault_time: Duration::from_secs_f64(fault_seconds),
                 threads: threads_or_cores(threads),
+                streams,
             };
             eprintln!(
-                "campaign: seeds {}..{} ({} nodes, faults {:?})",
+                "campaign: seeds {}..{} ({} nodes, faults {:?}, streams per node {:?})",
                 first_seed,
                 first_seed + seeds,
                 nodes,
-                cfg.faults
+                cfg.faults,
+                streams
             );
             let (summary, reports) = campaign::run(&cfg, |r, done| {
                 if !r.violations.is_empty() {

@@ -57,6 +57,11 @@ impl<A> Schedule<A> {
         }));
     }
 
+    /// When the next action is due.
+    pub fn next_at(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse(s)| s.at)
+    }
+
     /// The next action and its time, if it is due by `end`.
     pub fn pop_due(&mut self, end: Instant) -> Option<(Instant, A)> {
         match self.queue.peek() {

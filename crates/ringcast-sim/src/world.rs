@@ -2,7 +2,7 @@
 //! seeded faults, and the invariants of DESIGN section 8 checked after every
 //! step. One seed replays exactly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use ringcast_proto::{
 
 use crate::check;
 use crate::schedule::{Schedule, Trace};
+use crate::streams::{self, Streams};
 
 /// The cluster key every simulated node shares.
 pub const SIM_KEY: [u8; 32] = [7; 32];
@@ -164,8 +165,16 @@ pub const SIM_WALL_START: Duration = Duration::from_secs(1_767_225_600);
 
 #[derive(Debug)]
 enum Action {
-    Deliver { to: usize, bytes: Arc<Vec<u8>> },
-    Timer { at: usize, generation: u64 },
+    Deliver {
+        to: usize,
+        bytes: Arc<Vec<u8>>,
+    },
+    Timer {
+        at: usize,
+        generation: u64,
+    },
+    /// The stream layer's next wake-up.
+    Streams,
 }
 
 /// Traffic totals of the whole run.
@@ -193,9 +202,16 @@ pub struct Sim {
     /// Totals of traffic.
     pub traffic: Traffic,
     trace: Trace,
-    /// Invariant violations found so far.
+    /// Invariant violations found so far (the first few, with their traces).
     pub violations: Vec<String>,
+    /// Violations found so far, by kind: "protocol" (DESIGN section 8 and
+    /// convergence), and the stream layer's "capacity", "stream", "address".
+    pub kinds: BTreeMap<&'static str, u64>,
     precedence: Vec<Option<check::Precedence>>,
+    /// Titles, disks, players, books and addresses, when enabled.
+    streams: Option<Box<Streams>>,
+    streams_busy: bool,
+    streams_wake: Option<Instant>,
 }
 
 fn addr(id: u32, port_base: u16) -> SocketAddr {
@@ -263,7 +279,11 @@ impl Sim {
             traffic: Traffic::default(),
             trace: Trace::new(TRACE_LINES),
             violations: Vec::new(),
+            kinds: BTreeMap::new(),
             precedence: vec![None; config.nodes as usize],
+            streams: None,
+            streams_busy: false,
+            streams_wake: None,
             config,
         }
     }
@@ -349,6 +369,7 @@ impl Sim {
         self.precedence[i] = None;
         self.note(format!("start n{id} {incarnation}"));
         self.after_input(i, out);
+        self.topology_changed();
     }
 
     /// Starts every machine at once.
@@ -367,6 +388,7 @@ impl Sim {
         m.machine = None;
         m.timer_gen += 1;
         self.note(format!("crash n{id}"));
+        self.topology_changed();
     }
 
     /// Pauses node `id` for `pause`: its timers and datagrams wait until then.
@@ -388,12 +410,17 @@ impl Sim {
 
     /// Applies a host's input to machine `id` now, if it runs.
     fn input(&mut self, id: u32, input: Input<'_>) {
-        let i = id as usize - 1;
-        let now = self.now;
-        if self.machines[i].machine.is_none() {
+        if self.machines[id as usize - 1].machine.is_none() {
             return;
         }
         self.note(format!("input n{id} {input:?}"));
+        self.apply(id, input);
+    }
+
+    /// [`Sim::input`] without a line in the trace.
+    fn apply(&mut self, id: u32, input: Input<'_>) {
+        let i = id as usize - 1;
+        let now = self.now;
         let Some(machine) = self.machines[i].machine.as_mut() else {
             return;
         };
@@ -424,6 +451,7 @@ impl Sim {
             }
         }
         self.note(format!("partition {groups:?}"));
+        self.topology_changed();
     }
 
     /// Cuts the one-way link from `from` to `to`.
@@ -437,6 +465,7 @@ impl Sim {
         self.component = vec![0; self.config.nodes as usize];
         self.cut.clear();
         self.note("heal".to_string());
+        self.topology_changed();
     }
 
     /// Runs the world for `d` of virtual time.
@@ -478,7 +507,9 @@ impl Sim {
         match action {
             Action::Deliver { to, bytes } => self.deliver(to, bytes),
             Action::Timer { at, generation } => self.timeout(at, generation),
+            Action::Streams => self.streams_wake = None,
         }
+        self.streams_step();
         true
     }
 
@@ -540,6 +571,12 @@ impl Sim {
 
     fn after_input(&mut self, i: usize, out: Outbox) {
         let elapsed = self.elapsed();
+        if let Some(s) = self.streams.as_mut() {
+            s.touch(i);
+            for e in &out.events {
+                s.event(i, e);
+            }
+        }
         for e in out.events.into_iter().filter_map(node_event) {
             self.note(format!("n{} {e:?}", i + 1));
             self.machines[i].events.push((elapsed, e));
@@ -627,8 +664,15 @@ impl Sim {
         }
     }
 
-    /// Records a violation with the seed and the recent trace.
+    /// Records a violation of the protocol's invariants with the seed and
+    /// the recent trace.
     pub fn violation(&mut self, what: String) {
+        self.violation_of("protocol", what);
+    }
+
+    /// Records a violation of kind `kind` with the seed and the recent trace.
+    pub fn violation_of(&mut self, kind: &'static str, what: String) {
+        *self.kinds.entry(kind).or_default() += 1;
         if self.violations.len() < 10 {
             let report = format!(
                 "seed {} at {:.3} ms: {what}\n--- last events ---\n{}",
@@ -638,6 +682,86 @@ impl Sim {
             );
             self.violations.push(report);
         }
+    }
+
+    /// The connected component node `id` is in (0 unless partitioned).
+    pub fn component_of(&self, id: u32) -> u32 {
+        self.component[id as usize - 1]
+    }
+
+    /// Turns on the stream layer (its layout already applied to the hosts'
+    /// configurations): from now on its checks run after every step.
+    pub fn enable_streams(&mut self, streams: Streams) {
+        self.streams = Some(Box::new(streams));
+        self.topology_changed();
+    }
+
+    /// The stream layer, when enabled.
+    pub fn streams(&self) -> Option<&Streams> {
+        self.streams.as_deref()
+    }
+
+    /// Acts on the stream layer now (start the players, break a disk, ...),
+    /// then lets it catch up with the world.
+    pub fn with_streams<R>(&mut self, f: impl FnOnce(&mut Streams, Instant) -> R) -> Option<R> {
+        let now = self.now;
+        let r = f(self.streams.as_mut()?, now);
+        self.streams_step();
+        Some(r)
+    }
+
+    fn topology_changed(&mut self) {
+        if let Some(s) = self.streams.as_mut() {
+            s.topology_changed();
+        }
+        self.streams_step();
+    }
+
+    /// Lets the stream layer catch up after a step, feeds the local events
+    /// it makes to the nodes (which may make more), records what it found
+    /// and schedules its next wake-up.
+    fn streams_step(&mut self) {
+        if self.streams_busy || self.streams.is_none() {
+            return;
+        }
+        self.streams_busy = true;
+        while let Some(mut s) = self.streams.take() {
+            s.after_step(&*self);
+            let outbox = s.take_outbox();
+            let found = s.take_found();
+            let notes = s.take_notes();
+            let next = s.next_at();
+            self.streams = Some(s);
+            for line in notes {
+                self.note(line);
+            }
+            for (kind, what) in found {
+                self.violation_of(kind, what);
+            }
+            if let Some(at) = next {
+                if self.streams_wake.is_none_or(|w| at < w) {
+                    self.streams_wake = Some(at);
+                    self.schedule(at.max(self.now), Action::Streams);
+                }
+            }
+            if outbox.is_empty() {
+                break;
+            }
+            for (id, event) in outbox {
+                // Routine reports stay out of the trace; failed probes show.
+                let routine = match &event {
+                    LocalEvent::DiskProbe(r) => r.ok,
+                    LocalEvent::Load(_) => true,
+                    _ => false,
+                };
+                if routine {
+                    self.apply(id, Input::Local(event));
+                } else {
+                    self.input(id, Input::Local(event));
+                }
+            }
+        }
+        self.streams_busy = false;
     }
 
     /// Whether life `incarnation` of node `id` is still running.
@@ -694,6 +818,27 @@ impl Sim {
                 .and_then(|m| m.member(NodeId(node)))
                 .is_some_and(|m| m.status == status)
         })
+    }
+}
+
+impl streams::Hosts for Sim {
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn hosts(&self) -> usize {
+        self.machines.len()
+    }
+    fn node(&self, host: usize) -> Option<&ringcast_proto::Node> {
+        self.machines.get(host).and_then(Host::node)
+    }
+    fn life(&self, host: usize) -> Incarnation {
+        self.machines[host].incarnation
+    }
+    fn component(&self, host: usize) -> u32 {
+        self.component[host]
+    }
+    fn config(&self, host: usize) -> &NodeConfig {
+        &self.machines[host].cfg
     }
 }
 

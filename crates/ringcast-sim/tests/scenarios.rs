@@ -742,6 +742,7 @@ fn a_short_campaign_with_every_fault_finds_no_violation() {
         timing: ringcast_proto::Timing::lan(),
         fault_time: Duration::from_secs(2),
         threads: 2,
+        streams: None,
     };
     let (summary, reports) = campaign::run(&cfg, |_, _| {});
     let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
@@ -766,6 +767,7 @@ fn a_healthy_majority_keeps_a_supervisor_while_the_minority_fails_around_it() {
         timing: ringcast_proto::Timing::lan(),
         fault_time: Duration::from_secs(2),
         threads: 2,
+        streams: None,
     };
     let (summary, reports) = campaign::run(&cfg, |_, _| {});
     let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
@@ -792,6 +794,7 @@ fn campaign_seeds_where_a_survivor_finished_leaving_during_detection_pass() {
             timing: ringcast_proto::Timing::lan(),
             fault_time: Duration::from_secs(3),
             threads: 1,
+            streams: None,
         };
         let report = run_seed(seed, &cfg);
         assert!(
@@ -814,6 +817,7 @@ fn a_quiet_campaign_never_marks_a_live_node_failed() {
         timing: ringcast_proto::Timing::lan(),
         fault_time: Duration::ZERO,
         threads: 2,
+        streams: None,
     };
     let (summary, reports) = campaign::run(&cfg, |_, _| {});
     let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
@@ -865,6 +869,7 @@ fn campaign_seed_5587_a_restart_above_a_refuted_life_is_heard() {
         timing: ringcast_proto::Timing::lan(),
         fault_time: Duration::from_secs(3),
         threads: 1,
+        streams: None,
     };
     let report = run_seed(5587, &cfg);
     assert!(
