@@ -282,7 +282,9 @@ pub async fn start_with_seats(
         )
         .await;
     }
-    let api = crate::operator::api::router(shared.clone()).merge(streaming.routes());
+    let api = crate::operator::api::router(shared.clone())
+        .merge(streaming.routes())
+        .merge(crate::placement::address_routes(&streaming));
     let _ = shared.http_guard.set(guard.clone());
     let serve: Serve = {
         let (api, streaming, counters) = (api.clone(), streaming.clone(), counters.clone());

@@ -11,7 +11,7 @@ use super::head::RequestHead;
 /// Maps a stream request to what it serves; implemented by the node (stream
 /// tokens, the catalog, traversal checks, admission). Called once per
 /// request, on one of tokio's blocking threads under the disk timeout
-/// ([`super::StreamConfig::disk_timeout`]), never on an async worker: it may
+/// (`StreamConfig::disk_timeout`), never on an async worker: it may
 /// read the disk, and a disk may hang. An implementation bounds how many
 /// requests wait on one disk.
 pub trait Resolve: Send + Sync + 'static {

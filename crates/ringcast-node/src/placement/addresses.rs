@@ -35,8 +35,15 @@ pub struct AddressesAnswer {
     pub addresses: Vec<AddressEntry>,
 }
 
-pub(super) async fn addresses(State(s): State<Arc<Streaming>>) -> Response {
+async fn addresses(State(s): State<Arc<Streaming>>) -> Response {
     Json(s.addresses_answer()).into_response()
+}
+
+/// The route of `GET /v1/addresses`.
+pub fn routes(s: &Arc<Streaming>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/addresses", axum::routing::get(addresses))
+        .with_state(s.clone())
 }
 
 impl Streaming {

@@ -19,7 +19,7 @@ mod service;
 mod tokens;
 mod tree;
 
-pub use addresses::{AddressEntry, AddressesAnswer};
+pub use addresses::{routes as address_routes, AddressEntry, AddressesAnswer};
 pub use service::{
     CatalogAnswer, PlaceAnswer, StreamQuery, Streaming, TitleEntry, TitlesAnswer, MAX_PLAYLIST,
     STREAM_PREFIX, TOKEN_LIFETIME,

@@ -205,7 +205,6 @@ impl Streaming {
             .route("/v1/place/{*title}", get(place))
             .route("/v1/disks/{disk}/catalog", get(catalog_of))
             .route("/v1/titles", get(titles))
-            .route("/v1/addresses", get(super::addresses::addresses))
             .with_state(self.clone())
     }
 
