@@ -11,21 +11,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{isolate_network, start_play, wait_len, Cluster, Reap, Spec, LIMIT};
+use common::{isolate_network, random_bytes, start_play, wait_len, Cluster, Reap, Spec, LIMIT};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// n1 supervises and has no disk, n2 has no disk (an entry), n3 and n4
 /// share disk 1 with the title.

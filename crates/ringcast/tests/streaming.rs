@@ -8,20 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{isolate_network, start_play, wait_len, Cluster, Reap, Spec, LIMIT};
+use common::{isolate_network, random_bytes, start_play, wait_len, Cluster, Reap, Spec, LIMIT};
 use sha2::{Digest, Sha256};
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Three nodes; disk 1 is shared by n2 and n3; disk 2 is n1's alone.
 fn cluster(max_streams: u32) -> Cluster {

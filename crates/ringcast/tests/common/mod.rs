@@ -129,6 +129,19 @@ fn names(text: &str, addr: &str) -> bool {
     })
 }
 
+/// Reproducible test content: `len` bytes of xorshift from `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn key_hex(byte: u8) -> String {
     format!("{byte:02x}").repeat(32)
 }
