@@ -193,14 +193,26 @@ fn up_starts_a_local_cluster_and_ctrl_c_makes_every_node_leave() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    // `node <id> <listener> service <service address>`, then
+    // `cluster <cluster address>`: every address a player may be given.
     let mut urls = Vec::new();
     for id in 1..=3 {
         let line = lines.next().unwrap().unwrap();
-        let (head, url) = line.rsplit_once(' ').unwrap();
-        assert_eq!(head, format!("node {id}"));
-        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-        urls.push(url.to_string());
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!(words.len(), 5, "{line}");
+        assert_eq!(words[..2], ["node", &id.to_string()], "{line}");
+        assert!(words[2].starts_with("http://127.0.0.1:"), "{line}");
+        assert_eq!(words[3], "service", "{line}");
+        assert!(words[4].starts_with("http://127."), "{line}");
+        assert_ne!(words[2], words[4], "{line}");
+        urls.push(words[2].to_string());
+        urls.push(words[4].to_string());
     }
+    let line = lines.next().unwrap().unwrap();
+    let (head, address) = line.split_once(' ').unwrap();
+    assert_eq!(head, "cluster", "{line}");
+    assert!(address.starts_with("http://127."), "{line}");
+    urls.push(address.to_string());
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(500))
         .build();
