@@ -325,6 +325,9 @@
     try {
       const r = await fetch('/v1/overview', { cache: 'no-store' });
       if (r.ok) render(await r.json());
+      // Who holds each service address: the player is sent to those.
+      const a = await fetch('/v1/addresses', { cache: 'no-store' });
+      if (a.ok) state.addresses = (await a.json()).addresses;
     } catch (e) {
       $('summary').textContent = 'this node does not answer: ' + e;
     } finally {
@@ -459,7 +462,10 @@
     if (!v || !url) return null;
     const host = new URL(url, location.href).host;
     const n = (v.nodes || []).find((x) => x.http === host);
-    return n ? `n${n.id} (${host})` : host;
+    if (n) return `n${n.id} (${host})`;
+    // A service address: the node holding it now serves it.
+    const a = (state.addresses || []).find((x) => x.address === host);
+    return a && a.holder != null ? `n${a.holder} (${host})` : host;
   }
 
   function stopPlayer() {

@@ -98,8 +98,9 @@ fn capabilities(binary: &Path, profile: &Path) -> serde_json::Map<String, Value>
         "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication".into(),
         "--metrics-recording-only".into(),
         "--safebrowsing-disable-auto-update".into(),
-        // No name resolves: only the loopback addresses the test gives.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".into(),
+        // No name resolves: only the loopback addresses the test gives
+        // (node listeners on 127.0.0.1, service addresses elsewhere in 127/8).
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.*".into(),
         "--mute-audio".into(),
         "--window-size=1500,1150".into(),
     ];

@@ -122,6 +122,9 @@ pub struct Shared {
     pub seats: RwLock<Vec<Arc<Shared>>>,
     /// Claim 5: how many ancestor clusters this machine's cluster has.
     pub levels_above: std::sync::atomic::AtomicUsize,
+    /// Claim 13: the cluster's service addresses and cluster address, the
+    /// origins a player is sent to (the dashboard's page allows them).
+    pub service: ringcast_config::addresses::ServiceAddresses,
 }
 
 impl Shared {
@@ -226,6 +229,7 @@ impl Shared {
             reloads: ReloadCounters::default(),
             seats: RwLock::new(Vec::new()),
             levels_above: std::sync::atomic::AtomicUsize::new(0),
+            service: settings.service.clone(),
         });
         (shared, control, rekey)
     }

@@ -46,17 +46,21 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// The origins of the cluster's nodes as this node knows them (its own
-/// configured address first), e.g. `http://127.0.0.1:8501`.
+/// The origins of the cluster as this node knows them (its own configured
+/// address first, e.g. `http://127.0.0.1:8501`): every node's listener, and
+/// the service addresses and cluster address the player is redirected to.
 pub fn cluster_origins(shared: &Shared) -> Vec<String> {
     let snap = shared.snapshot();
     let mut origins = vec![format!("http://{}", shared.http)];
-    if let Some(map) = snap.map.as_ref() {
-        for m in &map.members {
-            let o = format!("http://{}", m.addrs.http);
-            if !origins.contains(&o) {
-                origins.push(o);
-            }
+    let listeners = snap
+        .map
+        .iter()
+        .flat_map(|map| map.members.iter().map(|m| m.addrs.http));
+    let service = shared.service.all().map(|(_, addr)| addr);
+    for addr in listeners.chain(service) {
+        let o = format!("http://{addr}");
+        if !origins.contains(&o) {
+            origins.push(o);
         }
     }
     origins
