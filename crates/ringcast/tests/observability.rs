@@ -414,6 +414,14 @@ fn the_dashboard_is_served_with_its_types_a_cluster_only_csp_and_cors() {
         req.call().unwrap()
     };
     let nodes: Vec<String> = [1, 2, 3].iter().map(|id| c.url(*id)).collect();
+    // The addresses players are sent to: every service address and the
+    // cluster address.
+    let service: Vec<String> = c
+        .service
+        .values()
+        .chain([&c.address])
+        .map(|a| format!("http://{a}"))
+        .collect();
     for (path, ty) in [
         ("/", "text/html; charset=utf-8"),
         ("/dashboard/app.js", "text/javascript; charset=utf-8"),
@@ -431,10 +439,10 @@ fn the_dashboard_is_served_with_its_types_a_cluster_only_csp_and_cors() {
         // Sources are 'self', blob: media, data: images and the cluster's nodes only.
         for source in csp.split(';').flat_map(|d| d.split_whitespace().skip(1)) {
             let allowed = ["'self'", "'none'", "blob:", "data:"].contains(&source)
-                || nodes.iter().any(|n| n == source);
+                || nodes.iter().chain(&service).any(|n| n == source);
             assert!(allowed, "{path}: {source} in {csp}");
         }
-        for n in &nodes {
+        for n in nodes.iter().chain(&service) {
             assert!(csp.contains(n.as_str()), "{path}: {n} in {csp}");
         }
     }
@@ -443,6 +451,13 @@ fn the_dashboard_is_served_with_its_types_a_cluster_only_csp_and_cors() {
     assert_eq!(
         from_node.header("access-control-allow-origin"),
         Some(nodes[0].as_str())
+    );
+    // ...and so may the dashboard opened at the cluster address.
+    let cluster = format!("http://{}", c.address);
+    let from_address = get("/v1/cluster", Some(&cluster));
+    assert_eq!(
+        from_address.header("access-control-allow-origin"),
+        Some(cluster.as_str())
     );
     let foreign = get("/v1/cluster", Some("http://example.invalid"));
     assert_eq!(foreign.header("access-control-allow-origin"), None);
