@@ -119,36 +119,86 @@ pub async fn serve_with(
     config: HttpdConfig,
     guard: Arc<Guard>,
 ) {
-    let ctx = Arc::new(StreamContext {
-        resolver: streams,
-        counters,
-        config: config.stream,
-        guard: guard.clone(),
-    });
-    loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE, ENOBUFS, ECONNABORTED...: never give up the port.
-                tracing::warn!("accepting an HTTP connection failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let slot = match guard.connect(peer.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::debug!("closing the connection from {peer}: {}", why.reason());
-                drop(sock);
-                continue;
-            }
-        };
-        let _ = sock.set_nodelay(true);
-        let (api, ctx) = (api.clone(), ctx.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            connection(sock, peer.ip(), api, ctx).await;
+    Server::new(api, streams, counters, config, guard)
+        .serve(listener)
+        .await
+}
+
+/// One node's HTTP service, to run on any number of listeners (its own and
+/// the service addresses it holds) and to continue connections rebuilt
+/// here ([`Server::resume`]).
+#[derive(Clone)]
+pub struct Server {
+    api: Router,
+    ctx: Arc<StreamContext>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("ctx", &self.ctx).finish()
+    }
+}
+
+impl Server {
+    /// The service of `api` and of the stream requests `streams` resolves.
+    pub fn new(
+        api: Router,
+        streams: Arc<dyn Resolve>,
+        counters: Arc<StreamCounters>,
+        config: HttpdConfig,
+        guard: Arc<Guard>,
+    ) -> Server {
+        let ctx = Arc::new(StreamContext {
+            resolver: streams,
+            counters,
+            config: config.stream,
+            guard,
         });
+        Server { api, ctx }
+    }
+
+    /// Serves `listener` until the task is dropped; an accept error is
+    /// logged and retried after a short pause.
+    pub async fn serve(self, listener: TcpListener) {
+        let Server { api, ctx } = self;
+        let guard = ctx.guard.clone();
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE, ENOBUFS, ECONNABORTED...: never give up the port.
+                    tracing::warn!("accepting an HTTP connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let slot = match guard.connect(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::debug!("closing the connection from {peer}: {}", why.reason());
+                    drop(sock);
+                    continue;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let (api, ctx) = (api.clone(), ctx.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                connection(sock, peer.ip(), api, ctx).await;
+            });
+        }
+    }
+
+    /// Claim 13: continues a connection rebuilt on this host (its process
+    /// died elsewhere): the rest of its response, then its requests as any
+    /// connection's. It counts against its client's connections when a
+    /// slot is free, and is served anyway: refusing it would cut a stream.
+    pub async fn resume(&self, resume: stream::Resume) {
+        let peer = IpAddr::V4(*resume.response.client.ip());
+        let _slot = self.ctx.guard.connect(peer).ok();
+        let _ = resume.stream.set_nodelay(true);
+        let outcome = stream::resume_connection(resume, &self.ctx).await;
+        after_streams(outcome, peer, self.api.clone(), self.ctx.clone()).await;
     }
 }
 
@@ -169,7 +219,14 @@ fn too_many_requests(wait: Duration) -> Response<Body> {
 }
 
 async fn connection(sock: TcpStream, peer: IpAddr, api: Router, ctx: Arc<StreamContext>) {
-    let (sock, buffered) = match stream::serve_connection(sock, Vec::new(), &ctx).await {
+    let outcome = stream::serve_connection(sock, Vec::new(), &ctx).await;
+    after_streams(outcome, peer, api, ctx).await;
+}
+
+/// Hands a connection whose stream requests ended to the API server, when
+/// it carries another request.
+async fn after_streams(outcome: Outcome, peer: IpAddr, api: Router, ctx: Arc<StreamContext>) {
+    let (sock, buffered) = match outcome {
         Outcome::Closed => return,
         Outcome::Handoff { stream, buffered } => (stream, buffered),
     };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::counters::StreamCounters;
+use super::handover::HandoverHook;
 use super::resolve::Resolve;
 use crate::guard::Guard;
 use crate::limits::MAX_HEAD;
@@ -39,6 +40,9 @@ pub struct StreamConfig {
     /// data; in exchange a hung disk blocks only the streams reading it, not
     /// one of the runtime's worker threads.
     pub offload_sendfile: bool,
+    /// Claim 13: told of every file response on the connections it covers,
+    /// so another host can continue them if this process dies.
+    pub handover: Option<HandoverHook>,
 }
 
 impl Default for StreamConfig {
@@ -51,6 +55,7 @@ impl Default for StreamConfig {
             send_timeout: Duration::from_secs(60),
             disk_timeout: Duration::from_secs(10),
             offload_sendfile: true,
+            handover: None,
         }
     }
 }

@@ -88,7 +88,7 @@ impl CopyState {
                     &data[r.start as usize..r.end as usize],
                 ))
             }
-            (Segment::Data(r), Source::File { file, disk }) => {
+            (Segment::Data(r), Source::File { file, disk, .. }) => {
                 let n = (r.end - r.start).min(COPY_CHUNK as u64);
                 if r.start + n < r.end {
                     self.segments.push_front(Segment::Data(r.start + n..r.end));

@@ -23,12 +23,14 @@
 //! whoever owns the files, `content_type` names the types of video files,
 //! `plan` turns a request into a response (preconditions, ranges),
 //! `zero_copy` serves a raw connection with `sendfile(2)`, `copy` answers
-//! on a connection hyper serves, and `counters` keeps the load.
+//! on a connection hyper serves, `counters` keeps the load, and `handover`
+//! says what another host needs to continue a response whose process died.
 
 mod config;
 mod content_type;
 mod copy;
 mod counters;
+mod handover;
 mod head;
 mod plan;
 mod resolve;
@@ -38,9 +40,10 @@ pub use config::{StreamConfig, StreamContext};
 pub use content_type::content_type_for;
 pub use copy::{respond_via_hyper, COPY_CHUNK};
 pub use counters::{DiskStreams, StreamCounters, StreamsSnapshot};
+pub use handover::{Handover, HandoverHook, InFlight, Resume};
 pub use head::{HeadError, RequestHead, MAX_HEADERS};
 pub use resolve::{Refusal, Resolve, Resolved};
-pub use zero_copy::{serve_connection, Outcome, SENDFILE_CHUNK};
+pub use zero_copy::{resume_connection, serve_connection, Outcome, SENDFILE_CHUNK};
 
 pub use crate::limits::MAX_HEAD;
 

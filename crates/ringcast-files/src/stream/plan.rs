@@ -32,6 +32,9 @@ pub(super) enum Source {
     File {
         file: Arc<File>,
         disk: Arc<DiskCounter>,
+        /// Which disk, and where on it (for a takeover's record).
+        disk_id: u32,
+        path: Arc<PathBuf>,
     },
 }
 
@@ -157,6 +160,7 @@ pub(super) async fn plan(head: &RequestHead, ctx: &StreamContext) -> Plan {
             meta,
             content_type,
             disk,
+            path,
         }) => {
             let now = SystemTime::now();
             let modified = meta.modified().ok().map(|m| m.min(now));
@@ -175,6 +179,8 @@ pub(super) async fn plan(head: &RequestHead, ctx: &StreamContext) -> Plan {
                     source: Source::File {
                         file: Arc::new(file),
                         disk: ctx.counters.disk(disk),
+                        disk_id: disk,
+                        path: Arc::new(path),
                     },
                 },
             )
@@ -227,6 +233,7 @@ enum Opened {
         meta: std::fs::Metadata,
         content_type: Cow<'static, str>,
         disk: u32,
+        path: PathBuf,
     },
 }
 
@@ -252,12 +259,13 @@ async fn resolve_and_open(head: &RequestHead, ctx: &StreamContext) -> Result<Ope
             path,
             content_type,
             disk,
-        } => match open(path) {
+        } => match open(&path) {
             Ok((file, meta)) if meta.is_file() => Ok(Opened::File {
                 file,
                 meta,
                 content_type,
                 disk,
+                path,
             }),
             Ok(_) => Err(Refusal::new(404, "not found")),
             Err(e) => Err(open_refusal(&e)),
@@ -287,7 +295,7 @@ fn open_refusal(e: &io::Error) -> Refusal {
 
 /// Opens a file (on a blocking thread) and takes its metadata from the open
 /// descriptor. `O_NONBLOCK` keeps a FIFO from blocking the open.
-fn open(path: PathBuf) -> io::Result<(File, std::fs::Metadata)> {
+fn open(path: &std::path::Path) -> io::Result<(File, std::fs::Metadata)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())

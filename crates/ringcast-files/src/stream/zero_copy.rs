@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+
+use ringcast_tcp::Coordinates;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use super::config::{StreamConfig, StreamContext};
 use super::counters::{ActiveStream, DiskCounter};
+use super::handover::{InFlight, Resume};
 use super::head::{HeadError, RequestHead};
 use super::plan::{method_not_allowed, plan, reason, Plan, Segment, Source};
 use crate::buckets::retry_after_secs;
@@ -121,12 +124,184 @@ pub async fn serve_connection(
     buffered: Vec<u8>,
     ctx: &StreamContext,
 ) -> Outcome {
-    let peer = stream
+    let tracking = Tracking::new(&stream, ctx);
+    serve(Arc::new(stream), buffered, ctx, tracking).await
+}
+
+/// Claim 13: continues a connection rebuilt on this host after its
+/// process died (see [`Resume`]): the rest of its response from the byte
+/// the player expects next, then its further requests as any
+/// connection's. A file that cannot be opened here resets the connection,
+/// so the player asks again at once.
+pub async fn resume_connection(resume: Resume, ctx: &StreamContext) -> Outcome {
+    let Resume {
+        stream,
+        response,
+        offset,
+        at,
+    } = resume;
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return Outcome::Closed;
+    };
+    let sock = Arc::new(stream);
+    let path = response.path.clone();
+    let opened = timeout(
+        ctx.config.disk_timeout,
+        tokio::task::spawn_blocking(move || File::open(path)),
+    )
+    .await;
+    let file = match opened {
+        Ok(Ok(Ok(file))) => Arc::new(file),
+        _ => {
+            let _ = socket2::SockRef::from(&*sock).set_linger(Some(Duration::ZERO));
+            return Outcome::Closed;
+        }
+    };
+    let disk = ctx.counters.disk(response.disk);
+    let _active = ActiveStream::new(&ctx.counters, &disk);
+    let head = response.head.as_bytes();
+    let mut written = 0u64;
+    if let Some(rest) = head.get(offset as usize..) {
+        if write_all(&sock, rest, ctx).await.is_err() {
+            return Outcome::Closed;
+        }
+        written += rest.len() as u64;
+    }
+    let from = response.body.start + offset.saturating_sub(head.len() as u64);
+    if from < response.body.end {
+        if send_file(&sock, &file, from..response.body.end, &disk, ctx)
+            .await
+            .is_err()
+        {
+            return Outcome::Closed;
+        }
+        written += response.body.end - from;
+    }
+    if !response.keep_alive {
+        linger(&sock).await;
+        return Outcome::Closed;
+    }
+    let tracking = Tracking {
+        enabled: true,
+        base: Some(Base {
+            at,
+            written,
+            received: 0,
+        }),
+    };
+    serve(sock, Vec::new(), ctx, tracking).await
+}
+
+/// Claim 13: where a followed connection stands, so that each response's
+/// record says it exactly. Its coordinates are read once, before its first
+/// response (nothing waits in the send queue then); later ones follow from
+/// the bytes written since and the bytes the kernel has received.
+struct Tracking {
+    enabled: bool,
+    base: Option<Base>,
+}
+
+struct Base {
+    at: Coordinates,
+    written: u64,
+    received: u64,
+}
+
+impl Tracking {
+    fn new(sock: &TcpStream, ctx: &StreamContext) -> Tracking {
+        let enabled = ctx
+            .config
+            .handover
+            .as_ref()
+            .is_some_and(|h| sock.local_addr().is_ok_and(|a| h.0.covers(a)));
+        Tracking {
+            enabled,
+            base: None,
+        }
+    }
+
+    /// Where the connection stands before the next response.
+    fn before(&mut self, sock: &TcpStream, ctx: &StreamContext) -> Option<Coordinates> {
+        if !self.enabled {
+            return None;
+        }
+        let hook = ctx.config.handover.as_ref()?;
+        let now = match &self.base {
+            None => (|| {
+                let received = ringcast_tcp::info(sock)?.bytes_received;
+                let at = ringcast_tcp::coordinates(sock)?;
+                self.base = Some(Base {
+                    at,
+                    written: 0,
+                    received,
+                });
+                Ok::<_, io::Error>(at)
+            })(),
+            Some(b) => (|| {
+                let received = ringcast_tcp::info(sock)?.bytes_received;
+                let tsval = ringcast_tcp::tsval(sock)?;
+                Ok(Coordinates {
+                    tsval,
+                    ..b.at
+                        .advanced(b.written, received.saturating_sub(b.received))
+                })
+            })(),
+        };
+        match now {
+            Ok(at) => Some(at),
+            Err(e) => {
+                hook.0.unavailable(&e);
+                self.enabled = false;
+                None
+            }
+        }
+    }
+
+    fn wrote(&mut self, bytes: u64) {
+        if let Some(b) = &mut self.base {
+            b.written += bytes;
+        }
+    }
+}
+
+/// The record of a response of one file range, for the host that may
+/// continue it; other responses (generated, multipart) go unrecorded.
+fn in_flight(
+    sock: &TcpStream,
+    plan: &Plan,
+    head: &str,
+    at: Coordinates,
+    keep_alive: bool,
+) -> Option<InFlight> {
+    let Source::File { disk_id, path, .. } = &plan.source else {
+        return None;
+    };
+    let [Segment::Data(body)] = plan.segments.as_slice() else {
+        return None;
+    };
+    Some(InFlight {
+        client: ringcast_tcp::v4(sock.peer_addr().ok()?)?,
+        local: ringcast_tcp::v4(sock.local_addr().ok()?)?,
+        at,
+        head: head.to_string(),
+        disk: *disk_id,
+        path: path.to_path_buf(),
+        body: body.clone(),
+        keep_alive,
+    })
+}
+
+async fn serve(
+    sock: Arc<TcpStream>,
+    buffered: Vec<u8>,
+    ctx: &StreamContext,
+    mut tracking: Tracking,
+) -> Outcome {
+    let peer = sock
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let sock = Arc::new(stream);
     let mut buf = buffered;
-    let mut first = true;
+    let mut first = tracking.base.is_none();
     loop {
         let (head, used) = match read_head(&sock, &mut buf, &ctx.config, first).await {
             HeadRead::Head(head, used) => (head, used),
@@ -147,7 +322,8 @@ pub async fn serve_connection(
                     }
                 };
                 let plan = Plan::text(status, message, true);
-                let _ = write_plan(&sock, plan, 1, false, ctx).await;
+                let head = response_head(&plan, 1, false);
+                let _ = write_plan(&sock, plan, head, ctx).await;
                 linger(&sock).await;
                 return Outcome::Closed;
             }
@@ -177,11 +353,16 @@ pub async fn serve_connection(
             plan(&head, ctx).await
         };
         let keep_alive = head.wants_keep_alive() && !plan.close;
-        if write_plan(&sock, plan, head.minor_version, keep_alive, ctx)
-            .await
-            .is_err()
-        {
-            return Outcome::Closed;
+        let response = response_head(&plan, head.minor_version, keep_alive);
+        if let Some(at) = tracking.before(&sock, ctx) {
+            let record = in_flight(&sock, &plan, &response, at, keep_alive);
+            if let (Some(record), Some(hook)) = (record, &ctx.config.handover) {
+                hook.0.started(record);
+            }
+        }
+        match write_plan(&sock, plan, response, ctx).await {
+            Ok(written) => tracking.wrote(written),
+            Err(_) => return Outcome::Closed,
         }
         if !keep_alive {
             linger(&sock).await;
@@ -266,16 +447,17 @@ fn response_head(plan: &Plan, minor_version: u8, keep_alive: bool) -> String {
     h
 }
 
-/// Writes a response on the raw socket: literal bytes through a small
-/// buffer, file ranges with `sendfile(2)`.
+/// Writes a response (its `head` made by [`response_head`]) on the raw
+/// socket: literal bytes through a small buffer, file ranges with
+/// `sendfile(2)`. Returns how many bytes it wrote.
 async fn write_plan(
     sock: &Arc<TcpStream>,
     plan: Plan,
-    minor_version: u8,
-    keep_alive: bool,
+    head: String,
     ctx: &StreamContext,
-) -> io::Result<()> {
-    let mut out = response_head(&plan, minor_version, keep_alive).into_bytes();
+) -> io::Result<u64> {
+    let mut written = 0u64;
+    let mut out = head.into_bytes();
     let _active = match &plan.source {
         Source::File { disk, .. } if !plan.segments.is_empty() => {
             Some(ActiveStream::new(&ctx.counters, disk))
@@ -287,6 +469,7 @@ async fn write_plan(
             (Segment::Lit(s), _) => {
                 if out.len() + s.len() > WRITE_BUFFER {
                     write_all(sock, &out, ctx).await?;
+                    written += out.len() as u64;
                     out.clear();
                 }
                 out.extend_from_slice(s.as_bytes());
@@ -295,27 +478,32 @@ async fn write_plan(
                 let bytes = &data[r.start as usize..r.end as usize];
                 if out.len() + bytes.len() > WRITE_BUFFER {
                     write_all(sock, &out, ctx).await?;
+                    written += out.len() as u64;
                     out.clear();
                     write_all(sock, bytes, ctx).await?;
+                    written += bytes.len() as u64;
                 } else {
                     out.extend_from_slice(bytes);
                 }
                 ctx.counters.sent(None, bytes.len() as u64, false);
             }
-            (Segment::Data(r), Source::File { file, disk }) => {
+            (Segment::Data(r), Source::File { file, disk, .. }) => {
                 if !out.is_empty() {
                     write_all(sock, &out, ctx).await?;
+                    written += out.len() as u64;
                     out.clear();
                 }
                 send_file(sock, file, r.clone(), disk, ctx).await?;
+                written += r.end - r.start;
             }
             (Segment::Data(_), Source::Literal) => {}
         }
     }
     if !out.is_empty() {
         write_all(sock, &out, ctx).await?;
+        written += out.len() as u64;
     }
-    Ok(())
+    Ok(written)
 }
 
 async fn writable(sock: &TcpStream, ctx: &StreamContext) -> io::Result<()> {
