@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use ringcast_config::settings::NodeSettings;
 use ringcast_files::guard::Guard;
-use ringcast_files::httpd::HttpdConfig;
-use ringcast_files::stream::StreamCounters;
+use ringcast_files::httpd::{HttpdConfig, Server};
+use ringcast_files::stream::{HandoverHook, StreamCounters};
 use ringcast_proto::verdict::{Verdict, DISK_FALL, DISK_RISE};
 use ringcast_proto::{ClusterId, LocalEvent, NodeId, Reassign};
 use thiserror::Error;
@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::host::addresses::holder::{Holder, Serve};
 use crate::host::addresses::lan::Lan;
+use crate::host::addresses::takeover::Takeover;
 use crate::host::addresses::{AddressPlane, Loopback};
 use crate::host::runtime::{NodeError, Runtime};
 use crate::host::shared::{Rekey, Shared, Signal};
@@ -124,6 +125,8 @@ pub struct Daemon {
     pub guard: Arc<Guard>,
     /// The settings the node runs with (keys and version as last reloaded).
     running: Mutex<NodeSettings>,
+    /// Takeovers of connections in flight (LAN service addresses only).
+    takeover: Option<Arc<Takeover>>,
     tasks: Vec<JoinHandle<()>>,
     /// Stops the protocol loop's thread when the daemon is dropped.
     stop: Option<oneshot::Sender<()>>,
@@ -190,8 +193,11 @@ impl Daemon {
         if keys_changed || version_changed {
             running.keys = new.keys.clone();
             running.proto.config_version = now.config_version;
-            self.streaming
-                .set_keys(new.keys.iter().map(|(_, key)| *key).collect());
+            let keys: Vec<[u8; 32]> = new.keys.iter().map(|(_, key)| *key).collect();
+            if let Some(t) = &self.takeover {
+                t.set_keys(keys.clone());
+            }
+            self.streaming.set_keys(keys);
             let rekey = Rekey {
                 keyring: new.keyring(),
                 config_version: now.config_version,
@@ -264,13 +270,13 @@ pub async fn start_with_seats(
     let streaming = Streaming::new(
         me,
         key,
-        mounts,
+        mounts.clone(),
         shared.clone(),
         counters.clone(),
         service.clone(),
         priority.clone(),
     );
-    streaming.set_keys(all_keys);
+    streaming.set_keys(all_keys.clone());
     shared
         .levels_above
         .store(seats.len(), std::sync::atomic::Ordering::Relaxed);
@@ -286,23 +292,49 @@ pub async fn start_with_seats(
         .merge(streaming.routes())
         .merge(crate::placement::address_routes(&streaming));
     let _ = shared.http_guard.set(guard.clone());
+    let plane = if service.is_empty() {
+        None
+    } else {
+        Some(address_plane(http)?)
+    };
+    // Claim 13: on a LAN, connections in flight outlive their holder.
+    let takeover = match (&plane, http.ip()) {
+        (Some(_), IpAddr::V4(ip)) if !ip.is_loopback() => match Takeover::bind(
+            me,
+            http,
+            priority.clone(),
+            service.clone(),
+            shared.clone(),
+            mounts.iter().map(|(d, p)| (d.0, p.clone())).collect(),
+            all_keys.clone(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("connections cannot be taken over here (UDP {http}: {e})");
+                None
+            }
+        },
+        _ => None,
+    };
+    if let Some(t) = &takeover {
+        http_config.stream.handover = Some(HandoverHook(t.clone()));
+    }
+    let server = Server::new(
+        api.clone(),
+        streaming.clone(),
+        counters.clone(),
+        http_config.clone(),
+        guard.clone(),
+    );
+    if let Some(t) = &takeover {
+        t.set_server(server.clone());
+    }
     let serve: Serve = {
-        let (api, streaming, counters) = (api.clone(), streaming.clone(), counters.clone());
-        let (http_config, guard) = (http_config.clone(), guard.clone());
-        Arc::new(move |listener| {
-            tokio::spawn(ringcast_files::httpd::serve_with(
-                listener,
-                api.clone(),
-                streaming.clone(),
-                counters.clone(),
-                http_config.clone(),
-                guard.clone(),
-            ))
-        })
+        let server = server.clone();
+        Arc::new(move |listener| tokio::spawn(server.clone().serve(listener)))
     };
     let mut tasks = vec![serve(listener)];
-    if !service.is_empty() {
-        let plane = address_plane(http)?;
+    if let Some(plane) = plane {
         let holder = Holder::new(
             me,
             priority,
@@ -311,8 +343,12 @@ pub async fn start_with_seats(
             shared.clone(),
             serve.clone(),
             streaming.holdings.clone(),
-        );
+        )
+        .with_takeover(takeover.clone());
         tasks.push(tokio::spawn(holder.run()));
+    }
+    if let Some(t) = &takeover {
+        tasks.push(tokio::spawn(t.clone().receive()));
     }
     tasks.extend([
         tokio::spawn(exempt_loop(guard.clone(), shared.clone())),
@@ -333,6 +369,7 @@ pub async fn start_with_seats(
         node,
         guard,
         running,
+        takeover,
         tasks,
         stop: Some(stop),
     })

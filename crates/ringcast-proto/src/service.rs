@@ -51,6 +51,26 @@ pub fn holder(map: &ClusterMap, priority: &[NodeId], address: Address) -> Option
     }
 }
 
+/// Who would hold `address` if `gone` left the ring of `map`: where the
+/// connections `gone` serves on it go when it dies.
+pub fn successor(
+    map: &ClusterMap,
+    priority: &[NodeId],
+    address: Address,
+    gone: NodeId,
+) -> Option<NodeId> {
+    let owner = match address {
+        Address::Node(owner) => owner,
+        // The next supervisor is the election's to say.
+        Address::Cluster => return None,
+    };
+    let start = priority.iter().position(|n| *n == owner)?;
+    let n = priority.len();
+    (0..n)
+        .map(|i| priority[(start + i) % n])
+        .find(|node| *node != gone && map.ring.contains(node))
+}
+
 /// Every address of `addresses` that `me` holds under `map`.
 pub fn held_by(
     map: &ClusterMap,
@@ -129,6 +149,24 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The successor of an address is exactly who holds it once its
+        /// holder has left the ring: where its connections are taken over.
+        #[test]
+        fn the_successor_is_the_holder_once_the_holder_is_gone(
+            up in proptest::collection::btree_set(1u32..8, 2..7),
+            owner in 1u32..8,
+        ) {
+            let priority = ids(&[1, 2, 3, 4, 5, 6, 7]);
+            let ring: Vec<u32> = priority.iter().map(|n| n.0).filter(|n| up.contains(n)).collect();
+            let m = map(&ring, ring[0]);
+            let address = Address::Node(NodeId(owner));
+            let holder = holder(&m, &priority, address).unwrap();
+            let after: Vec<u32> = ring.iter().copied().filter(|n| *n != holder.0).collect();
+            let later = holder_of(&map(&after, after[0]), &priority, NodeId(owner));
+            proptest::prop_assert_eq!(successor(&m, &priority, address, holder), later);
+            proptest::prop_assert_eq!(successor(&m, &priority, Address::Cluster, holder), None);
+        }
+
         /// Every address has exactly one holder while any node is up, and
         /// that holder is on the ring.
         #[test]

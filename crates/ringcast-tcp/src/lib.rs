@@ -185,9 +185,10 @@ pub fn rebuild(
     window: &Window,
 ) -> io::Result<Rebuilt> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    set_i32(&socket, libc::IPPROTO_TCP, TCP_REPAIR, REPAIR_ON)?;
     socket.set_ip_transparent(true)?;
-    socket.set_reuse_address(true)?;
+    // Repair mode lets the socket share its address with the listener
+    // there (no SO_REUSEADDR after it: that would take the right back).
+    set_i32(&socket, libc::IPPROTO_TCP, TCP_REPAIR, REPAIR_ON)?;
     socket.bind(&SockAddr::from(local))?;
     set_i32(&socket, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, SEND_QUEUE)?;
     set_i32(

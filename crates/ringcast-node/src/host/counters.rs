@@ -42,10 +42,19 @@ pub struct NodeMetrics {
     verdicts_failed: Mutex<BTreeMap<u32, u64>>,
     /// Service addresses this node took and gave up (claim 13), by kind.
     address_moves: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections of a dead holder this node rebuilt, by outcome (claim 13).
+    takeovers: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Kinds of service address move, the label of `ringcast_address_moves_total`.
 pub const ADDRESS_MOVES: [&str; 2] = ["taken", "released"];
+
+/// What became of a connection a takeover found recorded, the label of
+/// `ringcast_connections_taken_over_total`: continued where its player
+/// stood, reset (it could not be continued here: its player retries at
+/// once), or ended (it had ended before: no answer, or its player had the
+/// dead end's FIN).
+pub const TAKEOVERS: [&str; 3] = ["continued", "reset", "ended"];
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
     let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,6 +91,16 @@ impl NodeMetrics {
     /// Records one service address taken or released (one of [`ADDRESS_MOVES`]).
     pub fn count_address_move(&self, kind: &'static str) {
         bump(&self.address_moves, kind);
+    }
+
+    /// Counts one connection a takeover found recorded, by outcome.
+    pub fn count_takeover(&self, outcome: &'static str) {
+        bump(&self.takeovers, outcome);
+    }
+
+    /// Connections found by takeovers, by outcome.
+    pub fn takeovers(&self) -> BTreeMap<&'static str, u64> {
+        copy(&self.takeovers)
     }
 
     /// Service addresses taken and released, by kind.

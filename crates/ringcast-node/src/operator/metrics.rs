@@ -344,6 +344,20 @@ pub fn render(shared: &Shared, snap: &Snapshot) -> String {
         e.sample("ringcast_address_moves_total", &[("kind", kind)], n);
     }
     e.family(
+        "ringcast_connections_taken_over_total",
+        "counter",
+        "Connections in flight on a service address this node took from a dead holder, by outcome.",
+    );
+    let takeovers = m.takeovers();
+    for outcome in crate::host::counters::TAKEOVERS {
+        let n = takeovers.get(outcome).copied().unwrap_or(0);
+        e.sample(
+            "ringcast_connections_taken_over_total",
+            &[("outcome", outcome)],
+            n,
+        );
+    }
+    e.family(
         "ringcast_play_responses_total",
         "counter",
         "Answers to play requests (/v1/play/) at this node, by status code.",

@@ -15,6 +15,7 @@ use ringcast_proto::service::{self, Address};
 use ringcast_proto::NodeId;
 use tokio::task::JoinHandle;
 
+use super::takeover::Takeover;
 use super::AddressPlane;
 use crate::host::shared::Shared;
 
@@ -56,6 +57,7 @@ pub struct Holder {
     holdings: Arc<Holdings>,
     bound: BTreeMap<Address, (SocketAddr, JoinHandle<()>)>,
     complained: BTreeMap<Address, Instant>,
+    takeover: Option<Arc<Takeover>>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -88,7 +90,15 @@ impl Holder {
             holdings,
             bound: BTreeMap::new(),
             complained: BTreeMap::new(),
+            takeover: None,
         }
+    }
+
+    /// The holder, taking over the connections in flight on the addresses
+    /// it takes (see `takeover.rs`).
+    pub fn with_takeover(mut self, takeover: Option<Arc<Takeover>>) -> Holder {
+        self.takeover = takeover;
+        self
     }
 
     /// Follows the map until the task is aborted; gives every address up
@@ -142,10 +152,20 @@ impl Holder {
     }
 
     fn take(&mut self, address: Address, socket: SocketAddr) {
-        let result = self.plane.acquire(socket.ip()).and_then(|()| bind(socket));
+        // The connections a dead holder had open on it are rebuilt first,
+        // so that nothing their players send meets a reset.
+        let pending = self.takeover.as_ref().and_then(|t| t.prepare(socket));
+        let transparent = self.takeover.is_none();
+        let result = self
+            .plane
+            .acquire(socket.ip())
+            .and_then(|()| bind(socket, transparent));
         match result {
             Ok(listener) => {
                 let task = (self.serve)(listener);
+                if let (Some(t), Some(p)) = (&self.takeover, pending) {
+                    tokio::spawn(t.clone().finish(p));
+                }
                 self.bound.insert(address, (socket, task));
                 self.complained.remove(&address);
                 self.shared.metrics.count_address_move("taken");
@@ -209,21 +229,22 @@ pub fn describe(address: Address) -> String {
 /// A listener on `socket` that a restarted holder can bind at once
 /// (`SO_REUSEADDR`: connections of an earlier holder may linger).
 ///
-/// A LAN address (`lan.rs`) is transparent (`IP_TRANSPARENT`, which the
-/// connections accepted on it inherit): the address leaves this host with
-/// the device that carries it, when the process dies or gives it up, while
-/// connections accepted on it are still open, and the kernel routes nothing
-/// from a source address it no longer has. Those connections' remaining
-/// data, FIN and retransmissions would never leave, so a player that only
-/// receives (curl mid-download, its window open) would send nothing and
-/// hear nothing until its TCP keepalive (60 s for curl). Transparent, they
-/// still go out; the player's answer reaches the address's new holder,
-/// whose kernel resets the connection, and the player retries at once.
-fn bind(socket: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+/// The address leaves this host with the device that carries it (`lan.rs`)
+/// when the process dies or gives it up, while connections accepted on it
+/// are still open, and the kernel routes nothing from a source address it
+/// no longer has. With takeovers that is what is wanted: the dead host
+/// says nothing more (no FIN that would end the player's stream early),
+/// and the new holder continues the connection. Without them the
+/// listener is `transparent` (`IP_TRANSPARENT`, inherited by the
+/// connections accepted on it), so the dead host's remaining data, FIN and
+/// retransmissions still go out: a player that only receives (curl
+/// mid-download) then hears the new holder's reset and retries at once,
+/// instead of waiting for its TCP keepalive (60 s for curl).
+fn bind(socket: SocketAddr, transparent: bool) -> io::Result<tokio::net::TcpListener> {
     let domain = socket2::Domain::for_address(socket);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    if matches!(socket.ip(), IpAddr::V4(ip) if !ip.is_loopback()) {
+    if transparent && matches!(socket.ip(), IpAddr::V4(ip) if !ip.is_loopback()) {
         s.set_ip_transparent(true)?;
     }
     s.set_nonblocking(true)?;

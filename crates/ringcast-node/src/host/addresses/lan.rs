@@ -125,9 +125,9 @@ struct Nic {
 
 /// What holding needs, made once: the device and the ARP socket.
 struct Plane {
-    /// Keeps the device: dropping it, or the process dying, deletes the
+    /// Keeps the device: closing it, or the process dying, deletes the
     /// device and every address on it.
-    _device: tun::Device,
+    _device: DeviceFd,
     /// The device's name as the kernel numbered it.
     name: String,
     /// The device's interface index, which netlink requests name.
@@ -284,6 +284,7 @@ impl Plane {
             ),
             e => errno_error(e, "opening a packet socket for gratuitous ARP"),
         })?;
+        let device = DeviceFd::lowest(device)?;
         Ok(Plane {
             _device: device,
             name,
@@ -291,6 +292,52 @@ impl Plane {
             arp,
             held: Mutex::new(BTreeSet::new()),
         })
+    }
+}
+
+/// Whether descriptor 0 carries a device of this process already.
+static DESCRIPTOR_ZERO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The descriptor of the device, the lowest of the process when it can
+/// be (descriptor 0, in place of standard input, which a node never
+/// reads). A dying process's descriptors close in ascending order, so the
+/// device, and the addresses on it, leave this host before any connection
+/// accepted on them closes: no FIN or reset of a dead holder reaches a
+/// player whose connection the address's new holder continues
+/// (`takeover.rs`).
+#[derive(Debug)]
+struct DeviceFd(i32);
+
+impl DeviceFd {
+    fn lowest(device: tun::Device) -> io::Result<DeviceFd> {
+        use std::os::fd::IntoRawFd;
+        use std::sync::atomic::Ordering;
+        let fd = device.into_raw_fd();
+        if DESCRIPTOR_ZERO.swap(true, Ordering::SeqCst) {
+            return Ok(DeviceFd(fd));
+        }
+        let moved = nix::unistd::dup2(fd, 0)
+            .and_then(|zero| fcntl(zero, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| zero));
+        match moved {
+            Ok(zero) => {
+                let _ = nix::unistd::close(fd);
+                Ok(DeviceFd(zero))
+            }
+            Err(e) => {
+                DESCRIPTOR_ZERO.store(false, Ordering::SeqCst);
+                tracing::debug!("the TUN device stays on descriptor {fd}: {e}");
+                Ok(DeviceFd(fd))
+            }
+        }
+    }
+}
+
+impl Drop for DeviceFd {
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.0);
+        if self.0 == 0 {
+            DESCRIPTOR_ZERO.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 

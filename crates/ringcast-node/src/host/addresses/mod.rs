@@ -9,9 +9,13 @@
 //!   virtual IP; the device, and with it every address it carries, goes away
 //!   when the process dies, so a dead holder's host stops answering for the
 //!   address and a player's next connection reaches the new holder.
+//! - [`takeover`]: on a LAN, the connection a player has open when its
+//!   holder dies is rebuilt on the new holder and continued where the
+//!   player stands.
 
 pub mod holder;
 pub mod lan;
+pub mod takeover;
 
 use std::io;
 use std::net::IpAddr;
