@@ -49,3 +49,6 @@ pub use crate::limits::MAX_HEAD;
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod handover_tests;

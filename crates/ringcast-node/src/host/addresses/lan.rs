@@ -313,7 +313,13 @@ impl DeviceFd {
         use std::os::fd::IntoRawFd;
         use std::sync::atomic::Ordering;
         let fd = device.into_raw_fd();
-        if DESCRIPTOR_ZERO.swap(true, Ordering::SeqCst) {
+        // Only a standard input of the usual kinds (a terminal, /dev/null,
+        // a pipe) is replaced: a socket or a file there may be in use.
+        let stdin_like = nix::sys::stat::fstat(0).is_ok_and(|st| {
+            let kind = st.st_mode & libc::S_IFMT;
+            kind == libc::S_IFCHR || kind == libc::S_IFIFO
+        });
+        if !stdin_like || DESCRIPTOR_ZERO.swap(true, Ordering::SeqCst) {
             return Ok(DeviceFd(fd));
         }
         let moved = nix::unistd::dup2(fd, 0)
@@ -334,10 +340,22 @@ impl DeviceFd {
 
 impl Drop for DeviceFd {
     fn drop(&mut self) {
-        let _ = nix::unistd::close(self.0);
-        if self.0 == 0 {
-            DESCRIPTOR_ZERO.store(false, std::sync::atomic::Ordering::SeqCst);
+        if self.0 != 0 {
+            let _ = nix::unistd::close(self.0);
+            return;
         }
+        // Descriptor 0 becomes /dev/null rather than free: a free 0 would
+        // go to the next file opened, which a later device would replace.
+        let null = std::fs::File::open("/dev/null");
+        match null {
+            Ok(null) => {
+                let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+            }
+            Err(_) => {
+                let _ = nix::unistd::close(0);
+            }
+        }
+        DESCRIPTOR_ZERO.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
