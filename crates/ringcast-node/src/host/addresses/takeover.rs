@@ -166,43 +166,13 @@ impl Takeover {
         }
     }
 
-    fn seal(&self, envelope: &Envelope) -> Option<Vec<u8>> {
-        let body = serde_json::to_vec(envelope).ok()?;
-        let key = *self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .first()?;
-        let mut mac = HmacSha256::new_from_slice(&key).ok()?;
-        mac.update(&body);
-        let tag = mac.finalize().into_bytes();
-        let mut out = Vec::with_capacity(MAGIC.len() + tag.len() + body.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&tag);
-        out.extend_from_slice(&body);
-        Some(out)
+    fn keys(&self) -> Vec<[u8; 32]> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The record of a datagram sealed under one of the keys and recent.
     fn open(&self, datagram: &[u8]) -> Option<InFlight> {
-        if datagram.len() > MAX_DATAGRAM {
-            return None;
-        }
-        let rest = datagram.strip_prefix(MAGIC.as_slice())?;
-        let (tag, body) = (rest.get(..32)?, rest.get(32..)?);
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let sealed = keys.iter().any(|key| {
-            HmacSha256::new_from_slice(key).is_ok_and(|mut mac| {
-                mac.update(body);
-                mac.verify_slice(tag).is_ok()
-            })
-        });
-        if !sealed {
-            return None;
-        }
-        let envelope: Envelope = serde_json::from_slice(body).ok()?;
-        let age = unix_ms().abs_diff(envelope.sent_ms);
-        (age < MAX_AGE.as_millis() as u64).then_some(envelope.record)
+        open(&self.keys(), datagram, unix_ms())
     }
 
     fn keep(&self, record: InFlight) {
@@ -358,7 +328,8 @@ impl Handover for Takeover {
             sent_ms: unix_ms(),
             record,
         };
-        if let Some(datagram) = self.seal(&envelope) {
+        let sealed = self.keys().first().and_then(|key| seal(key, &envelope));
+        if let Some(datagram) = sealed {
             if let Err(e) = self.socket.send_to(&datagram, to) {
                 tracing::debug!("a takeover record to {to} was not sent: {e}");
             }
@@ -550,8 +521,127 @@ fn local_path(mounts: &BTreeMap<u32, PathBuf>, disk: u32, relative: &Path) -> Op
         .find(|p| p.is_file())
 }
 
+/// A record as a datagram: the format's mark, an HMAC-SHA256 tag under
+/// `key`, the envelope in JSON.
+fn seal(key: &[u8; 32], envelope: &Envelope) -> Option<Vec<u8>> {
+    let body = serde_json::to_vec(envelope).ok()?;
+    let mut mac = HmacSha256::new_from_slice(key).ok()?;
+    mac.update(&body);
+    let tag = mac.finalize().into_bytes();
+    let mut out = Vec::with_capacity(MAGIC.len() + tag.len() + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+/// The record of `datagram` if it is one, sealed under one of `keys`, and
+/// dated within [`MAX_AGE`] of `now_ms`; anything else is nothing.
+fn open(keys: &[[u8; 32]], datagram: &[u8], now_ms: u64) -> Option<InFlight> {
+    if datagram.len() > MAX_DATAGRAM {
+        return None;
+    }
+    let rest = datagram.strip_prefix(MAGIC.as_slice())?;
+    let (tag, body) = (rest.get(..32)?, rest.get(32..)?);
+    let sealed = keys.iter().any(|key| {
+        HmacSha256::new_from_slice(key).is_ok_and(|mut mac| {
+            mac.update(body);
+            mac.verify_slice(tag).is_ok()
+        })
+    });
+    if !sealed {
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    let age = now_ms.abs_diff(envelope.sent_ms);
+    (age < MAX_AGE.as_millis() as u64).then_some(envelope.record)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringcast_tcp::Options;
+
+    fn record() -> InFlight {
+        InFlight {
+            client: "10.0.0.50:40000".parse().unwrap(),
+            local: "10.0.0.103:80".parse().unwrap(),
+            at: Coordinates {
+                send_seq: 7,
+                recv_seq: 9,
+                tsval: 11,
+                options: Options {
+                    mss: 1448,
+                    wscale: Some((7, 7)),
+                    sack: true,
+                    timestamps: true,
+                },
+            },
+            head: "HTTP/1.1 200 OK\r\n\r\n".into(),
+            disk: 3,
+            path: "show/seg_001.ts".into(),
+            body: 0..1000,
+            keep_alive: true,
+        }
+    }
+
+    #[test]
+    fn a_record_opens_only_under_a_cluster_key_intact_and_recent() {
+        let (key, other) = ([1u8; 32], [2u8; 32]);
+        let now = 1_000_000_000;
+        let sealed = seal(
+            &key,
+            &Envelope {
+                sent_ms: now,
+                record: record(),
+            },
+        )
+        .unwrap();
+        assert_eq!(open(&[other, key], &sealed, now + 5), Some(record()));
+        // Another cluster's key, a flipped byte, a cut, garbage, an old date.
+        assert_eq!(open(&[other], &sealed, now), None);
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(open(&[key], &flipped, now), None);
+        assert_eq!(open(&[key], &sealed[..40], now), None);
+        assert_eq!(open(&[key], b"RCT1", now), None);
+        assert_eq!(open(&[key], &[0u8; 100], now), None);
+        let late = now + MAX_AGE.as_millis() as u64;
+        assert_eq!(open(&[key], &sealed, late), None);
+        let mut huge = sealed.clone();
+        huge.resize(MAX_DATAGRAM + 1, b' ');
+        assert_eq!(open(&[key], &huge, now), None);
+    }
+
+    #[test]
+    fn a_recorded_path_is_found_only_below_a_disk_of_this_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d1, d2) = (dir.path().join("d1"), dir.path().join("d2"));
+        std::fs::create_dir_all(d2.join("show")).unwrap();
+        std::fs::write(d2.join("show/seg.ts"), b"x").unwrap();
+        let mounts: BTreeMap<u32, PathBuf> = [(1, d1.clone()), (2, d2.clone())].into();
+        let rel = Path::new("show/seg.ts");
+        // The same disk when this node reaches it, else a disk that has it.
+        assert_eq!(local_path(&mounts, 1, rel), Some(d1.join(rel)));
+        assert_eq!(local_path(&mounts, 9, rel), Some(d2.join(rel)));
+        assert_eq!(local_path(&mounts, 9, Path::new("show/none.ts")), None);
+        for hostile in [
+            "/etc/passwd",
+            "../d2/show/seg.ts",
+            "show/../../x",
+            "./show/seg.ts",
+        ] {
+            assert_eq!(
+                local_path(&mounts, 1, Path::new(hostile)),
+                None,
+                "{hostile}"
+            );
+        }
+    }
 }
