@@ -144,4 +144,16 @@ pub enum Event {
         /// Why, one of [`crate::stats::REJECT_REASONS`].
         reason: &'static str,
     },
+    /// A message of this node could not be sent: its body needs more
+    /// frames than the protocol carries at the node's MTU (`config check`
+    /// refuses such clusters; see [`crate::sizes`]). Emitted once until
+    /// that kind of message fits again.
+    Unsent {
+        /// Which message.
+        kind: crate::message::MessageKind,
+        /// Its body's size.
+        bytes: usize,
+        /// The MTU it had to fit.
+        mtu: usize,
+    },
 }

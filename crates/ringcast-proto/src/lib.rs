@@ -31,6 +31,7 @@ pub mod pump;
 pub mod replay;
 pub mod ring;
 pub mod service;
+pub mod sizes;
 pub mod stats;
 pub mod supervisor;
 pub mod tables;

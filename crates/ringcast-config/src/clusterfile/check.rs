@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ringcast_proto::config::{MAX_MTU, MIN_MTU};
+use ringcast_proto::frame::MAX_PARTS;
+use ringcast_proto::sizes::{self, NodeShape};
 use ringcast_proto::{
     Capacity, ClusterId, ConfigError, DiskAccess, DiskId, KeyId, NodeAddrs, NodeId, Timing,
 };
@@ -140,10 +142,21 @@ impl<'a> Checker<'a> {
             self.check_no_seats(&raw.nodes);
             vec![root?]
         } else {
-            self.check_tree(&cluster, cluster_span, root, &raw.subclusters, &mut nodes)?
+            self.check_tree(
+                &cluster,
+                cluster_span.clone(),
+                root,
+                &raw.subclusters,
+                &mut nodes,
+            )?
         };
         self.check_node_interfaces(&clusters, &nodes);
         self.check_service_addresses(&cluster, &raw.nodes, clusters.len());
+        let mtu_span = cluster
+            .mtu
+            .as_ref()
+            .map_or(cluster_span.clone(), |m| m.span());
+        self.check_message_sizes(&clusters, &nodes, cluster.servers.len(), mtu_span);
         let file = ClusterFile {
             path: self.path.to_path_buf(),
             config_version: cluster.config_version,
@@ -373,6 +386,55 @@ impl<'a> Checker<'a> {
     /// Claim 13: service addresses and the cluster address are addresses
     /// players can reach, each held by one node at a time: no two alike,
     /// none a node's own listener. A cluster address needs a flat file.
+    /// Claims 7 and 11: every cluster's full notification and full ring
+    /// status fit in the frames the protocol carries at its MTU; a cluster
+    /// whose state cannot be carried is refused here, with the figures,
+    /// rather than failing to notify at run time.
+    fn check_message_sizes(
+        &mut self,
+        clusters: &[ClusterDef],
+        nodes: &[NodeEntry],
+        servers: usize,
+        span: Range<usize>,
+    ) {
+        for (index, c) in clusters.iter().enumerate() {
+            let shape: Vec<NodeShape> = c
+                .priority
+                .iter()
+                .map(|id| NodeShape {
+                    id: *id,
+                    disks: nodes
+                        .iter()
+                        .find(|n| n.id == *id && n.cluster == index)
+                        .map(|n| n.disks.iter().map(|d| d.id).collect())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            let largest = sizes::largest(&shape, servers);
+            let parts = sizes::parts(largest.max(), c.mtu);
+            if parts > usize::from(MAX_PARTS) {
+                let disks: usize = shape.iter().map(|n| n.disks.len()).sum();
+                let what = if largest.notify >= largest.status {
+                    "full notification"
+                } else {
+                    "ring status"
+                };
+                let message = format!(
+                    "cluster {:?} cannot be carried: its {what} ({} members, {disks} disk \
+                     paths) is up to {} bytes, {parts} frames at MTU {}, and the protocol \
+                     carries at most {MAX_PARTS} frames ({} bytes); raise the MTU if the \
+                     network carries larger datagrams, or split the cluster into sub-clusters",
+                    c.name,
+                    shape.len(),
+                    largest.max(),
+                    c.mtu,
+                    sizes::carried(c.mtu),
+                );
+                self.report(span.clone(), "cluster.mtu", message);
+            }
+        }
+    }
+
     fn check_service_addresses(&mut self, cluster: &RawCluster, raw: &[RawNode], clusters: usize) {
         let mut seen: BTreeMap<SocketAddr, u32> = BTreeMap::new();
         let own: BTreeSet<SocketAddr> = raw.iter().map(|n| *n.http.get_ref()).collect();

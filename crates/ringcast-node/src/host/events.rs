@@ -223,6 +223,17 @@ pub(crate) fn local_event(me: NodeId, e: &Event) -> ClusterEvent {
             None,
             format!("{me} refused a datagram ({reason})"),
         ),
+        Event::Unsent { kind, bytes, mtu } => event(
+            me,
+            "message_unsent",
+            Some(me),
+            None,
+            format!(
+                "{me} cannot send its {kind:?}: {bytes} bytes need more than {} frames at MTU \
+                 {mtu} (the cluster outgrew what the protocol carries; see `config check`)",
+                ringcast_proto::frame::MAX_PARTS
+            ),
+        ),
         Event::ConfigOutdated { version } => ClusterEvent {
             version: Some(*version),
             ..event(

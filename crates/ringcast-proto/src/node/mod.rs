@@ -92,6 +92,9 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// The kinds of message that could not be sealed last time (too large
+    /// for the frames the protocol carries), said once until they fit.
+    unsent: std::collections::BTreeSet<crate::message::MessageKind>,
 }
 
 impl Node {
@@ -152,6 +155,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            unsent: std::collections::BTreeSet::new(),
         };
         node.timers
             .set(Timer::Listen, now + node.cfg.timing.notification_time);

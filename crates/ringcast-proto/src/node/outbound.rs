@@ -151,6 +151,7 @@ impl Node {
         let body = message.encode();
         match self.sealer.seal(&self.keyring, &body) {
             Ok(datagrams) => {
+                self.unsent.remove(&kind);
                 for payload in datagrams {
                     self.stats.count_sent(kind, payload.len());
                     self.transmits.push_back(Transmit {
@@ -160,7 +161,19 @@ impl Node {
                     });
                 }
             }
-            Err(e) => self.reject_outgoing(e),
+            Err(e) => {
+                // Claims 7 and 11 at their limit: said loudly, once until
+                // the kind fits again (a notification is retried every
+                // interval).
+                if self.unsent.insert(kind) {
+                    self.events.push_back(Event::Unsent {
+                        kind,
+                        bytes: body.len(),
+                        mtu: self.sealer.mtu(),
+                    });
+                }
+                self.reject_outgoing(e)
+            }
         }
     }
 
