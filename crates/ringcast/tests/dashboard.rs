@@ -16,6 +16,7 @@
 mod common;
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +31,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// chromedriver, killed when dropped.
+/// chromedriver, in a process group of its own with the browser it
+/// starts: the whole group is killed when dropped, so a failing test leaves
+/// no browser behind.
 struct Driver {
     child: Child,
     port: u16,
@@ -38,6 +41,8 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -59,6 +64,7 @@ fn browser() -> (PathBuf, PathBuf) {
 fn start_driver(driver: &Path, log: &Path) -> Driver {
     let port = free_port();
     let child = Command::new(driver)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .arg(format!("--log-path={}", log.display()))
         .stdin(Stdio::null())
