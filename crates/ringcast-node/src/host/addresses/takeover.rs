@@ -53,8 +53,11 @@ pub const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 /// The most records kept (one per connection; about 500 bytes each).
 const MAX_RECORDS: usize = 65_536;
 
-/// How long a takeover waits for the players' answers.
-const ANSWER_WAIT: Duration = Duration::from_millis(500);
+/// How long a takeover waits for the players' answers, in all.
+const ANSWER_WAIT: Duration = Duration::from_millis(600);
+
+/// How many times an unanswered player is probed.
+const PROBE_ROUNDS: u32 = 4;
 
 /// How far ahead of the dead socket's last timestamp a rebuilt socket's
 /// clock starts (the player drops segments with older ones).
@@ -384,49 +387,83 @@ enum Decision {
 
 impl Pending {
     /// Probes every player and decides each connection (on a blocking
-    /// thread: the watch reads a raw socket).
+    /// thread: the watch reads a raw socket). A probe or its answer may be
+    /// lost (the player's neighbour table may still name the dead host for
+    /// a moment): an unanswered connection is rebuilt afresh and probed
+    /// again, [`PROBE_ROUNDS`] times in all within [`ANSWER_WAIT`].
     fn settle(mut self, mounts: &BTreeMap<u32, PathBuf>) -> Settled {
         let mut settled = Settled {
             resumed: Vec::new(),
             reset: 0,
             ended: 0,
         };
-        let mut waiting: BTreeMap<SocketAddrV4, Waiting> = BTreeMap::new();
-        for w in self.waiting.drain(..) {
-            let first = w.record.head.as_bytes().first().copied().unwrap_or(b'H');
-            match w.socket.probe(first) {
-                Ok(()) => {
-                    waiting.insert(w.record.client, w);
-                }
-                Err(e) => {
-                    tracing::debug!("cannot probe {}: {e}", w.record.client);
-                    w.socket.forget();
-                    settled.ended += 1;
-                }
-            }
-        }
-        let deadline = Instant::now() + ANSWER_WAIT;
         let local = self.local;
-        while !waiting.is_empty() {
-            let answer = self.watch.next(deadline, |s| {
-                s.to == local && waiting.contains_key(&s.from) && (s.ack.is_some() || s.reset)
-            });
-            let Ok(Some(segment)) = answer else {
+        let mut waiting: BTreeMap<SocketAddrV4, Waiting> = self
+            .waiting
+            .drain(..)
+            .map(|w| (w.record.client, w))
+            .collect();
+        let round = ANSWER_WAIT / PROBE_ROUNDS;
+        for n in 0..PROBE_ROUNDS {
+            if waiting.is_empty() {
                 break;
-            };
-            let Some(w) = waiting.remove(&segment.from) else {
-                continue;
-            };
-            w.socket.forget();
-            match segment.ack {
-                Some(ack) if !segment.reset => {
-                    match continue_at(w.record, w.tsval, ack, segment.seq, segment.window, mounts) {
-                        Decision::Continue(resume) => settled.resumed.push(resume),
-                        Decision::Reset => settled.reset += 1,
-                        Decision::Ended => settled.ended += 1,
+            }
+            if n > 0 {
+                // Fresh sockets at the recorded start: the last probe moved
+                // the old ones one byte on.
+                let stale: Vec<SocketAddrV4> = waiting.keys().copied().collect();
+                for client in stale {
+                    let Some(w) = waiting.remove(&client) else {
+                        continue;
+                    };
+                    w.socket.forget();
+                    let window = Window { send: 65_535 };
+                    match rebuild(local, client, &w.record.at, w.tsval, &window) {
+                        Ok(socket) => {
+                            waiting.insert(client, Waiting { socket, ..w });
+                        }
+                        Err(_) => settled.ended += 1,
                     }
                 }
-                _ => settled.ended += 1,
+            }
+            let mut probed = BTreeMap::new();
+            for (client, w) in std::mem::take(&mut waiting) {
+                let first = w.record.head.as_bytes().first().copied().unwrap_or(b'H');
+                match w.socket.probe(first) {
+                    Ok(()) => {
+                        probed.insert(client, w);
+                    }
+                    Err(e) => {
+                        tracing::debug!("cannot probe {client}: {e}");
+                        w.socket.forget();
+                        settled.ended += 1;
+                    }
+                }
+            }
+            waiting = probed;
+            let deadline = Instant::now() + round;
+            while !waiting.is_empty() {
+                let answer = self.watch.next(deadline, |s| {
+                    s.to == local && waiting.contains_key(&s.from) && (s.ack.is_some() || s.reset)
+                });
+                let Ok(Some(segment)) = answer else {
+                    break;
+                };
+                let Some(w) = waiting.remove(&segment.from) else {
+                    continue;
+                };
+                w.socket.forget();
+                match segment.ack {
+                    Some(ack) if !segment.reset => {
+                        let (tsval, window) = (w.tsval, segment.window);
+                        match continue_at(w.record, tsval, ack, segment.seq, window, mounts) {
+                            Decision::Continue(resume) => settled.resumed.push(resume),
+                            Decision::Reset => settled.reset += 1,
+                            Decision::Ended => settled.ended += 1,
+                        }
+                    }
+                    _ => settled.ended += 1,
+                }
             }
         }
         for (_, w) in waiting {
