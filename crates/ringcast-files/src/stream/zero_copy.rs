@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use ringcast_tcp::Coordinates;
 use std::ops::Range;
@@ -182,7 +182,7 @@ pub async fn resume_connection(resume: Resume, ctx: &StreamContext) -> Outcome {
         return Outcome::Closed;
     }
     let tracking = Tracking {
-        enabled: true,
+        ends: Ends::of(&sock),
         base: Some(Base {
             at,
             written,
@@ -197,8 +197,25 @@ pub async fn resume_connection(resume: Resume, ctx: &StreamContext) -> Outcome {
 /// response (nothing waits in the send queue then); later ones follow from
 /// the bytes written since and the bytes the kernel has received.
 struct Tracking {
-    enabled: bool,
+    /// The connection's two ends, while it is followed.
+    ends: Option<Ends>,
     base: Option<Base>,
+}
+
+/// The player's end and this one, as a record names them.
+#[derive(Clone, Copy)]
+struct Ends {
+    client: SocketAddrV4,
+    local: SocketAddrV4,
+}
+
+impl Ends {
+    fn of(sock: &TcpStream) -> Option<Ends> {
+        Some(Ends {
+            client: ringcast_tcp::v4(sock.peer_addr().ok()?)?,
+            local: ringcast_tcp::v4(sock.local_addr().ok()?)?,
+        })
+    }
 }
 
 struct Base {
@@ -209,22 +226,20 @@ struct Base {
 
 impl Tracking {
     fn new(sock: &TcpStream, ctx: &StreamContext) -> Tracking {
-        let enabled = ctx
+        let covered = ctx
             .config
             .handover
             .as_ref()
             .is_some_and(|h| sock.local_addr().is_ok_and(|a| h.0.covers(a)));
         Tracking {
-            enabled,
+            ends: if covered { Ends::of(sock) } else { None },
             base: None,
         }
     }
 
     /// Where the connection stands before the next response.
     fn before(&mut self, sock: &TcpStream, ctx: &StreamContext) -> Option<Coordinates> {
-        if !self.enabled {
-            return None;
-        }
+        self.ends?;
         let hook = ctx.config.handover.as_ref()?;
         let now = match &self.base {
             None => (|| {
@@ -251,7 +266,7 @@ impl Tracking {
             Ok(at) => Some(at),
             Err(e) => {
                 hook.0.unavailable(&e);
-                self.enabled = false;
+                self.ends = None;
                 None
             }
         }
@@ -267,7 +282,7 @@ impl Tracking {
 /// The record of a response of one file range, for the host that may
 /// continue it; other responses (generated, multipart) go unrecorded.
 fn in_flight(
-    sock: &TcpStream,
+    ends: Ends,
     plan: &Plan,
     head: &str,
     at: Coordinates,
@@ -280,8 +295,8 @@ fn in_flight(
         return None;
     };
     Some(InFlight {
-        client: ringcast_tcp::v4(sock.peer_addr().ok()?)?,
-        local: ringcast_tcp::v4(sock.local_addr().ok()?)?,
+        client: ends.client,
+        local: ends.local,
         at,
         head: head.to_string(),
         disk: *disk_id,
@@ -355,7 +370,9 @@ async fn serve(
         let keep_alive = head.wants_keep_alive() && !plan.close;
         let response = response_head(&plan, head.minor_version, keep_alive);
         if let Some(at) = tracking.before(&sock, ctx) {
-            let record = in_flight(&sock, &plan, &response, at, keep_alive);
+            let record = tracking
+                .ends
+                .and_then(|ends| in_flight(ends, &plan, &response, at, keep_alive));
             if let (Some(record), Some(hook)) = (record, &ctx.config.handover) {
                 hook.0.started(record);
             }

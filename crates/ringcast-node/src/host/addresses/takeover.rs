@@ -228,8 +228,7 @@ impl Takeover {
                 .tsval
                 .wrapping_add(age.as_millis() as u32)
                 .wrapping_add(TS_AHEAD_MS);
-            let window = Window { send: 65_535 };
-            match rebuild(local, kept.record.client, &kept.record.at, tsval, &window) {
+            match placeholder(local, &kept.record, tsval) {
                 Ok(socket) => waiting.push(Waiting {
                     record: kept.record,
                     socket,
@@ -417,8 +416,7 @@ impl Pending {
                         continue;
                     };
                     w.socket.forget();
-                    let window = Window { send: 65_535 };
-                    match rebuild(local, client, &w.record.at, w.tsval, &window) {
+                    match placeholder(local, &w.record, w.tsval) {
                         Ok(socket) => {
                             waiting.insert(client, Waiting { socket, ..w });
                         }
@@ -472,6 +470,13 @@ impl Pending {
         }
         settled
     }
+}
+
+/// A connection rebuilt at its recorded start, to ask its player where it
+/// stands (the window is a guess until the player answers).
+fn placeholder(local: SocketAddrV4, record: &InFlight, tsval: u32) -> io::Result<Rebuilt> {
+    let window = Window { send: 65_535 };
+    rebuild(local, record.client, &record.at, tsval, &window)
 }
 
 /// Rebuilds a connection at the byte its player expects (`ack`) and says
