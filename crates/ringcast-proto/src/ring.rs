@@ -26,10 +26,13 @@ pub struct Ring {
 }
 
 /// What merging a received accumulation found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Merged {
     /// Whether some entry carried news (a declaration or disk state not seen before).
     pub news: bool,
+    /// The nodes whose entry is newer than the one held: the only entries
+    /// the supervisor reads again (its work per status is what changed).
+    pub changed: Vec<NodeId>,
 }
 
 impl Ring {
@@ -101,11 +104,13 @@ impl Ring {
                 Some(old) if old.seq >= entry.seq => {}
                 Some(old) => {
                     merged.news |= entry.has_news_over(old);
+                    merged.changed.push(entry.node);
                     self.accumulated.insert(entry.node, entry);
                 }
                 None => {
                     merged.news |=
                         !entry.declarations.is_empty() || entry.disks.iter().any(|d| !d.ok);
+                    merged.changed.push(entry.node);
                     self.accumulated.insert(entry.node, entry);
                 }
             }
@@ -113,25 +118,43 @@ impl Ring {
         merged
     }
 
-    /// Claim 6: appends this node's own entry and returns the accumulation to send.
+    /// Claim 6: appends this node's own entry and returns the accumulation to
+    /// send, with whether the own entry changed. The entry's sequence number
+    /// grows only when what it says changed, so the other nodes (and the
+    /// supervisor above all) re-read an entry only when there is something
+    /// new in it.
     pub fn emit(
         &mut self,
         me: NodeId,
         incarnation: Incarnation,
         load: Load,
         disks: Vec<DiskReport>,
-    ) -> Vec<StatusEntry> {
-        self.seq += 1;
-        let own = StatusEntry {
-            node: me,
-            incarnation,
-            seq: self.seq,
-            load,
-            disks,
-            declarations: self.declarations.iter().copied().collect(),
-        };
-        self.accumulated.insert(me, own);
-        self.accumulated.values().cloned().collect()
+    ) -> (Vec<StatusEntry>, bool) {
+        let declarations: Vec<Declaration> = self.declarations.iter().copied().collect();
+        let same = self.accumulated.get(&me).is_some_and(|e| {
+            e.incarnation == incarnation
+                && e.load == load
+                && e.disks == disks
+                && e.declarations == declarations
+        });
+        if !same {
+            self.seq += 1;
+            let own = StatusEntry {
+                node: me,
+                incarnation,
+                seq: self.seq,
+                load,
+                disks,
+                declarations,
+            };
+            self.accumulated.insert(me, own);
+        }
+        (self.accumulated.values().cloned().collect(), !same)
+    }
+
+    /// The entry of `node`, if accumulated.
+    pub fn entry(&self, node: NodeId) -> Option<&StatusEntry> {
+        self.accumulated.get(&node)
     }
 
     /// Every entry accumulated so far, this node's own included.
@@ -144,5 +167,63 @@ impl Ring {
         let seq = self.seq;
         *self = Ring::default();
         self.seq = seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeAddrs;
+    use crate::ids::{Epoch, Rank};
+    use crate::map::{Member, MemberStatus};
+
+    fn map(ids: &[u32]) -> ClusterMap {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        ClusterMap {
+            supervisor: NodeId(ids[0]),
+            epoch: Epoch(1),
+            supervisor_rank: Rank(0),
+            version: 1,
+            servers: vec![],
+            members: ids
+                .iter()
+                .map(|i| Member {
+                    id: NodeId(*i),
+                    incarnation: Incarnation(1),
+                    addrs: NodeAddrs {
+                        ring: addr,
+                        http: addr,
+                    },
+                    status: MemberStatus::Up,
+                })
+                .collect(),
+            ring: ids.iter().map(|i| NodeId(*i)).collect(),
+        }
+    }
+
+    fn load(streams: u32) -> Load {
+        Load {
+            streams,
+            bytes_per_s: 0,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_new_to_its_readers_only_when_what_it_says_changed() {
+        // Claims 6-7 at O(news): the supervisor re-reads only what changed.
+        let m = map(&[1, 2]);
+        let (mut two, mut one) = (Ring::default(), Ring::default());
+        two.follow(&m, NodeId(2));
+        one.follow(&m, NodeId(1));
+        let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![]);
+        assert!(changed, "the first entry is news");
+        assert_eq!(one.merge(sent, &m, NodeId(1)).changed, vec![NodeId(2)]);
+        let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![]);
+        assert!(!changed, "the same load is no news");
+        assert!(one.merge(sent, &m, NodeId(1)).changed.is_empty());
+        let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(4), vec![]);
+        assert!(changed);
+        assert_eq!(one.merge(sent, &m, NodeId(1)).changed, vec![NodeId(2)]);
+        assert_eq!(one.entry(NodeId(2)).map(|e| e.load), Some(load(4)));
     }
 }

@@ -301,20 +301,35 @@ impl Tables {
 
     /// Claim 13: re-decides every disk's status from the nodes' reports: a
     /// disk is failed when at least `quorum` distinct nodes (capped by how
-    /// many reach it) report their path to it broken.
+    /// many reach it) report their path to it broken. The supervisor calls
+    /// it when the map changed (a node's paths stop counting when it fails or
+    /// leaves); on a status it re-decides only the disks reported anew
+    /// ([`Tables::evaluate_disks_of`]).
     pub fn evaluate_disks(&mut self, quorum: u32) -> Vec<DiskChange> {
+        let all: Vec<DiskId> = self.disk_usage.iter().map(|r| r.disk).collect();
+        self.evaluate_disks_of(quorum, &all)
+    }
+
+    /// Claim 13: [`Tables::evaluate_disks`] for the disks of `disks` only:
+    /// what the supervisor does with a status, whose work is then what the
+    /// status changed.
+    pub fn evaluate_disks_of(&mut self, quorum: u32, disks: &[DiskId]) -> Vec<DiskChange> {
         let mut changes = Vec::new();
-        for row in &mut self.disk_usage {
+        for disk in disks {
+            let Ok(i) = self.disk_usage.binary_search_by_key(disk, |r| r.disk) else {
+                continue;
+            };
             let (mut reach, mut broken) = (0usize, 0usize);
             let (mut streams, mut bytes_per_s) = (0u32, 0u64);
             for t in &self.topology {
-                if let Some(link) = t.disks.iter().find(|l| l.disk == row.disk) {
+                if let Some(link) = t.disks.iter().find(|l| l.disk == *disk) {
                     reach += 1;
                     broken += usize::from(link.status == DiskAccessStatus::Broken);
                     streams = streams.saturating_add(link.streams);
                     bytes_per_s = bytes_per_s.saturating_add(link.bytes_per_s);
                 }
             }
+            let row = &mut self.disk_usage[i];
             // Claim 4: a disk's load is what every node reading it reports.
             row.streams = streams;
             row.bytes_per_s = bytes_per_s;
@@ -413,5 +428,33 @@ mod tests {
         t.record_join(NodeId(1), cap, &[DiskId(1)]);
         assert_eq!(t.usage(NodeId(1)).map(|u| u.load.streams), Some(2));
         assert!(t.serves_from(NodeId(1), DiskId(1)));
+    }
+
+    #[test]
+    fn a_status_re_decides_only_the_disks_it_reports() {
+        // Claim 13 at O(news): one node's report re-decides its own disks.
+        let mut t = Tables::default();
+        let cap = Capacity {
+            max_streams: 2,
+            max_bytes_per_s: 0,
+        };
+        t.record_join(NodeId(1), cap, &[DiskId(1), DiskId(2)]);
+        let broken = |disk| DiskReport {
+            disk,
+            ok: false,
+            capacity_bytes: 0,
+            used_bytes: 0,
+            catalog: 0,
+            streams: 0,
+            bytes_per_s: 0,
+        };
+        t.record_disk_report(NodeId(1), &broken(DiskId(1)));
+        t.record_disk_report(NodeId(1), &broken(DiskId(2)));
+        assert_eq!(
+            t.evaluate_disks_of(2, &[DiskId(2)]),
+            vec![DiskChange::Failed(DiskId(2))]
+        );
+        assert_eq!(t.disk(DiskId(1)).map(|d| d.status), Some(DiskStatus::Ok));
+        assert_eq!(t.evaluate_disks(2), vec![DiskChange::Failed(DiskId(1))]);
     }
 }

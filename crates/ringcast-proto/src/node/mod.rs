@@ -86,6 +86,9 @@ pub struct Node {
     full_repeats: u32,
     /// Beats sent since the last full notification.
     beats_since_full: u32,
+    /// The map (epoch, version) at which the supervisor last re-decided
+    /// every disk.
+    disks_evaluated_at: Option<(Epoch, u64)>,
     newest_config_seen: u32,
     /// The newest life of another process with this node's id heard so far.
     newest_own_id_life: Incarnation,
@@ -152,6 +155,7 @@ impl Node {
             last_full: None,
             full_repeats: 0,
             beats_since_full: 0,
+            disks_evaluated_at: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -476,7 +480,7 @@ impl Node {
         // What this node's ring already knows counts at once: its own
         // declarations, and the accumulated reports of the others.
         self.apply_own_declarations(now);
-        self.apply_ring_entries(now);
+        self.apply_ring_entries(now, None);
         if matches!(reason, Reason::Takeover | Reason::Resume | Reason::Handover)
             && previous != self.cfg.node
         {
@@ -764,30 +768,48 @@ impl Node {
         if self.ring.upstream().map(|(n, _)| n) == Some(from) {
             self.arm_upstream_silence(now);
         }
-        if self.role == Role::Supervisor {
-            self.apply_ring_entries(now);
+        if self.role == Role::Supervisor && !merged.changed.is_empty() {
+            self.apply_ring_entries(now, Some(&merged.changed));
         }
         if merged.news {
             self.send_status();
         }
     }
 
-    /// Claims 7, 9 and 13: the supervisor reads the accumulation.
-    fn apply_ring_entries(&mut self, now: Instant) {
+    /// Claims 7, 9 and 13: the supervisor reads the accumulation: the
+    /// entries of `changed` (those a status brought anew), or every entry
+    /// when it has just become supervisor (`None`). Only the disks those
+    /// entries report are re-decided: the work is what changed.
+    fn apply_ring_entries(&mut self, now: Instant, changed: Option<&[NodeId]>) {
         let Some(view) = self.view.as_mut() else {
             return;
         };
-        let entries: Vec<_> = self.ring.entries().cloned().collect();
+        let entries: Vec<_> = match changed {
+            Some(nodes) => nodes
+                .iter()
+                .filter_map(|n| self.ring.entry(*n))
+                .cloned()
+                .collect(),
+            None => self.ring.entries().cloned().collect(),
+        };
         let mut failed = Vec::new();
         let mut disks = Vec::new();
+        let mut reported = Vec::new();
         for entry in &entries {
             let (declared, paths) = view.apply_entry(entry, &self.cfg.priority);
             for d in declared {
                 failed.push((d.node, entry.node));
             }
             disks.extend(paths);
+            reported.extend(entry.disks.iter().map(|r| r.disk));
         }
-        disks.extend(view.tables.evaluate_disks(self.cfg.timing.disk_quorum));
+        reported.sort();
+        reported.dedup();
+        let quorum = self.cfg.timing.disk_quorum;
+        disks.extend(match changed {
+            Some(_) => view.tables.evaluate_disks_of(quorum, &reported),
+            None => view.tables.evaluate_disks(quorum),
+        });
         if !disks.is_empty() {
             self.notify_now = true;
         }

@@ -7,6 +7,7 @@ impl Node {
     // ----- sending -----
 
     pub(super) fn flush(&mut self, now: Instant) {
+        self.evaluate_disks_after_map_change();
         if self.notify_now && self.role == Role::Supervisor {
             if let Some(view) = self.view.as_ref() {
                 let unchanged = self.last_full.as_ref().is_some_and(|(e, v, t)| {
@@ -51,6 +52,28 @@ impl Node {
         self.beat_ok = false;
     }
 
+    /// Claim 13: a node that failed or left no longer counts for the disks
+    /// it reached, so the supervisor re-decides every disk once per map
+    /// change (statuses re-decide only the disks they report).
+    fn evaluate_disks_after_map_change(&mut self) {
+        if self.role != Role::Supervisor {
+            return;
+        }
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        let at = (view.map.epoch, view.map.version);
+        if self.disks_evaluated_at == Some(at) {
+            return;
+        }
+        self.disks_evaluated_at = Some(at);
+        let changes = view.tables.evaluate_disks(self.cfg.timing.disk_quorum);
+        if !changes.is_empty() {
+            self.notify_now = true;
+        }
+        self.events.extend(changes.into_iter().map(Event::Disk));
+    }
+
     pub(super) fn send_status(&mut self) {
         if !matches!(self.role, Role::Member | Role::Supervisor) || !self.joined {
             return;
@@ -66,10 +89,10 @@ impl Node {
         };
         let epoch = view.map.epoch;
         let disks = self.disks.values().cloned().collect();
-        let entries = self
-            .ring
-            .emit(self.cfg.node, self.incarnation, self.load, disks);
-        if self.role == Role::Supervisor {
+        let (entries, own_changed) =
+            self.ring
+                .emit(self.cfg.node, self.incarnation, self.load, disks);
+        if self.role == Role::Supervisor && own_changed {
             // The supervisor's own entry is read directly.
             if let (Some(view), Some(own)) = (
                 self.view.as_mut(),
@@ -81,7 +104,11 @@ impl Node {
                     .iter()
                     .filter_map(|r| view.tables.record_disk_report(own.node, r))
                     .collect();
-                changes.extend(view.tables.evaluate_disks(self.cfg.timing.disk_quorum));
+                let reported: Vec<DiskId> = own.disks.iter().map(|r| r.disk).collect();
+                changes.extend(
+                    view.tables
+                        .evaluate_disks_of(self.cfg.timing.disk_quorum, &reported),
+                );
                 if !changes.is_empty() {
                     self.notify_now = true;
                 }
