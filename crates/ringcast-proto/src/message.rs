@@ -119,13 +119,32 @@ impl StatusEntry {
     }
 }
 
-/// Claims 6-7: the accumulated status passed around the ring.
+/// Claims 6-7: the accumulated status passed around the ring, as a delta:
+/// the entries the sender has not yet told this receiver, and a digest of
+/// every entry it has told it, so a receiver that missed a status sees it
+/// and asks for everything again ([`Resend`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// The epoch of the map the sender follows.
     pub epoch: Epoch,
-    /// One entry per node, the sender's own appended.
+    /// The entries new to the receiver (every entry when `reset`), the
+    /// sender's own among them when it changed.
     pub entries: Vec<StatusEntry>,
+    /// The receiver forgets what this sender told it before: this status
+    /// starts the telling afresh.
+    pub reset: bool,
+    /// Digest of every (node, life, sequence) the sender has told the
+    /// receiver since the last reset, these entries included
+    /// (`ring::Told`).
+    pub told: [u8; 8],
+}
+
+/// Claims 6-7: a node whose digest of what its upstream told it disagrees
+/// with the upstream's asks it, by unicast, to tell everything again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resend {
+    /// The asking node (the sender's downstream).
+    pub node: NodeId,
 }
 
 /// Every message of the protocol.
@@ -139,10 +158,12 @@ pub enum Message {
     Join(JoinRequest),
     /// Leave (bus).
     Leave(Leave),
-    /// Ring status (unicast to the downstream neighbour).
+    /// Ring status (unicast to the downstream neighbour, as a delta).
     Status(Status),
     /// Supervisor notification without map and tables (bus).
     Beat(Beat),
+    /// Ring: ask the upstream neighbour to tell everything again (unicast).
+    Resend(Resend),
 }
 
 /// The path a message travels (DESIGN 3).
@@ -179,24 +200,27 @@ pub enum MessageKind {
     Status,
     /// [`Message::Beat`].
     Beat,
+    /// [`Message::Resend`].
+    Resend,
 }
 
 impl MessageKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [MessageKind; 6] = [
+    pub const ALL: [MessageKind; 7] = [
         MessageKind::Notify,
         MessageKind::SupervisorUpdate,
         MessageKind::Join,
         MessageKind::Leave,
         MessageKind::Status,
         MessageKind::Beat,
+        MessageKind::Resend,
     ];
 
     /// The path messages of this kind travel: status on the ring, every
     /// other kind on the bus.
     pub fn channel(self) -> Channel {
         match self {
-            MessageKind::Status => Channel::Ring,
+            MessageKind::Status | MessageKind::Resend => Channel::Ring,
             _ => Channel::Bus,
         }
     }
@@ -210,6 +234,7 @@ impl MessageKind {
             MessageKind::Leave => "leave",
             MessageKind::Status => "status",
             MessageKind::Beat => "beat",
+            MessageKind::Resend => "resend",
         }
     }
 }
@@ -229,6 +254,7 @@ impl Message {
             Message::Leave(_) => MessageKind::Leave,
             Message::Status(_) => MessageKind::Status,
             Message::Beat(_) => MessageKind::Beat,
+            Message::Resend(_) => MessageKind::Resend,
         }
     }
 

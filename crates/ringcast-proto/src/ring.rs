@@ -10,6 +10,64 @@ use crate::map::ClusterMap;
 use crate::message::{Declaration, DiskReport, StatusEntry};
 use crate::tables::Load;
 
+/// Claims 6-7: what one side of a ring link has told (or been told): the
+/// (life, sequence) of every entry, and their digest, the XOR of a hash of
+/// each. Both ends of a link keep one; equal digests mean the downstream
+/// has heard every entry the upstream told it, so a status need carry only
+/// what is new to its receiver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Told {
+    /// The other end of the link.
+    peer: Option<NodeId>,
+    /// What was told of each node.
+    entries: BTreeMap<NodeId, (Incarnation, u64)>,
+    digest: u64,
+}
+
+/// A well-mixed 64-bit hash of one told entry (splitmix64's finaliser, on
+/// fields that arrive authenticated: this detects loss, not forgery).
+fn entry_hash(node: NodeId, incarnation: Incarnation, seq: u64) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(u64::from(node.0)) ^ incarnation.0) ^ seq)
+}
+
+impl Told {
+    /// Starts afresh with `peer`.
+    fn reset(&mut self, peer: NodeId) {
+        *self = Told {
+            peer: Some(peer),
+            ..Told::default()
+        };
+    }
+
+    /// Records that `entry` was told; returns whether it was new to the peer.
+    fn record(&mut self, entry: &StatusEntry) -> bool {
+        let now = (entry.incarnation, entry.seq);
+        let old = self.entries.insert(entry.node, now);
+        if old == Some(now) {
+            return false;
+        }
+        if let Some((inc, seq)) = old {
+            self.digest ^= entry_hash(entry.node, inc, seq);
+        }
+        self.digest ^= entry_hash(entry.node, now.0, now.1);
+        true
+    }
+
+    /// The digest, as a status carries it.
+    pub fn digest(&self) -> [u8; 8] {
+        self.digest.to_le_bytes()
+    }
+}
+
+/// The most entries of unlisted lives kept (one per node id; a cluster
+/// file names at most this many nodes).
+const MAX_UNLISTED: usize = 4096;
+
 /// A node's place on the ring and what it has accumulated.
 #[derive(Clone, Debug, Default)]
 pub struct Ring {
@@ -23,6 +81,38 @@ pub struct Ring {
     declarations: BTreeSet<Declaration>,
     /// Sequence number of this node's own entry.
     seq: u64,
+    /// What this node told its downstream.
+    told: Told,
+    /// Entries changed since the last status sent downstream.
+    dirty: BTreeSet<NodeId>,
+    /// What this node's upstream told it.
+    heard: Told,
+    /// The latest entry of each life the map does not list (yet): told and
+    /// heard, so never told again, it is merged once the map lists it.
+    unlisted: BTreeMap<NodeId, StatusEntry>,
+    /// Entries merged because the map now lists them, for the supervisor to read.
+    relisted: Vec<NodeId>,
+}
+
+/// What a status is, to the ring state of its receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hearing {
+    /// Its digest is what this node heard from the sender: nothing was missed.
+    Whole,
+    /// Something the sender told was missed (a status lost or reordered,
+    /// the sender new or restarted): ask it to tell everything again.
+    Missed,
+}
+
+/// A status as the ring would send it downstream (see [`Ring::emit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The entries new to the downstream.
+    pub entries: Vec<StatusEntry>,
+    /// Whether the downstream must forget what it was told before.
+    pub reset: bool,
+    /// The digest of everything told to the downstream.
+    pub told: [u8; 8],
 }
 
 /// What merging a received accumulation found.
@@ -48,12 +138,66 @@ impl Ring {
         };
         let changed = up != self.upstream;
         self.upstream = up;
+        if down != self.downstream {
+            // A new downstream knows nothing this node told: tell it all.
+            self.told = Told::default();
+        }
         self.downstream = down;
+        // Entries of lives the map no longer lists up are kept aside, not
+        // forgotten: they were told, so they would never be told again, and
+        // a map that lists the life again (a split healing, a map that was
+        // behind) needs them back.
+        let unlisted: Vec<NodeId> = self
+            .accumulated
+            .iter()
+            .filter(|(id, entry)| {
+                **id != me
+                    && !map.member(**id).is_some_and(|m| {
+                        m.status == crate::map::MemberStatus::Up
+                            && m.incarnation == entry.incarnation
+                    })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unlisted {
+            if let Some(entry) = self.accumulated.remove(&id) {
+                let newer = self.unlisted.get(&id).is_none_or(|old| {
+                    (old.incarnation, old.seq) < (entry.incarnation, entry.seq)
+                });
+                let room = self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(&id);
+                if newer && room {
+                    self.unlisted.insert(id, entry);
+                }
+            }
+        }
         self.accumulated.retain(|id, entry| {
             map.member(*id).is_some_and(|m| {
                 m.status == crate::map::MemberStatus::Up && m.incarnation == entry.incarnation
             })
         });
+        let listed = |e: &StatusEntry| {
+            map.member(e.node).is_some_and(|m| {
+                m.status == crate::map::MemberStatus::Up && m.incarnation == e.incarnation
+            })
+        };
+        let now_listed: Vec<StatusEntry> = self
+            .unlisted
+            .values()
+            .filter(|e| listed(e) && e.node != me)
+            .cloned()
+            .collect();
+        for entry in now_listed {
+            self.unlisted.remove(&entry.node);
+            let newer = self
+                .accumulated
+                .get(&entry.node)
+                .is_none_or(|old| old.seq < entry.seq || old.incarnation != entry.incarnation);
+            if newer {
+                self.relisted.push(entry.node);
+                self.dirty.insert(entry.node);
+                self.accumulated.insert(entry.node, entry);
+            }
+        }
         // A declaration is done once the map no longer lists that life up.
         self.declarations.retain(|d| {
             map.member(d.node).is_some_and(|m| {
@@ -86,6 +230,36 @@ impl Ring {
         self.declarations.iter()
     }
 
+    /// Claims 6-7: checks a status from `from` against what it told this
+    /// node before: records its entries as heard (after a reset, afresh)
+    /// and compares the digests. Only a status from the upstream is ever
+    /// missed: another sender (one whose map is ahead or behind) is heard
+    /// but not checked.
+    pub fn hear(&mut self, from: NodeId, status: &crate::message::Status) -> Hearing {
+        if status.reset {
+            self.heard.reset(from);
+        }
+        let telling = self.heard.peer == Some(from);
+        if telling {
+            for entry in &status.entries {
+                self.heard.record(entry);
+            }
+        }
+        let upstream = self.upstream.map(|(n, _)| n) == Some(from);
+        if upstream && (!telling || self.heard.digest() != status.told) {
+            Hearing::Missed
+        } else {
+            Hearing::Whole
+        }
+    }
+
+    /// Claims 6-7: the downstream asked to be told everything again.
+    pub fn resend_to(&mut self, node: NodeId) {
+        if self.downstream == Some(node) {
+            self.told = Told::default();
+        }
+    }
+
     /// Claim 6: merges a received accumulation, keeping the latest entry of
     /// each node that `map` lists up with the same life.
     pub fn merge(&mut self, entries: Vec<StatusEntry>, map: &ClusterMap, me: NodeId) -> Merged {
@@ -98,6 +272,15 @@ impl Ring {
                 m.status == crate::map::MemberStatus::Up && m.incarnation == entry.incarnation
             });
             if !listed {
+                let newer = self
+                    .unlisted
+                    .get(&entry.node)
+                    .is_none_or(|old| (old.incarnation, old.seq) < (entry.incarnation, entry.seq));
+                let room =
+                    self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(&entry.node);
+                if newer && room {
+                    self.unlisted.insert(entry.node, entry);
+                }
                 continue;
             }
             match self.accumulated.get(&entry.node) {
@@ -105,12 +288,14 @@ impl Ring {
                 Some(old) => {
                     merged.news |= entry.has_news_over(old);
                     merged.changed.push(entry.node);
+                    self.dirty.insert(entry.node);
                     self.accumulated.insert(entry.node, entry);
                 }
                 None => {
                     merged.news |=
                         !entry.declarations.is_empty() || entry.disks.iter().any(|d| !d.ok);
                     merged.changed.push(entry.node);
+                    self.dirty.insert(entry.node);
                     self.accumulated.insert(entry.node, entry);
                 }
             }
@@ -118,18 +303,20 @@ impl Ring {
         merged
     }
 
-    /// Claim 6: appends this node's own entry and returns the accumulation to
-    /// send, with whether the own entry changed. The entry's sequence number
-    /// grows only when what it says changed, so the other nodes (and the
-    /// supervisor above all) re-read an entry only when there is something
-    /// new in it.
+    /// Claim 6: appends this node's own entry and returns the status to
+    /// send downstream, with whether the own entry changed. The entry's
+    /// sequence number grows only when what it says changed, so the other
+    /// nodes (and the supervisor above all) re-read an entry only when there
+    /// is something new in it; and the status carries only the entries the
+    /// downstream was not told yet (all of them after a reset), with the
+    /// digest of everything told.
     pub fn emit(
         &mut self,
         me: NodeId,
         incarnation: Incarnation,
         load: Load,
         disks: Vec<DiskReport>,
-    ) -> (Vec<StatusEntry>, bool) {
+    ) -> (Outgoing, bool) {
         let declarations: Vec<Declaration> = self.declarations.iter().copied().collect();
         let same = self.accumulated.get(&me).is_some_and(|e| {
             e.incarnation == incarnation
@@ -148,8 +335,41 @@ impl Ring {
                 declarations,
             };
             self.accumulated.insert(me, own);
+            self.dirty.insert(me);
         }
-        (self.accumulated.values().cloned().collect(), !same)
+        let reset = match self.downstream {
+            Some(down) if self.told.peer != Some(down) => {
+                self.told.reset(down);
+                true
+            }
+            _ => false,
+        };
+        let dirty = std::mem::take(&mut self.dirty);
+        let entries: Vec<StatusEntry> = if reset {
+            self.accumulated.values().cloned().collect()
+        } else {
+            dirty
+                .iter()
+                .filter_map(|n| self.accumulated.get(n))
+                .cloned()
+                .collect()
+        };
+        let entries = entries
+            .into_iter()
+            .filter(|e| self.told.record(e))
+            .collect();
+        let out = Outgoing {
+            entries,
+            reset,
+            told: self.told.digest(),
+        };
+        (out, !same)
+    }
+
+    /// The nodes whose entry was merged because the map now lists their life
+    /// (see `unlisted`), since this was last asked.
+    pub fn take_relisted(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.relisted)
     }
 
     /// The entry of `node`, if accumulated.
@@ -217,13 +437,20 @@ mod tests {
         one.follow(&m, NodeId(1));
         let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![]);
         assert!(changed, "the first entry is news");
-        assert_eq!(one.merge(sent, &m, NodeId(1)).changed, vec![NodeId(2)]);
+        assert_eq!(
+            one.merge(sent.entries, &m, NodeId(1)).changed,
+            vec![NodeId(2)]
+        );
         let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![]);
         assert!(!changed, "the same load is no news");
-        assert!(one.merge(sent, &m, NodeId(1)).changed.is_empty());
+        assert!(sent.entries.is_empty(), "nor is it told again");
+        assert!(one.merge(sent.entries, &m, NodeId(1)).changed.is_empty());
         let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(4), vec![]);
         assert!(changed);
-        assert_eq!(one.merge(sent, &m, NodeId(1)).changed, vec![NodeId(2)]);
+        assert_eq!(
+            one.merge(sent.entries, &m, NodeId(1)).changed,
+            vec![NodeId(2)]
+        );
         assert_eq!(one.entry(NodeId(2)).map(|e| e.load), Some(load(4)));
     }
 }

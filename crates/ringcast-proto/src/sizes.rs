@@ -172,6 +172,9 @@ pub fn largest(nodes: &[NodeShape], servers: usize) -> Largest {
                 }],
             })
             .collect(),
+        // A reset: every entry told again.
+        reset: true,
+        told: [0xff; 8],
     })
     .encode()
     .len();

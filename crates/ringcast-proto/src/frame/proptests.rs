@@ -253,7 +253,18 @@ fn status_entry() -> impl Strategy<Value = StatusEntry> {
 }
 
 fn status() -> impl Strategy<Value = Status> {
-    (epoch(), vec(status_entry(), 0..16)).prop_map(|(epoch, entries)| Status { epoch, entries })
+    (
+        epoch(),
+        vec(status_entry(), 0..16),
+        any::<bool>(),
+        any::<[u8; 8]>(),
+    )
+        .prop_map(|(epoch, entries, reset, told)| Status {
+            epoch,
+            entries,
+            reset,
+            told,
+        })
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -89,6 +89,8 @@ pub struct Node {
     /// The map (epoch, version) at which the supervisor last re-decided
     /// every disk.
     disks_evaluated_at: Option<(Epoch, u64)>,
+    /// When this node last asked its upstream to tell everything again.
+    resend_asked: Option<Instant>,
     newest_config_seen: u32,
     /// The newest life of another process with this node's id heard so far.
     newest_own_id_life: Incarnation,
@@ -156,6 +158,7 @@ impl Node {
             full_repeats: 0,
             beats_since_full: 0,
             disks_evaluated_at: None,
+            resend_asked: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -213,6 +216,7 @@ impl Node {
             Message::Leave(l) => self.on_leave(now, from, l),
             Message::Status(s) => self.on_status(now, from, s),
             Message::Beat(b) => self.on_beat(now, from, opened.header.incarnation, b),
+            Message::Resend(r) => self.on_resend(from, r),
         }
         self.flush(now);
     }
@@ -744,6 +748,10 @@ impl Node {
             return;
         }
         let changed = self.ring.follow(&view.map, self.cfg.node);
+        let relisted = self.ring.take_relisted();
+        if self.role == Role::Supervisor && !relisted.is_empty() {
+            self.apply_ring_entries(now, Some(&relisted));
+        }
         if self.ring.upstream().is_none() {
             self.timers.clear(Timer::UpstreamSilence);
         } else if changed || !self.timers.is_set(Timer::UpstreamSilence) {
@@ -761,6 +769,12 @@ impl Node {
         if !matches!(self.role, Role::Member | Role::Supervisor) {
             return;
         }
+        if self.view.is_none() {
+            return;
+        }
+        if self.ring.hear(from, &s) == crate::ring::Hearing::Missed {
+            self.ask_resend(now, from);
+        }
         let Some(view) = self.view.as_ref() else {
             return;
         };
@@ -772,6 +786,40 @@ impl Node {
             self.apply_ring_entries(now, Some(&merged.changed));
         }
         if merged.news {
+            self.send_status();
+        }
+    }
+
+    /// Claims 6-7: the upstream told something this node missed: ask it to
+    /// tell everything again, at most once per two status intervals (a
+    /// lost request is repeated by the next status that still disagrees).
+    fn ask_resend(&mut self, now: Instant, upstream: NodeId) {
+        let holdoff = self.cfg.timing.status_interval * 2;
+        if self.resend_asked.is_some_and(|at| now < at + holdoff) {
+            return;
+        }
+        let Some(addr) = self
+            .map()
+            .and_then(|m| m.member(upstream))
+            .map(|m| m.addrs.ring)
+        else {
+            return;
+        };
+        self.resend_asked = Some(now);
+        let node = self.cfg.node;
+        self.send(
+            Destination::Node { id: upstream, addr },
+            Message::Resend(crate::message::Resend { node }),
+        );
+    }
+
+    /// Claims 6-7: the downstream missed something: tell it all at once.
+    fn on_resend(&mut self, from: NodeId, r: crate::message::Resend) {
+        if r.node != from {
+            return self.reject("inconsistent_resend");
+        }
+        if self.ring.downstream() == Some(from) {
+            self.ring.resend_to(from);
             self.send_status();
         }
     }

@@ -89,15 +89,12 @@ impl Node {
         };
         let epoch = view.map.epoch;
         let disks = self.disks.values().cloned().collect();
-        let (entries, own_changed) =
-            self.ring
-                .emit(self.cfg.node, self.incarnation, self.load, disks);
+        let (out, own_changed) = self
+            .ring
+            .emit(self.cfg.node, self.incarnation, self.load, disks);
         if self.role == Role::Supervisor && own_changed {
             // The supervisor's own entry is read directly.
-            if let (Some(view), Some(own)) = (
-                self.view.as_mut(),
-                entries.iter().find(|e| e.node == self.cfg.node),
-            ) {
+            if let (Some(view), Some(own)) = (self.view.as_mut(), self.ring.entry(self.cfg.node)) {
                 view.tables.record_load(own.node, own.load);
                 let mut changes: Vec<_> = own
                     .disks
@@ -117,7 +114,12 @@ impl Node {
         }
         self.send(
             Destination::Node { id: down, addr },
-            Message::Status(Status { epoch, entries }),
+            Message::Status(Status {
+                epoch,
+                entries: out.entries,
+                reset: out.reset,
+                told: out.told,
+            }),
         );
     }
 
