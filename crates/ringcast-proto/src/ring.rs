@@ -161,9 +161,10 @@ impl Ring {
             .collect();
         for id in unlisted {
             if let Some(entry) = self.accumulated.remove(&id) {
-                let newer = self.unlisted.get(&id).is_none_or(|old| {
-                    (old.incarnation, old.seq) < (entry.incarnation, entry.seq)
-                });
+                let newer = self
+                    .unlisted
+                    .get(&id)
+                    .is_none_or(|old| (old.incarnation, old.seq) < (entry.incarnation, entry.seq));
                 let room = self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(&id);
                 if newer && room {
                     self.unlisted.insert(id, entry);
