@@ -381,6 +381,10 @@ impl FMessage {
                     max_streams: *max_streams,
                     max_bytes_per_s: max_bytes_per_s.get(),
                 },
+                load: Load {
+                    streams: *max_streams / 2,
+                    bytes_per_s: 0,
+                },
             }),
             FMessage::Leave {
                 node,

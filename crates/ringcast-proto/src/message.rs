@@ -66,6 +66,10 @@ pub struct JoinRequest {
     pub disks: Vec<DiskId>,
     /// Its streaming capacity (claim 4).
     pub capacity: Capacity,
+    /// Claim 13: the streams it serves as it joins (a node that refutes a
+    /// failure may still serve its players), so the supervisor never places
+    /// on it as if it were empty before its first ring status arrives.
+    pub load: Load,
 }
 
 /// Claim 19: a node leaving, repeated until a notification no longer lists it up (claim 20).

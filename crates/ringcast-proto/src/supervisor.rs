@@ -56,6 +56,7 @@ impl View {
         });
         self.tables
             .record_join(join.node, join.capacity, &join.disks);
+        self.tables.record_load(join.node, join.load);
         self.changed(priority);
         JoinOutcome::Added
     }

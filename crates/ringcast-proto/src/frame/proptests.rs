@@ -197,14 +197,21 @@ fn join_request() -> impl Strategy<Value = JoinRequest> {
         node_addrs(),
         vec(disk_id(), 0..8),
         capacity(),
+        (any::<u32>(), any::<u64>()),
     )
-        .prop_map(|(node, incarnation, addrs, disks, capacity)| JoinRequest {
-            node,
-            incarnation,
-            addrs,
-            disks,
-            capacity,
-        })
+        .prop_map(
+            |(node, incarnation, addrs, disks, capacity, (streams, bytes_per_s))| JoinRequest {
+                node,
+                incarnation,
+                addrs,
+                disks,
+                capacity,
+                load: Load {
+                    streams,
+                    bytes_per_s,
+                },
+            },
+        )
 }
 
 fn leave() -> impl Strategy<Value = Leave> {

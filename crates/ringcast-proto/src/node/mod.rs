@@ -460,6 +460,7 @@ impl Node {
         let disks: Vec<DiskId> = self.cfg.disks.iter().map(|d| d.id).collect();
         view.tables
             .record_join(self.cfg.node, self.cfg.capacity, &disks);
+        view.tables.record_load(self.cfg.node, self.load);
         self.highest_epoch = self.highest_epoch.max(epoch);
         self.view = Some(view);
         self.role = Role::Supervisor;

@@ -157,6 +157,7 @@ impl Node {
             addrs: self.cfg.addrs,
             disks: self.cfg.disks.iter().map(|d| d.id).collect(),
             capacity: self.cfg.capacity,
+            load: self.load,
         };
         self.send(Destination::Bus, Message::Join(join));
     }
