@@ -9,9 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::Arbitrary;
 use ringcast_proto::map::{ClusterMap, Member, MemberStatus};
+use ringcast_proto::announce;
 use ringcast_proto::message::{
-    Declaration, DiskReport, JoinRequest, Leave, Message, Notify, Status, StatusEntry,
-    SupervisorUpdate,
+    Change, Declaration, DiskReport, Head, JoinRequest, Leave, Message, Notify, Status,
+    StatusEntry, SupervisorUpdate,
 };
 use ringcast_proto::{
     Capacity, DiskId, Epoch, Incarnation, Load, NodeAddrs, NodeId, Rank, Tables,
@@ -347,11 +348,27 @@ impl FMessage {
     pub fn build(&self) -> Message {
         match self {
             FMessage::Notify { addrs, map, tables } => {
+                // The whole state as changes from version 0 of its reign:
+                // what a member of that reign applies.
                 let map = map.build();
+                let tables = build_tables(tables);
                 Message::Notify(Notify {
                     addrs: addrs.of(map.supervisor),
-                    map,
-                    tables: build_tables(tables),
+                    head: Head {
+                        supervisor: map.supervisor,
+                        supervisor_rank: map.supervisor_rank,
+                        epoch: map.epoch,
+                        life: map.supervisor_incarnation(),
+                        map_version: map.version,
+                        version: map.version,
+                        digest: announce::digest(&map, &tables),
+                    },
+                    base: 0,
+                    base_digest: 0,
+                    changes: announce::rows(&map, &tables)
+                        .into_iter()
+                        .map(Change::Put)
+                        .collect(),
                 })
             }
             FMessage::Update {
@@ -398,6 +415,9 @@ impl FMessage {
             FMessage::Status { epoch, entries } => Message::Status(Status {
                 epoch: Epoch(epoch.get()),
                 entries: entries.iter().take(16).map(FEntry::build).collect(),
+                // A reset: its receiver forgets what the sender told before.
+                reset: true,
+                told: [0; 8],
             }),
         }
     }

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod announce;
 pub mod config;
 pub mod election;
 pub mod event;

@@ -6,38 +6,59 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::announce::{Change, Head, Row, RowKey};
 use crate::config::{Capacity, NodeAddrs};
-use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
-use crate::map::ClusterMap;
+use crate::ids::{DiskId, Epoch, Incarnation, NodeId};
 pub use crate::tables::DiskReport;
-use crate::tables::{Load, Tables};
+use crate::tables::Load;
 
-/// Claims 10-11: the supervisor's periodic notification on the bus: its id and
-/// address, epoch and rank (in the map), the cluster topology and the cluster map.
+/// Claims 10-11: the supervisor's periodic notification on the bus, as a
+/// delta: who it is, which state it holds, and the changes from an
+/// earlier version `base` (whose digest it names too). A member holding
+/// `base` (or a version between `base` and the head's, of the same reign)
+/// applies the changes and checks the digest; any other member pulls the
+/// whole state ([`Pull`], answered by [`StatePart`]s). A quiet cluster's
+/// notification carries no change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notify {
     /// The supervisor's addresses (claim 10).
     pub addrs: NodeAddrs,
-    /// The cluster map, which names the supervisor, its epoch and the ring order (claim 11).
-    pub map: ClusterMap,
-    /// Topology, node usage and disk usage (claims 4 and 11).
-    pub tables: Tables,
+    /// Who announces which state.
+    pub head: Head,
+    /// The version the changes start from.
+    pub base: u64,
+    /// The digest of the state at `base`.
+    pub base_digest: u64,
+    /// Every row changed after `base` up to the head's version, as it is now.
+    pub changes: Vec<Change>,
 }
 
-/// Claim 10: the supervisor's periodic notification while its map and
-/// tables are the ones it last sent in full: who it is and which map it
-/// holds, without the map and tables. A node that lacks that map asks for it
-/// with a join request, which the supervisor answers with a full [`Notify`].
+/// Claim 11: a node that cannot complete the announced state (it missed
+/// more than the repeats cover, restarted, just joined or follows another
+/// reign) asks the supervisor for all of it, by unicast.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Beat {
+pub struct Pull {
+    /// The asking node.
+    pub node: NodeId,
+    /// Where it is reached: the answer goes to its ring address.
+    pub addrs: NodeAddrs,
+}
+
+/// Claim 11: one part of the whole state, answering a [`Pull`] by unicast.
+/// Parts are independent lists of rows; the asker adopts the state once it
+/// has every part of one version and the rows' digest is the head's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatePart {
     /// The supervisor's addresses.
     pub addrs: NodeAddrs,
-    /// Its rank in the priority list.
-    pub supervisor_rank: Rank,
-    /// The epoch of its reign.
-    pub epoch: Epoch,
-    /// The version of the map it holds.
-    pub version: u64,
+    /// Who announces which state.
+    pub head: Head,
+    /// This part's index, from 0.
+    pub part: u16,
+    /// How many parts the state is in.
+    pub parts: u16,
+    /// Some of its rows.
+    pub rows: Vec<Row>,
 }
 
 /// Claim 12: posted once by a node that has just taken over.
@@ -164,10 +185,12 @@ pub enum Message {
     Leave(Leave),
     /// Ring status (unicast to the downstream neighbour, as a delta).
     Status(Status),
-    /// Supervisor notification without map and tables (bus).
-    Beat(Beat),
     /// Ring: ask the upstream neighbour to tell everything again (unicast).
     Resend(Resend),
+    /// Ask the supervisor for the whole state (unicast).
+    Pull(Pull),
+    /// A part of the whole state (unicast from the supervisor).
+    State(StatePart),
 }
 
 /// The path a message travels (DESIGN 3).
@@ -202,29 +225,34 @@ pub enum MessageKind {
     Leave,
     /// [`Message::Status`].
     Status,
-    /// [`Message::Beat`].
-    Beat,
     /// [`Message::Resend`].
     Resend,
+    /// [`Message::Pull`].
+    Pull,
+    /// [`Message::State`].
+    State,
 }
 
 impl MessageKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [MessageKind; 7] = [
+    pub const ALL: [MessageKind; 8] = [
         MessageKind::Notify,
         MessageKind::SupervisorUpdate,
         MessageKind::Join,
         MessageKind::Leave,
         MessageKind::Status,
-        MessageKind::Beat,
         MessageKind::Resend,
+        MessageKind::Pull,
+        MessageKind::State,
     ];
 
-    /// The path messages of this kind travel: status on the ring, every
-    /// other kind on the bus.
+    /// The path messages of this kind travel: the unicast ones (status,
+    /// resend, pull and state parts) on the ring, every other kind on the bus.
     pub fn channel(self) -> Channel {
         match self {
-            MessageKind::Status | MessageKind::Resend => Channel::Ring,
+            MessageKind::Status | MessageKind::Resend | MessageKind::Pull | MessageKind::State => {
+                Channel::Ring
+            }
             _ => Channel::Bus,
         }
     }
@@ -237,8 +265,9 @@ impl MessageKind {
             MessageKind::Join => "join",
             MessageKind::Leave => "leave",
             MessageKind::Status => "status",
-            MessageKind::Beat => "beat",
             MessageKind::Resend => "resend",
+            MessageKind::Pull => "pull",
+            MessageKind::State => "state",
         }
     }
 }
@@ -257,8 +286,9 @@ impl Message {
             Message::Join(_) => MessageKind::Join,
             Message::Leave(_) => MessageKind::Leave,
             Message::Status(_) => MessageKind::Status,
-            Message::Beat(_) => MessageKind::Beat,
             Message::Resend(_) => MessageKind::Resend,
+            Message::Pull(_) => MessageKind::Pull,
+            Message::State(_) => MessageKind::State,
         }
     }
 

@@ -310,14 +310,18 @@ impl Ring {
     /// nodes (and the supervisor above all) re-read an entry only when there
     /// is something new in it; and the status carries only the entries the
     /// downstream was not told yet (all of them after a reset), with the
-    /// digest of everything told.
+    /// digest of everything told. The entries are cut into statuses of
+    /// about `budget` encoded bytes (a reset of a large ring is several),
+    /// each with the digest of what was told up to its last entry, so a
+    /// downstream that hears them in order finds every digest its own.
     pub fn emit(
         &mut self,
         me: NodeId,
         incarnation: Incarnation,
         load: Load,
         disks: Vec<DiskReport>,
-    ) -> (Outgoing, bool) {
+        budget: usize,
+    ) -> (Vec<Outgoing>, bool) {
         let declarations: Vec<Declaration> = self.declarations.iter().copied().collect();
         let same = self.accumulated.get(&me).is_some_and(|e| {
             e.incarnation == incarnation
@@ -355,15 +359,30 @@ impl Ring {
                 .cloned()
                 .collect()
         };
-        let entries = entries
-            .into_iter()
-            .filter(|e| self.told.record(e))
-            .collect();
-        let out = Outgoing {
-            entries,
-            reset,
+        let mut out = Vec::new();
+        let (mut part, mut size) = (Vec::new(), 0);
+        for entry in entries {
+            let before = self.told.digest();
+            if !self.told.record(&entry) {
+                continue;
+            }
+            let len = postcard::to_allocvec(&entry).map_or(0, |b| b.len());
+            if !part.is_empty() && size + len > budget {
+                out.push(Outgoing {
+                    entries: std::mem::take(&mut part),
+                    reset: reset && out.is_empty(),
+                    told: before,
+                });
+                size = 0;
+            }
+            size += len;
+            part.push(entry);
+        }
+        out.push(Outgoing {
+            entries: part,
+            reset: reset && out.is_empty(),
             told: self.told.digest(),
-        };
+        });
         (out, !same)
     }
 
@@ -436,22 +455,58 @@ mod tests {
         let (mut two, mut one) = (Ring::default(), Ring::default());
         two.follow(&m, NodeId(2));
         one.follow(&m, NodeId(1));
-        let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![]);
+        let (mut sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![], 1200);
         assert!(changed, "the first entry is news");
         assert_eq!(
-            one.merge(sent.entries, &m, NodeId(1)).changed,
+            one.merge(sent.remove(0).entries, &m, NodeId(1)).changed,
             vec![NodeId(2)]
         );
-        let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![]);
+        let (mut sent, changed) = two.emit(NodeId(2), Incarnation(1), load(3), vec![], 1200);
         assert!(!changed, "the same load is no news");
+        let sent = sent.remove(0);
         assert!(sent.entries.is_empty(), "nor is it told again");
         assert!(one.merge(sent.entries, &m, NodeId(1)).changed.is_empty());
-        let (sent, changed) = two.emit(NodeId(2), Incarnation(1), load(4), vec![]);
+        let (mut sent, changed) = two.emit(NodeId(2), Incarnation(1), load(4), vec![], 1200);
         assert!(changed);
         assert_eq!(
-            one.merge(sent.entries, &m, NodeId(1)).changed,
+            one.merge(sent.remove(0).entries, &m, NodeId(1)).changed,
             vec![NodeId(2)]
         );
         assert_eq!(one.entry(NodeId(2)).map(|e| e.load), Some(load(4)));
+    }
+
+    #[test]
+    fn a_reset_cut_into_statuses_is_heard_whole_in_order() {
+        // Claims 6-7 at scale: a reset of a large ring is several statuses,
+        // each checked against the digest of what was told up to it.
+        let ids: Vec<u32> = (1..=60).collect();
+        let m = map(&ids);
+        let (mut two, mut one) = (Ring::default(), Ring::default());
+        two.follow(&m, NodeId(2));
+        one.follow(&m, NodeId(3));
+        for n in 4..=60 {
+            let mut other = Ring::default();
+            other.follow(&m, NodeId(n));
+            let (sent, _) = other.emit(NodeId(n), Incarnation(1), load(n), vec![], 1200);
+            for s in sent {
+                two.merge(s.entries, &m, NodeId(2));
+            }
+        }
+        let (sent, _) = two.emit(NodeId(2), Incarnation(1), load(2), vec![], 60);
+        assert!(sent.len() > 3, "{} statuses", sent.len());
+        assert!(sent[0].reset && sent[1..].iter().all(|s| !s.reset));
+        let mut entries = 0;
+        for s in sent {
+            entries += s.entries.len();
+            let status = crate::message::Status {
+                epoch: m.epoch,
+                entries: s.entries.clone(),
+                reset: s.reset,
+                told: s.told,
+            };
+            assert_eq!(one.hear(NodeId(2), &status), Hearing::Whole);
+            one.merge(s.entries, &m, NodeId(3));
+        }
+        assert_eq!(entries, 58, "every entry but the receiver's own, once");
     }
 }

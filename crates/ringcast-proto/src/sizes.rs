@@ -1,21 +1,26 @@
-//! Claims 6-7 and 10-11 at their limit: the largest full notification and
-//! the largest ring status a cluster of a given shape can send, so that a
-//! configuration whose state the protocol cannot carry is refused before
-//! it runs, instead of a supervisor that stops notifying at run time.
+//! Claims 6-7 and 10-11 at their limit: the largest messages a cluster of
+//! a given shape must be able to send, so that a configuration whose state
+//! the protocol cannot carry is refused before it runs, instead of a
+//! supervisor that stops notifying at run time.
 //!
 //! A message is sealed into at most [`MAX_PARTS`] frames of at most the
-//! cluster's MTU. The figures here are of messages filled to the worst:
-//! every node up and on the ring, every disk and path reported, every
-//! counter at its largest (postcard's varints are then longest), every
-//! node declaring another failed.
+//! cluster's MTU. Notifications carry changes and statuses carry entries,
+//! each cut to fit (a whole state is pulled in up to [`MAX_STATE_PARTS`]
+//! parts), so what must fit one message is the largest single row of the
+//! state and the largest single ring entry; and the whole state must fit
+//! its parts. The figures here are of messages filled to the worst: every
+//! node up and on the ring, every disk and path reported, every counter at
+//! its largest (postcard's varints are then longest), every node declaring
+//! another failed.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
+use crate::announce::{self, Head, Row, MAX_STATE_PARTS};
 use crate::config::{Capacity, NodeAddrs};
 use crate::frame::{MAX_PARTS, OVERHEAD};
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::{ClusterMap, Member, MemberStatus};
-use crate::message::{Declaration, Message, Notify, Status, StatusEntry};
+use crate::message::{Declaration, Message, StatePart, Status, StatusEntry};
 use crate::tables::{
     DiskAccessStatus, DiskLink, DiskReport, DiskStatus, DiskUsage, Load, NodeTopology, NodeUsage,
     Tables,
@@ -34,17 +39,34 @@ pub struct NodeShape {
 /// The largest messages of a cluster, in bytes of message body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Largest {
-    /// A full notification: the map and the tables (claim 11).
+    /// A state part holding the state's largest row alone (claim 11).
     pub notify: usize,
-    /// A ring status with every node's entry (claim 7).
+    /// A ring status holding the largest entry alone (claim 7).
     pub status: usize,
+    /// Every row of the whole state (map and tables), encoded.
+    pub state: usize,
 }
 
 impl Largest {
-    /// The larger of the two.
+    /// The larger of the two single messages.
     pub fn max(&self) -> usize {
         self.notify.max(self.status)
     }
+
+    /// How many parts the whole state is pulled in at `mtu` (about one
+    /// frame each), at most [`MAX_STATE_PARTS`] for a cluster to run.
+    pub fn state_parts(&self, mtu: usize) -> usize {
+        self.state.div_ceil(part_budget(mtu))
+    }
+}
+
+/// The most parts a whole state is pulled in.
+pub const STATE_PARTS_LIMIT: usize = MAX_STATE_PARTS as usize;
+
+/// The encoded bytes of rows (or ring entries) one part carries at `mtu`:
+/// about one frame, so a lost frame costs one part.
+pub fn part_budget(mtu: usize) -> usize {
+    mtu.saturating_sub(OVERHEAD + 160).max(256)
 }
 
 /// How many frames a body of `len` bytes needs at `mtu`.
@@ -138,14 +160,39 @@ pub fn largest(nodes: &[NodeShape], servers: usize) -> Largest {
             })
             .collect(),
     };
-    let notify = Message::Notify(Notify { addrs, map, tables })
-        .encode()
-        .len();
-    let status = Message::Status(Status {
+    let rows = announce::rows(&map, &tables);
+    let state = rows
+        .iter()
+        .map(|r| postcard::to_allocvec(r).map_or(0, |b| b.len()))
+        .sum();
+    let head = Head {
+        supervisor: NodeId(u32::MAX),
+        supervisor_rank: Rank(u16::MAX),
         epoch: Epoch(big),
-        entries: nodes
-            .iter()
-            .map(|n| StatusEntry {
+        life: Incarnation(big),
+        map_version: big,
+        version: big,
+        digest: big,
+    };
+    let notify = rows
+        .into_iter()
+        .map(|row: Row| {
+            Message::State(StatePart {
+                addrs,
+                head,
+                part: u16::MAX,
+                parts: u16::MAX,
+                rows: vec![row],
+            })
+            .encode()
+            .len()
+        })
+        .max()
+        .unwrap_or(0);
+    let status = nodes
+        .iter()
+        .map(|n| {
+            let entry = StatusEntry {
                 node: NodeId(u32::MAX),
                 incarnation: Incarnation(big),
                 seq: big,
@@ -170,15 +217,23 @@ pub fn largest(nodes: &[NodeShape], servers: usize) -> Largest {
                     node: NodeId(u32::MAX),
                     incarnation: Incarnation(big),
                 }],
+            };
+            Message::Status(Status {
+                epoch: Epoch(big),
+                entries: vec![entry],
+                reset: true,
+                told: [0xff; 8],
             })
-            .collect(),
-        // A reset: every entry told again.
-        reset: true,
-        told: [0xff; 8],
-    })
-    .encode()
-    .len();
-    Largest { notify, status }
+            .encode()
+            .len()
+        })
+        .max()
+        .unwrap_or(0);
+    Largest {
+        notify,
+        status,
+        state,
+    }
 }
 
 #[cfg(test)]
@@ -198,16 +253,20 @@ mod tests {
     fn the_figures_bound_what_a_real_cluster_sends_and_grow_with_it() {
         let small = largest(&cluster(16, 2), 1);
         let large = largest(&cluster(1024, 2), 1);
-        assert!(large.notify > 60 * small.notify, "{small:?} {large:?}");
-        assert!(large.status > 60 * small.status, "{small:?} {large:?}");
-        // 16 nodes fit at the default MTU with room to spare; 1,024 do not.
-        assert!(parts(small.max(), 1400) <= usize::from(MAX_PARTS));
-        assert!(parts(large.max(), 1400) > usize::from(MAX_PARTS));
-        assert!(small.max() <= carried(1400));
+        // The whole state grows with the cluster; it is pulled in parts.
+        assert!(large.state > 60 * small.state, "{small:?} {large:?}");
+        assert!(large.state_parts(1400) <= STATE_PARTS_LIMIT, "{large:?}");
+        // A single message holds one row or one entry: both clusters fit
+        // one message at the default MTU, the larger by its ring row.
+        assert!(large.max() <= carried(1400), "{large:?}");
+        assert!(small.max() <= carried(1400), "{small:?}");
+        // A node with thousands of disk paths does not.
+        let huge = largest(&cluster(2, 4000), 1);
+        assert!(huge.max() > carried(1400), "{huge:?}");
     }
 
     #[test]
-    fn a_real_notification_is_never_larger_than_the_figure() {
+    fn a_real_state_is_never_larger_than_the_figures() {
         let shape = cluster(4, 3);
         let addr: SocketAddr = "[fe80::1%2]:65535".parse().unwrap();
         let addrs = NodeAddrs {
@@ -249,10 +308,32 @@ mod tests {
                 .collect(),
             ring: shape.iter().map(|n| n.id).collect(),
         };
-        let real = Message::Notify(Notify { addrs, map, tables })
+        let figures = largest(&shape, 1);
+        let head = Head {
+            supervisor: NodeId(1),
+            supervisor_rank: Rank(0),
+            epoch: Epoch(7),
+            life: Incarnation(1 << 40),
+            map_version: 99,
+            version: 12,
+            digest: announce::digest(&map, &tables),
+        };
+        let rows = announce::rows(&map, &tables);
+        let mut state = 0;
+        for row in rows {
+            state += postcard::to_allocvec(&row).unwrap().len();
+            let part = Message::State(StatePart {
+                addrs,
+                head,
+                part: 3,
+                parts: 9,
+                rows: vec![row],
+            })
             .encode()
             .len();
-        assert!(real <= largest(&shape, 1).notify, "{real}");
+            assert!(part <= figures.notify, "{part} {figures:?}");
+        }
+        assert!(state <= figures.state, "{state} {figures:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::message::MessageKind;
 /// Every reason a node drops a datagram for (`Stats::rejected`'s keys): the
 /// frame layer's ([`crate::frame::FrameError::reason`]), a body that is not a
 /// message, and messages whose content contradicts their sender.
-pub const REJECT_REASONS: [&str; 19] = [
+pub const REJECT_REASONS: [&str; 24] = [
     "too_short",
     "too_long",
     "bad_magic",
@@ -28,6 +28,11 @@ pub const REJECT_REASONS: [&str; 19] = [
     "inconsistent_update",
     "inconsistent_join",
     "inconsistent_leave",
+    "inconsistent_resend",
+    "inconsistent_pull",
+    "inconsistent_state",
+    "notify_digest",
+    "state_digest",
 ];
 
 /// Upper bounds of the buckets of latency histograms: from 5 ms (a fast

@@ -70,7 +70,8 @@ pub struct SeedReport {
     pub failover: Option<Duration>,
     /// Member killed until every survivor lists it failed.
     pub detect: Option<Duration>,
-    /// Bytes sent and received per node per second on the quiet network.
+    /// Bytes sent and received per node per second in a second of steady
+    /// traffic (with streams, while every player streams).
     pub bytes_per_node_per_s: f64,
     /// Liveness mode: the longest the majority went unserved.
     pub majority_unserved: Option<Duration>,
@@ -146,7 +147,9 @@ pub struct Summary {
     pub detect_ms_p50: f64,
     /// Member failure detection, 99th percentile.
     pub detect_ms_p99: f64,
-    /// Bus and ring bytes sent and received per node per second (median over seeds).
+    /// Bus and ring bytes sent and received per node per second (median over
+    /// seeds), in a second of steady traffic: on the quiet network, or with
+    /// streams while every player streams.
     pub bytes_per_node_per_s: f64,
     /// Status interval, milliseconds.
     pub status_interval_ms: f64,
@@ -205,13 +208,19 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
         }
     }
 
-    // Steady traffic on a quiet network.
+    // Steady traffic on a quiet network: once the last change of the
+    // formation has had its repeats (a transient, not the steady cost).
+    // With streams, while every player streams (loads and disk reports
+    // changing as in a serving cluster), from a second after they start.
+    sim.run_for(cfg.timing.notify_interval * (ringcast_proto::announce::REPEATS + 1));
+    if sim.with_streams(|s, now| s.start_players(now)).is_some() {
+        sim.run_for(Duration::from_secs(1));
+    }
     let before = sim.traffic;
     let window = Duration::from_secs(1);
     sim.run_for(window);
     let bytes = (sim.traffic.sent - before.sent) + (sim.traffic.received - before.received);
     report.bytes_per_node_per_s = bytes as f64 / f64::from(cfg.nodes) / window.as_secs_f64();
-    sim.with_streams(|s, now| s.start_players(now));
 
     if cfg.faults == Faults::Minority {
         report.majority_unserved = Some(inject_minority_faults(&mut sim, cfg));

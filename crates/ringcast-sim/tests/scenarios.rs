@@ -200,7 +200,8 @@ fn a_new_node_joins_and_stops_requesting_once_listed() {
 
 #[test]
 fn join_requests_repeat_until_one_gets_through() {
-    // Claim 15 under loss: the newcomer keeps asking.
+    // Claim 15 under loss: the newcomer keeps asking (for the state while
+    // it cannot have it, then to join).
     let mut s = sim(4, 5);
     for id in 1..=3 {
         s.start(id);
@@ -209,7 +210,8 @@ fn join_requests_repeat_until_one_gets_through() {
     s.cut(4, 1);
     s.start(4);
     s.run_for(Duration::from_millis(300));
-    assert!(sent(&s, 4, MessageKind::Join) >= 5, "it kept asking");
+    let asked = sent(&s, 4, MessageKind::Join) + sent(&s, 4, MessageKind::Pull);
+    assert!(asked >= 5, "it kept asking: {asked}");
     assert!(!s.node(4).is_joined());
     s.heal();
     converge(&mut s);
@@ -901,25 +903,26 @@ fn the_supervisor_and_its_downstream_crashing_together_are_both_marked_failed() 
 fn an_absurd_map_version_from_a_keyholder_does_not_overflow() {
     // Found by the `node_datagram` fuzz target: a notification with
     // epoch and version at u64::MAX made the preempting node's version overflow.
-    use ringcast_proto::map::ClusterMap;
-    use ringcast_proto::message::Notify;
-    use ringcast_proto::{Epoch, Rank, Tables};
+    use ringcast_proto::message::{Head, Notify};
+    use ringcast_proto::{Epoch, Rank};
     let mut s = sim(5, 21);
     s.start(4);
     s.run_for(Duration::from_millis(10));
     let addrs = s.machine(5).cfg.addrs;
     let notify = Message::Notify(Notify {
         addrs,
-        map: ClusterMap {
+        head: Head {
             supervisor: NodeId(5),
-            epoch: Epoch(u64::MAX),
             supervisor_rank: Rank(4),
+            epoch: Epoch(u64::MAX),
+            life: Incarnation(1),
+            map_version: u64::MAX,
             version: u64::MAX,
-            servers: vec![],
-            members: vec![],
-            ring: vec![],
+            digest: u64::MAX,
         },
-        tables: Tables::default(),
+        base: u64::MAX,
+        base_digest: 0,
+        changes: vec![],
     });
     let key = Keyring::new(KeyId(1), ringcast_sim::world::SIM_KEY);
     let mut sealer = Sealer::new(ClusterId(1), 1, NodeId(5), Incarnation(1), 1400);
@@ -935,55 +938,69 @@ fn an_absurd_map_version_from_a_keyholder_does_not_overflow() {
 }
 
 #[test]
-fn a_quiet_supervisor_beats_between_full_notifications() {
+fn a_quiet_supervisor_notifies_without_changes_and_nobody_pulls() {
+    // Claims 10-11 as deltas: once nothing changes, a notification is its
+    // head alone, one small frame per interval, and every member holds the
+    // announced state (no pull).
     let mut s = sim(5, 41);
     s.start_all();
     converge(&mut s);
     s.run_for(Duration::from_millis(200));
-    let (full, beats) = (
-        sent(&s, 1, MessageKind::Notify),
-        sent(&s, 1, MessageKind::Beat),
-    );
+    let bytes = |s: &Sim| {
+        s.node(1)
+            .stats()
+            .sent
+            .get(&MessageKind::Notify)
+            .map_or(0, |t| t.bytes)
+    };
+    let pulls = |s: &Sim| (1..=5).map(|n| sent(s, n, MessageKind::Pull)).sum::<u64>();
+    let (notes, before, pulled) = (sent(&s, 1, MessageKind::Notify), bytes(&s), pulls(&s));
     s.run_for(Duration::from_secs(1));
-    let full = sent(&s, 1, MessageKind::Notify) - full;
-    let beats = sent(&s, 1, MessageKind::Beat) - beats;
-    // 50 periodic notifications in a second: one in ten is full.
-    assert!((4..=6).contains(&full), "{full} full notifications");
-    assert!((44..=46).contains(&beats), "{beats} beats");
+    let notes = sent(&s, 1, MessageKind::Notify) - notes;
+    let per_note = (bytes(&s) - before) / notes.max(1);
+    // 50 periodic notifications in a second, one frame each.
+    assert!((49..=51).contains(&notes), "{notes} notifications");
+    assert!(per_note < 250, "{per_note} bytes per notification");
+    assert_eq!(pulls(&s), pulled, "a member pulled in a quiet cluster");
     assert_cluster(&s, 1, &[1, 2, 3, 4, 5]);
 }
 
 #[test]
-fn a_member_that_missed_a_change_asks_for_the_map_when_it_hears_a_newer_beat() {
+fn a_member_that_missed_every_repeat_of_a_change_pulls_the_state_at_the_next_notification() {
     let mut s = sim(11, 42);
     for id in 1..=10 {
         s.start(id);
     }
     converge(&mut s);
     s.run_for(Duration::from_millis(300));
-    // n7 hears nothing from the supervisor while n11 joins (between n10
-    // and n1 on the ring, away from n7) and the full notifications of that
-    // change are repeated; the cut is shorter than n7's takeover wait. Then
-    // the link comes back and n7 hears only beats naming a newer map.
-    s.cut(1, 7);
+    // n9 hears nothing from the supervisor while n11 joins (between n10
+    // and n1 on the ring, away from n9) and the periodic notifications
+    // repeat that change (REPEATS of them, 20 ms apart); the cut is shorter
+    // than n9's takeover wait (60 ms + 7 steps of 10 ms). Then the link
+    // comes back and n9 hears only notifications whose changes start after
+    // the version it holds.
+    s.cut(1, 9);
     s.start(11);
     wait(&mut s, "n11 joined", |s| {
         s.map_of(1)
             .and_then(|m| m.member(NodeId(11)))
             .is_some_and(|m| m.status == MemberStatus::Up)
     });
-    s.run_for(Duration::from_millis(45));
-    let stale = s.map_of(7).expect("n7 has a map").version;
+    s.run_for(Duration::from_millis(20) * (ringcast_proto::announce::REPEATS + 1));
+    let pulls = sent(&s, 9, MessageKind::Pull);
+    let stale = s.map_of(9).expect("n9 has a map").version;
     assert!(stale < s.map_of(1).expect("n1 has a map").version);
     s.heal();
-    let took = wait(&mut s, "n7 holds the supervisor's map", |s| {
-        s.map_of(7).map(|m| m.version) == s.map_of(1).map(|m| m.version)
+    let took = wait(&mut s, "n9 holds the supervisor's map", |s| {
+        s.map_of(9).map(|m| m.version) == s.map_of(1).map(|m| m.version)
     });
-    // The next beat (20 ms) makes n7 ask; the answer is a full notification.
+    // The next notification (20 ms) makes n9 pull; the answer is the
+    // whole state, in parts, by unicast.
     assert!(
         took < Duration::from_millis(30),
-        "n7 got the map after {took:?}, not at the next beat"
+        "n9 got the map after {took:?}, not at the next notification"
     );
+    assert!(sent(&s, 9, MessageKind::Pull) > pulls, "n9 pulled");
     converge(&mut s);
     assert_cluster(&s, 1, &(1..=11).collect::<Vec<_>>());
     assert!(s.violations.is_empty(), "{:?}", s.violations);

@@ -386,10 +386,10 @@ impl<'a> Checker<'a> {
     /// Claim 13: service addresses and the cluster address are addresses
     /// players can reach, each held by one node at a time: no two alike,
     /// none a node's own listener. A cluster address needs a flat file.
-    /// Claims 7 and 11: every cluster's full notification and full ring
-    /// status fit in the frames the protocol carries at its MTU; a cluster
-    /// whose state cannot be carried is refused here, with the figures,
-    /// rather than failing to notify at run time.
+    /// Claims 7 and 11: every cluster's largest state row and ring entry
+    /// fit one message at its MTU, and its whole state the parts a pull
+    /// carries; a cluster whose state cannot be carried is refused here,
+    /// with the figures, rather than failing to notify at run time.
     fn check_message_sizes(
         &mut self,
         clusters: &[ClusterDef],
@@ -412,26 +412,41 @@ impl<'a> Checker<'a> {
                 .collect();
             let largest = sizes::largest(&shape, servers);
             let parts = sizes::parts(largest.max(), c.mtu);
-            if parts > usize::from(MAX_PARTS) {
-                let disks: usize = shape.iter().map(|n| n.disks.len()).sum();
+            let disks: usize = shape.iter().map(|n| n.disks.len()).sum();
+            let state_parts = largest.state_parts(c.mtu);
+            let message = if parts > usize::from(MAX_PARTS) {
                 let what = if largest.notify >= largest.status {
-                    "full notification"
+                    "largest state row (the topology of its node with the most disks)"
                 } else {
-                    "ring status"
+                    "largest ring entry (the disk reports of its node with the most disks)"
                 };
-                let message = format!(
+                format!(
                     "cluster {:?} cannot be carried: its {what} ({} members, {disks} disk \
                      paths) is up to {} bytes, {parts} frames at MTU {}, and the protocol \
-                     carries at most {MAX_PARTS} frames ({} bytes); raise the MTU if the \
-                     network carries larger datagrams, or split the cluster into sub-clusters",
+                     carries at most {MAX_PARTS} frames ({} bytes) in one message; raise the \
+                     MTU if the network carries larger datagrams, or give that node fewer disks",
                     c.name,
                     shape.len(),
                     largest.max(),
                     c.mtu,
                     sizes::carried(c.mtu),
-                );
-                self.report(span.clone(), "cluster.mtu", message);
-            }
+                )
+            } else if state_parts > sizes::STATE_PARTS_LIMIT {
+                format!(
+                    "cluster {:?} cannot be carried: its whole state ({} members, {disks} disk \
+                     paths) is up to {} bytes, {state_parts} parts at MTU {}, and a member \
+                     pulls it in at most {} parts; raise the MTU if the network carries larger \
+                     datagrams, or split the cluster into sub-clusters",
+                    c.name,
+                    shape.len(),
+                    largest.state,
+                    c.mtu,
+                    sizes::STATE_PARTS_LIMIT,
+                )
+            } else {
+                continue;
+            };
+            self.report(span.clone(), "cluster.mtu", message);
         }
     }
 

@@ -903,8 +903,8 @@ fn local_cluster_refuses_zero_nodes_and_ports_past_65535() {
     ));
 }
 
-/// A cluster file of `n` nodes with two disks each, at `mtu`.
-fn cluster_of(n: u32, mtu: usize) -> String {
+/// A cluster file of `n` nodes with `disks` disks each, at `mtu`.
+fn cluster_of(n: u32, disks: u32, mtu: usize) -> String {
     let ids: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
     let mut text = format!(
         "[cluster]\nid = 7\nname = \"big\"\nconfig_version = 1\nbus = \"239.255.42.1:7400\"\ninterface = \"127.0.0.1\"\n\
@@ -920,8 +920,8 @@ fn cluster_of(n: u32, mtu: usize) -> String {
             i / 250,
             i % 250 + 1
         ));
-        for d in 0..2 {
-            let disk = i * 10 + d;
+        for d in 0..disks {
+            let disk = i * 100_000 + d;
             text.push_str(&format!(
                 "\n[[node.disk]]\nid = {disk}\nmount = \"/srv/d{disk}\"\nprobe = \"/srv/d{disk}/.p\"\n"
             ));
@@ -932,12 +932,14 @@ fn cluster_of(n: u32, mtu: usize) -> String {
 
 #[test]
 fn a_cluster_whose_state_the_protocol_cannot_carry_is_refused_with_the_figures() {
-    // 64 nodes fit at the default MTU; 1,024 do not, and the check says
-    // how large, how many frames, and what the protocol carries.
+    // Notifications carry changes and a whole state is pulled in parts, so
+    // 1,024 nodes fit at the default MTU; a node with 4,000 disks does not
+    // (its disk reports exceed one message), and the check says how large,
+    // how many frames, and what the protocol carries.
     let dir = tempfile::tempdir().unwrap();
-    let path = write_cluster(dir.path(), &cluster_of(64, 1400));
+    let path = write_cluster(dir.path(), &cluster_of(1024, 2, 1400));
     assert!(load(&path).is_ok(), "{:?}", load(&path).err());
-    let text = cluster_of(1024, 1400);
+    let text = cluster_of(3, 4000, 1400);
     let problems = problems_of(&text);
     let p = problems
         .iter()
@@ -945,8 +947,8 @@ fn a_cluster_whose_state_the_protocol_cannot_carry_is_refused_with_the_figures()
         .unwrap_or_else(|| panic!("{problems:?}"));
     assert_eq!(p.line, line_of(&text, "mtu = 1400"));
     for says in [
-        "1024 members",
-        "2048 disk paths",
+        "3 members",
+        "12000 disk paths",
         "frames at MTU 1400",
         "at most 64 frames",
     ] {

@@ -12,8 +12,8 @@ use crate::config::{Capacity, NodeAddrs};
 use crate::ids::{DiskId, Epoch, Rank};
 use crate::map::{ClusterMap, Member, MemberStatus};
 use crate::message::{
-    Declaration, DiskReport, JoinRequest, Leave, Message, Notify, Status, StatusEntry,
-    SupervisorUpdate,
+    Change, Declaration, DiskReport, Head, JoinRequest, Leave, Message, Notify, Pull, Row, RowKey,
+    StatePart, Status, StatusEntry, SupervisorUpdate,
 };
 use crate::tables::{
     DiskAccessStatus, DiskLink, DiskStatus, DiskUsage, Load, NodeTopology, NodeUsage, Tables,
@@ -171,12 +171,67 @@ fn tables() -> impl Strategy<Value = Tables> {
         })
 }
 
+fn head() -> impl Strategy<Value = Head> {
+    (
+        node_id(),
+        any::<u16>(),
+        epoch(),
+        incarnation(),
+        any::<[u64; 3]>(),
+    )
+        .prop_map(
+            |(supervisor, rank, epoch, life, [map_version, version, digest])| Head {
+                supervisor,
+                supervisor_rank: Rank(rank),
+                epoch,
+                life,
+                map_version,
+                version,
+                digest,
+            },
+        )
+}
+
+/// Every row of a drawn state: what notifications and state parts carry.
+fn rows() -> impl Strategy<Value = Vec<Row>> {
+    (cluster_map(), tables()).prop_map(|(map, tables)| crate::announce::rows(&map, &tables))
+}
+
 fn notify() -> impl Strategy<Value = Notify> {
-    (node_addrs(), cluster_map(), tables()).prop_map(|(addrs, map, tables)| Notify {
-        addrs,
-        map,
-        tables,
-    })
+    (
+        node_addrs(),
+        head(),
+        any::<(u64, u64)>(),
+        rows(),
+        vec(node_id(), 0..4),
+    )
+        .prop_map(|(addrs, head, (base, base_digest), rows, gone)| Notify {
+            addrs,
+            head,
+            base,
+            base_digest,
+            changes: rows
+                .into_iter()
+                .map(Change::Put)
+                .chain(gone.into_iter().map(|n| Change::Remove(RowKey::Member(n))))
+                .collect(),
+        })
+}
+
+fn state_part() -> impl Strategy<Value = StatePart> {
+    (node_addrs(), head(), any::<(u16, u16)>(), rows()).prop_map(
+        |(addrs, head, (part, parts), rows)| StatePart {
+            addrs,
+            head,
+            part,
+            parts,
+            rows,
+        },
+    )
+}
+
+fn pull() -> impl Strategy<Value = Pull> {
+    (node_id(), node_addrs()).prop_map(|(node, addrs)| Pull { node, addrs })
 }
 
 fn supervisor_update() -> impl Strategy<Value = SupervisorUpdate> {
@@ -283,6 +338,8 @@ fn message() -> impl Strategy<Value = Message> {
         1 => join_request().prop_map(Message::Join),
         1 => leave().prop_map(Message::Leave),
         3 => status().prop_map(Message::Status),
+        2 => state_part().prop_map(Message::State),
+        1 => pull().prop_map(Message::Pull),
     ]
 }
 

@@ -73,6 +73,7 @@ impl Node {
                 // hearing the leave. Until a notification without this node
                 // arrives, keep posting it.
                 self.role = Role::Member;
+                self.stop_announcing();
                 self.timers.clear(Timer::Notify);
                 self.arm_supervisor_silence(now);
                 self.timers.set(Timer::Leave, now);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::config::NodeAddrs;
 use crate::config::{Capacity, ConfigError, NodeConfig};
 use crate::election::{self, Reason};
 use crate::event::{Destination, Event, LocalEvent, Transmit};
@@ -20,9 +21,7 @@ use crate::frame::{self, FrameError, Keyring, Opener, Sealer};
 use crate::health::LocalHealth;
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::{ClusterMap, Member, MemberStatus};
-use crate::message::{
-    Beat, DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate,
-};
+use crate::message::{DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate};
 use crate::ring::Ring;
 use crate::stats::Stats;
 use crate::supervisor::{JoinOutcome, View};
@@ -30,15 +29,8 @@ use crate::tables::{Load, Tables};
 use crate::timer::{Timer, Timers};
 
 mod membership;
+mod notify;
 mod outbound;
-
-/// Claim 10: after its map or tables change, a supervisor sends them in full
-/// this many more periodic times before it beats.
-const FULL_REPEATS: u32 = 2;
-
-/// Claim 10: one periodic notification in this many is full even when
-/// nothing changed, so every member re-checks its place now and then.
-const FULL_EVERY: u32 = 10;
 
 /// What part a node plays right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,15 +69,20 @@ pub struct Node {
     load: Load,
     disks: BTreeMap<DiskId, DiskReport>,
     notify_now: bool,
-    /// The pending notification is the periodic one: a beat will do if
-    /// nothing changed since the last full notification.
-    beat_ok: bool,
-    /// Epoch, map version and tables of the last full notification.
-    last_full: Option<(Epoch, u64, Tables)>,
-    /// Periodic full notifications still to send after a change.
-    full_repeats: u32,
-    /// Beats sent since the last full notification.
-    beats_since_full: u32,
+    /// The pending notification is the periodic one: only those count as
+    /// repeats of a change, so a burst of prompt ones does not use them up.
+    notify_periodic: bool,
+    /// Claim 11, as supervisor: the state announced and the changes repeated.
+    announcer: Option<crate::announce::Announcer>,
+    /// Claim 11, as member: which announced state the view is.
+    held: crate::announce::Held,
+    /// Claim 11: the parts of a pulled state gathered so far.
+    assembly: Option<crate::announce::Assembly>,
+    /// When this node last pulled the whole state, and from which reign.
+    pull_asked: Option<(Instant, (NodeId, Epoch, Incarnation))>,
+    /// As supervisor: when each asker's last pull was answered, and with
+    /// which version.
+    pulls_answered: BTreeMap<NodeId, (Instant, crate::announce::Precedence)>,
     /// The map (epoch, version) at which the supervisor last re-decided
     /// every disk.
     disks_evaluated_at: Option<(Epoch, u64)>,
@@ -153,10 +150,12 @@ impl Node {
             load: Load::default(),
             disks: BTreeMap::new(),
             notify_now: false,
-            beat_ok: false,
-            last_full: None,
-            full_repeats: 0,
-            beats_since_full: 0,
+            notify_periodic: false,
+            announcer: None,
+            held: crate::announce::Held::default(),
+            assembly: None,
+            pull_asked: None,
+            pulls_answered: BTreeMap::new(),
             disks_evaluated_at: None,
             resend_asked: None,
             transmits: VecDeque::new(),
@@ -209,14 +208,16 @@ impl Node {
             });
         }
         let from = opened.header.sender;
+        let life = opened.header.incarnation;
         match message {
-            Message::Notify(n) => self.on_notify(now, from, n),
+            Message::Notify(n) => self.on_notify(now, from, life, n),
             Message::SupervisorUpdate(u) => self.on_supervisor_update(now, from, u),
             Message::Join(j) => self.on_join(from, j),
             Message::Leave(l) => self.on_leave(now, from, l),
             Message::Status(s) => self.on_status(now, from, s),
-            Message::Beat(b) => self.on_beat(now, from, opened.header.incarnation, b),
             Message::Resend(r) => self.on_resend(from, r),
+            Message::Pull(p) => self.on_pull(now, from, p),
+            Message::State(p) => self.on_state(now, from, life, p),
         }
         self.flush(now);
     }
@@ -348,7 +349,7 @@ impl Node {
             Timer::Notify => {
                 if self.role == Role::Supervisor {
                     self.notify_now = true;
-                    self.beat_ok = true;
+                    self.notify_periodic = true;
                 }
             }
             Timer::SupervisorSilence => self.on_supervisor_silent(now),
@@ -449,6 +450,7 @@ impl Node {
             Reason::Handover => Some(MemberStatus::Left),
             Reason::Formation | Reason::Preemption => None,
         };
+        self.start_announcing(&view);
         view.take_over(
             self.own_member(),
             self.cfg.rank(),
@@ -521,153 +523,7 @@ impl Node {
         self.become_supervisor(now, reason, epoch);
     }
 
-    // ----- notifications -----
-
-    fn on_notify(&mut self, now: Instant, from: NodeId, n: Notify) {
-        let consistent = n.map.supervisor == from
-            && self.ranks.get(&from) == Some(&n.map.supervisor_rank)
-            && n.map.members.windows(2).all(|w| w[0].id < w[1].id);
-        if !consistent {
-            return self.reject("inconsistent_notify");
-        }
-        self.highest_epoch = self.highest_epoch.max(n.map.epoch);
-        match self.role {
-            Role::Left => {}
-            Role::Supervisor => {
-                let me = self.cfg.rank();
-                let held = self.map().map_or(Epoch(0), |m| m.epoch);
-                if election::yields_to(me, n.map.supervisor_rank) && n.map.epoch < held {
-                    // It outranks us but has not seen our epoch yet: let it
-                    // hear us, so it catches up and our members follow it.
-                    self.notify_now = true;
-                } else if election::yields_to(me, n.map.supervisor_rank) {
-                    self.role = Role::Member;
-                    self.joined = false;
-                    // Claim 18: remember a preemptor (it started a newer
-                    // epoch over ours), to resume if it falls silent.
-                    self.preempted_by = (n.map.epoch > held).then_some(from);
-                    self.events
-                        .push_back(Event::StoppedSupervising { successor: from });
-                    self.timers.clear(Timer::Notify);
-                    self.adopt(now, n);
-                } else if let Some(view) = self.view.as_mut() {
-                    self.events.push_back(Event::RivalSupervisor {
-                        rival: from,
-                        epoch: n.map.epoch,
-                    });
-                    // A lower-priority supervisor: make sure our notification
-                    // wins over its members (claim 22, partitions healing).
-                    if n.map.epoch > view.map.epoch {
-                        view.map.epoch = n.map.epoch;
-                        view.map.version = view.map.version.saturating_add(1);
-                    }
-                    self.notify_now = true;
-                }
-            }
-            Role::Listening => {
-                self.role = Role::Member;
-                self.timers.clear(Timer::Listen);
-                self.adopt(now, n);
-            }
-            Role::Member => {
-                let newer = self
-                    .map()
-                    .is_none_or(|held| election::supersedes(&n.map, held));
-                if newer {
-                    self.adopt(now, n);
-                }
-            }
-        }
-    }
-
-    /// Claim 10: a supervisor's beat. It keeps a member's supervisor alive
-    /// when it names the map the member holds; a node missing that map (a
-    /// listener, a member that lost a full notification, a rival supervisor)
-    /// makes the beating supervisor send its map in full.
-    fn on_beat(&mut self, now: Instant, from: NodeId, life: Incarnation, b: Beat) {
-        if self.ranks.get(&from) != Some(&b.supervisor_rank) {
-            return self.reject("inconsistent_beat");
-        }
-        self.highest_epoch = self.highest_epoch.max(b.epoch);
-        match self.role {
-            Role::Left => {}
-            Role::Listening => {
-                // A supervisor is there: ask to join instead of forming a
-                // cluster; its full notification answers the request.
-                self.send_join();
-                self.timers
-                    .set(Timer::Listen, now + self.cfg.timing.notification_time);
-            }
-            // A rival supervisor: a full notification settles who yields.
-            Role::Supervisor => {
-                if !election::yields_to(self.cfg.rank(), b.supervisor_rank) {
-                    self.events.push_back(Event::RivalSupervisor {
-                        rival: from,
-                        epoch: b.epoch,
-                    });
-                }
-                self.notify_now = true
-            }
-            Role::Member => {
-                let Some(map) = self.map() else { return };
-                let beat = (
-                    b.epoch,
-                    core::cmp::Reverse(b.supervisor_rank),
-                    life,
-                    b.version,
-                );
-                let from_ours = map.supervisor == from
-                    && map.epoch == b.epoch
-                    && map.supervisor_incarnation() == life;
-                let (missing, newer) = (b.version > map.version, beat > map.precedence());
-                if from_ours {
-                    self.arm_supervisor_silence(now);
-                }
-                if (from_ours && missing) || (!from_ours && newer) {
-                    self.send_join();
-                }
-            }
-        }
-    }
-
-    /// Takes a notification's map and tables as this node's view, then checks
-    /// this node's own place in it.
-    fn adopt(&mut self, now: Instant, n: Notify) {
-        let previous = self.supervisor();
-        let supervisor = n.map.supervisor;
-        let epoch = n.map.epoch;
-        self.view = Some(View {
-            map: n.map,
-            tables: n.tables,
-            supervisor_addrs: n.addrs,
-        });
-        if previous != Some(supervisor) {
-            self.stats.supervisor_changes += 1;
-            self.events
-                .push_back(Event::SupervisorChanged { supervisor, epoch });
-        }
-        self.arm_supervisor_silence(now);
-        self.check_own_entry(now);
-        if self.role != Role::Member {
-            return;
-        }
-        if !self.timers.is_set(Timer::Status) {
-            let phase = self.jitter(self.cfg.timing.status_interval);
-            self.timers.set(Timer::Status, now + phase);
-        }
-        self.follow_ring(now);
-        let outranks = self
-            .map()
-            .is_some_and(|m| election::preempts(&self.cfg.timing, self.cfg.rank(), m));
-        if outranks && !self.leaving {
-            if !self.timers.is_set(Timer::Preempt) {
-                self.timers
-                    .set(Timer::Preempt, now + self.cfg.timing.preempt_delay);
-            }
-        } else {
-            self.timers.clear(Timer::Preempt);
-        }
-    }
+    // ----- notifications (see notify.rs) -----
 
     fn arm_supervisor_silence(&mut self, now: Instant) {
         let Some(map) = self.map() else { return };

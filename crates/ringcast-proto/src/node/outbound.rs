@@ -1,4 +1,4 @@
-//! What a node sends: notifications, beats and status on their schedule
+//! What a node sends: notifications and status on their schedule
 //! (claims 6 and 10), join and leave messages, and capacity announcements.
 
 use super::*;
@@ -9,47 +9,13 @@ impl Node {
     pub(super) fn flush(&mut self, now: Instant) {
         self.evaluate_disks_after_map_change();
         if self.notify_now && self.role == Role::Supervisor {
-            if let Some(view) = self.view.as_ref() {
-                let unchanged = self.last_full.as_ref().is_some_and(|(e, v, t)| {
-                    *e == view.map.epoch && *v == view.map.version && *t == view.tables
-                });
-                let message = if !unchanged {
-                    self.full_repeats = FULL_REPEATS;
-                    None
-                } else if self.beat_ok
-                    && self.full_repeats == 0
-                    && self.beats_since_full + 1 < FULL_EVERY
-                {
-                    self.beats_since_full += 1;
-                    Some(Message::Beat(Beat {
-                        addrs: view.supervisor_addrs,
-                        supervisor_rank: view.map.supervisor_rank,
-                        epoch: view.map.epoch,
-                        version: view.map.version,
-                    }))
-                } else {
-                    if self.beat_ok {
-                        self.full_repeats = self.full_repeats.saturating_sub(1);
-                    }
-                    None
-                };
-                let message = message.unwrap_or_else(|| {
-                    self.beats_since_full = 0;
-                    self.last_full = Some((view.map.epoch, view.map.version, view.tables.clone()));
-                    Message::Notify(Notify {
-                        addrs: view.supervisor_addrs,
-                        map: view.map.clone(),
-                        tables: view.tables.clone(),
-                    })
-                });
-                self.send(Destination::Bus, message);
-            }
+            self.send_notify();
             self.timers
                 .set(Timer::Notify, now + self.cfg.timing.notify_interval);
             self.follow_ring(now);
         }
         self.notify_now = false;
-        self.beat_ok = false;
+        self.notify_periodic = false;
     }
 
     /// Claim 13: a node that failed or left no longer counts for the disks
@@ -89,9 +55,10 @@ impl Node {
         };
         let epoch = view.map.epoch;
         let disks = self.disks.values().cloned().collect();
-        let (out, own_changed) = self
-            .ring
-            .emit(self.cfg.node, self.incarnation, self.load, disks);
+        let budget = crate::sizes::part_budget(self.sealer.mtu());
+        let (out, own_changed) =
+            self.ring
+                .emit(self.cfg.node, self.incarnation, self.load, disks, budget);
         if self.role == Role::Supervisor && own_changed {
             // The supervisor's own entry is read directly.
             if let (Some(view), Some(own)) = (self.view.as_mut(), self.ring.entry(self.cfg.node)) {
@@ -112,15 +79,17 @@ impl Node {
                 self.events.extend(changes.into_iter().map(Event::Disk));
             }
         }
-        self.send(
-            Destination::Node { id: down, addr },
-            Message::Status(Status {
-                epoch,
-                entries: out.entries,
-                reset: out.reset,
-                told: out.told,
-            }),
-        );
+        for out in out {
+            self.send(
+                Destination::Node { id: down, addr },
+                Message::Status(Status {
+                    epoch,
+                    entries: out.entries,
+                    reset: out.reset,
+                    told: out.told,
+                }),
+            );
+        }
     }
 
     /// Claim 5: a new streaming capacity, into the tables at once as
