@@ -17,6 +17,7 @@
 
 pub mod announce;
 pub mod config;
+pub mod damping;
 pub mod election;
 pub mod event;
 pub mod frame;

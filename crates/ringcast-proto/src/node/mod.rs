@@ -21,11 +21,11 @@ use crate::frame::{self, FrameError, Keyring, Opener, Sealer};
 use crate::health::LocalHealth;
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::{ClusterMap, Member, MemberStatus};
-use crate::message::{DiskReport, JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate};
+use crate::message::{JoinRequest, Leave, Message, Notify, Status, SupervisorUpdate};
 use crate::ring::Ring;
 use crate::stats::Stats;
 use crate::supervisor::{JoinOutcome, View};
-use crate::tables::{Load, Tables};
+use crate::tables::Tables;
 use crate::timer::{Timer, Timers};
 
 mod membership;
@@ -66,8 +66,9 @@ pub struct Node {
     upstream_heard: Option<Instant>,
     timers: Timers,
     health: LocalHealth,
-    load: Load,
-    disks: BTreeMap<DiskId, DiskReport>,
+    /// Claims 4 and 7: its load and disk reports, as they are and as its
+    /// ring entry publishes them.
+    reports: crate::damping::Published,
     notify_now: bool,
     /// The pending notification is the periodic one: only those count as
     /// repeats of a change, so a burst of prompt ones does not use them up.
@@ -147,8 +148,7 @@ impl Node {
             upstream_heard: None,
             timers: Timers::default(),
             health: LocalHealth::new(),
-            load: Load::default(),
-            disks: BTreeMap::new(),
+            reports: crate::damping::Published::default(),
             notify_now: false,
             notify_periodic: false,
             announcer: None,
@@ -237,10 +237,8 @@ impl Node {
     pub fn handle_local(&mut self, now: Instant, event: LocalEvent) {
         self.observe_clock(now);
         match event {
-            LocalEvent::Load(load) => self.load = load,
-            LocalEvent::DiskProbe(report) => {
-                self.disks.insert(report.disk, report);
-            }
+            LocalEvent::Load(load) => self.reports.set_load(load, self.cfg.capacity),
+            LocalEvent::DiskProbe(report) => self.reports.set_disk(report),
             LocalEvent::Leave => self.start_leaving(now),
             LocalEvent::Capacity(capacity) => self.set_capacity(capacity),
         }
@@ -354,6 +352,7 @@ impl Node {
             }
             Timer::SupervisorSilence => self.on_supervisor_silent(now),
             Timer::Status => {
+                self.reports.refresh(now);
                 self.send_status();
                 self.arm_status(now);
             }
@@ -462,7 +461,8 @@ impl Node {
         let disks: Vec<DiskId> = self.cfg.disks.iter().map(|d| d.id).collect();
         view.tables
             .record_join(self.cfg.node, self.cfg.capacity, &disks);
-        view.tables.record_load(self.cfg.node, self.load);
+        view.tables
+            .record_load(self.cfg.node, self.reports.actual_load());
         self.highest_epoch = self.highest_epoch.max(epoch);
         self.view = Some(view);
         self.role = Role::Supervisor;

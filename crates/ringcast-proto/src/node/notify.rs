@@ -286,6 +286,10 @@ impl Node {
         if !consistent {
             return self.reject("inconsistent_state");
         }
+        // A later epoch heard in any frame raises the next one this node
+        // would start (a state may be newer than the notification that
+        // made this node pull it).
+        self.highest_epoch = self.highest_epoch.max(head.epoch);
         if !matches!(self.role, Role::Listening | Role::Member) {
             return;
         }

@@ -54,11 +54,14 @@ impl Node {
             return;
         };
         let epoch = view.map.epoch;
-        let disks = self.disks.values().cloned().collect();
+        let (load, disks) = (
+            self.reports.published_load(),
+            self.reports.published_disks(),
+        );
         let budget = crate::sizes::part_budget(self.sealer.mtu());
         let (out, own_changed) =
             self.ring
-                .emit(self.cfg.node, self.incarnation, self.load, disks, budget);
+                .emit(self.cfg.node, self.incarnation, load, disks, budget);
         if self.role == Role::Supervisor && own_changed {
             // The supervisor's own entry is read directly.
             if let (Some(view), Some(own)) = (self.view.as_mut(), self.ring.entry(self.cfg.node)) {
@@ -126,7 +129,7 @@ impl Node {
             addrs: self.cfg.addrs,
             disks: self.cfg.disks.iter().map(|d| d.id).collect(),
             capacity: self.cfg.capacity,
-            load: self.load,
+            load: self.reports.actual_load(),
         };
         self.send(Destination::Bus, Message::Join(join));
     }

@@ -1,0 +1,191 @@
+//! Claims 4, 7 and 13 at O(news): what a node publishes of its load and
+//! disk usage in its ring entry. A serving node's stream count and byte
+//! rates change all the time; publishing every change would make every
+//! ring entry and every notification carry usage rows every interval. So a
+//! change that cannot matter to admission waits for the next refresh
+//! ([`LOAD_REFRESH`]), and one that can (a large step, a node near one of
+//! its limits, a disk's health or library) is published at once.
+//!
+//! Placement stays exact: the supervisor counts each placement as load for
+//! [`crate::placement::RESERVATION`], longer than a refresh, so a stream
+//! whose report waits is still counted; and near capacity nothing waits.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::config::Capacity;
+use crate::ids::DiskId;
+use crate::placement::RESERVATION;
+use crate::tables::{DiskReport, Load};
+
+/// The longest a changed load or disk usage waits before it is published.
+pub const LOAD_REFRESH: Duration = Duration::from_secs(1);
+
+const _: () = assert!(
+    LOAD_REFRESH.as_millis() < RESERVATION.as_millis(),
+    "a reservation must outlast the wait of the report that replaces it"
+);
+
+/// A node's load and disk reports: as they are, and as last published.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    load: Load,
+    disks: BTreeMap<DiskId, DiskReport>,
+    published_load: Load,
+    published_disks: BTreeMap<DiskId, DiskReport>,
+    /// When the last refresh published everything.
+    refreshed: Option<Instant>,
+}
+
+/// The stream step below which a change of load waits: 1/16 of the
+/// capacity, at least one stream.
+fn step(cap: u32) -> u32 {
+    (cap / 16).max(1)
+}
+
+impl Published {
+    /// The load as it is (for a join request: the supervisor must not
+    /// take a rejoining node for emptier than it is).
+    pub fn actual_load(&self) -> Load {
+        self.load
+    }
+
+    /// The load as published in the ring entry.
+    pub fn published_load(&self) -> Load {
+        self.published_load
+    }
+
+    /// The disk reports as published in the ring entry.
+    pub fn published_disks(&self) -> Vec<DiskReport> {
+        self.published_disks.values().cloned().collect()
+    }
+
+    /// A new load: published at once when it matters to admission (it moved
+    /// by a step, or it is near or past a limit of `capacity`).
+    pub fn set_load(&mut self, load: Load, capacity: Capacity) {
+        self.load = load;
+        let (old, cap) = (self.published_load, capacity.max_streams);
+        let s = step(cap);
+        let streams_near =
+            load.streams.saturating_add(s) >= cap || old.streams.saturating_add(s) >= cap;
+        let moved = load.streams.abs_diff(old.streams) >= s;
+        let bytes_near = capacity.max_bytes_per_s > 0
+            && load
+                .bytes_per_s
+                .saturating_add(capacity.max_bytes_per_s / 16)
+                >= capacity.max_bytes_per_s;
+        let idle = (load.streams == 0) != (old.streams == 0);
+        if load != old && (moved || streams_near || bytes_near || idle) {
+            self.published_load = load;
+        }
+    }
+
+    /// A disk probe: a new disk, a change of health or of library is
+    /// published at once; a change of usage waits for the refresh.
+    pub fn set_disk(&mut self, report: DiskReport) {
+        let urgent = self
+            .published_disks
+            .get(&report.disk)
+            .is_none_or(|old| old.ok != report.ok || old.catalog != report.catalog);
+        if urgent {
+            self.published_disks.insert(report.disk, report.clone());
+        }
+        self.disks.insert(report.disk, report);
+    }
+
+    /// Publishes whatever waited, once per [`LOAD_REFRESH`].
+    pub fn refresh(&mut self, now: Instant) {
+        if self.refreshed.is_some_and(|at| now < at + LOAD_REFRESH) {
+            return;
+        }
+        self.refreshed = Some(now);
+        self.published_load = self.load;
+        self.published_disks.clone_from(&self.disks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: Capacity = Capacity {
+        max_streams: 100,
+        max_bytes_per_s: 1_000_000,
+    };
+
+    fn load(streams: u32, bytes_per_s: u64) -> Load {
+        Load {
+            streams,
+            bytes_per_s,
+        }
+    }
+
+    #[test]
+    fn small_changes_wait_for_the_refresh_and_near_capacity_nothing_waits() {
+        let t0 = Instant::now();
+        let mut p = Published::default();
+        p.refresh(t0);
+        p.set_load(load(10, 1000), CAP);
+        assert_eq!(
+            p.published_load(),
+            load(10, 1000),
+            "a step of 10 is published"
+        );
+        p.set_load(load(12, 1100), CAP);
+        assert_eq!(p.published_load(), load(10, 1000), "two more streams wait");
+        p.refresh(t0 + LOAD_REFRESH / 2);
+        assert_eq!(p.published_load(), load(10, 1000), "not before the refresh");
+        p.refresh(t0 + LOAD_REFRESH);
+        assert_eq!(p.published_load(), load(12, 1100));
+        p.set_load(load(95, 1100), CAP);
+        p.set_load(load(96, 1100), CAP);
+        assert_eq!(
+            p.published_load(),
+            load(96, 1100),
+            "near capacity every stream counts"
+        );
+        p.set_load(load(96, 990_000), CAP);
+        assert_eq!(
+            p.published_load(),
+            load(96, 990_000),
+            "near the byte limit too"
+        );
+        assert_eq!(p.actual_load(), load(96, 990_000));
+    }
+
+    #[test]
+    fn a_disk_whose_health_or_library_changes_is_published_at_once() {
+        let t0 = Instant::now();
+        let mut p = Published::default();
+        p.refresh(t0);
+        let report = |ok, catalog, streams| DiskReport {
+            disk: DiskId(3),
+            ok,
+            capacity_bytes: 10,
+            used_bytes: 5,
+            catalog,
+            streams,
+            bytes_per_s: 0,
+        };
+        p.set_disk(report(true, 1, 0));
+        assert_eq!(
+            p.published_disks(),
+            vec![report(true, 1, 0)],
+            "a new disk at once"
+        );
+        p.set_disk(report(true, 1, 4));
+        assert_eq!(p.published_disks(), vec![report(true, 1, 0)], "usage waits");
+        p.set_disk(report(false, 1, 4));
+        assert_eq!(
+            p.published_disks(),
+            vec![report(false, 1, 4)],
+            "health does not"
+        );
+        p.set_disk(report(false, 2, 4));
+        assert_eq!(
+            p.published_disks(),
+            vec![report(false, 2, 4)],
+            "nor does the library"
+        );
+    }
+}
