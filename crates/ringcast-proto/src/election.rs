@@ -41,6 +41,16 @@ pub fn preempts(timing: &Timing, me: Rank, map: &ClusterMap) -> bool {
     timing.preempt && me.outranks(map.supervisor_rank)
 }
 
+/// Claim 16: how long a node of rank `me` waits before it preempts: the
+/// configured delay plus a quarter takeover step per rank above it, so that
+/// when many nodes learn of a low-priority supervisor at once (a cold start,
+/// a pulled state heard by all) the highest of them preempts first and the
+/// others hear it before their own wait ends, instead of all of them
+/// starting rival reigns together.
+pub fn preempt_wait(timing: &Timing, me: Rank) -> Duration {
+    timing.preempt_delay + timing.takeover_step / 4 * u32::from(me.0)
+}
+
 /// Claim 12: the position of `me` among the candidates to succeed `map`'s
 /// supervisor: every up member but the supervisor, plus `me`, in priority order.
 pub fn successor_position(map: &ClusterMap, priority: &[NodeId], me: NodeId) -> usize {

@@ -191,6 +191,9 @@ pub enum Message {
     Pull(Pull),
     /// A part of the whole state (unicast from the supervisor).
     State(StatePart),
+    /// A part of the whole state on the bus, answering the pulls of
+    /// several nodes at once.
+    Repair(StatePart),
 }
 
 /// The path a message travels (DESIGN 3).
@@ -231,11 +234,13 @@ pub enum MessageKind {
     Pull,
     /// [`Message::State`].
     State,
+    /// [`Message::Repair`].
+    Repair,
 }
 
 impl MessageKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [MessageKind; 8] = [
+    pub const ALL: [MessageKind; 9] = [
         MessageKind::Notify,
         MessageKind::SupervisorUpdate,
         MessageKind::Join,
@@ -244,10 +249,12 @@ impl MessageKind {
         MessageKind::Resend,
         MessageKind::Pull,
         MessageKind::State,
+        MessageKind::Repair,
     ];
 
     /// The path messages of this kind travel: the unicast ones (status,
-    /// resend, pull and state parts) on the ring, every other kind on the bus.
+    /// resend, pull and state parts to one asker) on the ring, every other
+    /// kind (state parts to several askers among them) on the bus.
     pub fn channel(self) -> Channel {
         match self {
             MessageKind::Status | MessageKind::Resend | MessageKind::Pull | MessageKind::State => {
@@ -268,6 +275,7 @@ impl MessageKind {
             MessageKind::Resend => "resend",
             MessageKind::Pull => "pull",
             MessageKind::State => "state",
+            MessageKind::Repair => "repair",
         }
     }
 }
@@ -289,6 +297,7 @@ impl Message {
             Message::Resend(_) => MessageKind::Resend,
             Message::Pull(_) => MessageKind::Pull,
             Message::State(_) => MessageKind::State,
+            Message::Repair(_) => MessageKind::Repair,
         }
     }
 

@@ -9,8 +9,16 @@ use thiserror::Error;
 
 use crate::ids::Incarnation;
 
-/// How many counters below the highest one a window remembers.
-pub const WINDOW: u64 = 64;
+/// How many counters below the highest one a window remembers: as many as
+/// the parts of the largest state a pull is answered with, so a burst of
+/// them that the network reorders is still accepted whole.
+pub const WINDOW: u64 = crate::announce::MAX_STATE_PARTS as u64;
+
+/// The slots of the ring of bits: the window and one word more, so the
+/// highest counter's slot is none of the window's.
+const WORDS: usize = (WINDOW / 64) as usize + 1;
+const RING: u64 = WORDS as u64 * 64;
+const _: () = assert!(WINDOW.is_multiple_of(64) && WINDOW >= 64);
 
 /// Why a replay window refused a frame.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
@@ -30,8 +38,10 @@ pub enum ReplayError {
 pub struct ReplayWindow {
     incarnation: Incarnation,
     highest: u64,
-    /// Bit `i` set: counter `highest - 1 - i` was accepted.
-    below: u64,
+    /// A ring of bits indexed by counter modulo `RING`: the bit of a
+    /// counter among the `WINDOW` below `highest` is set when it was
+    /// accepted (about 512 bytes per sender).
+    seen: Box<[u64; WORDS]>,
 }
 
 impl ReplayWindow {
@@ -41,7 +51,7 @@ impl ReplayWindow {
         ReplayWindow {
             incarnation,
             highest: counter,
-            below: 0,
+            seen: Box::new([0; WORDS]),
         }
     }
 
@@ -77,38 +87,57 @@ impl ReplayWindow {
         self.record_below(counter)
     }
 
-    /// Makes `counter` the new highest, remembering the old highest below it.
+    /// Makes `counter` the new highest, remembering the old highest below
+    /// it and forgetting the slots of the counters skipped.
     fn advance_to(&mut self, counter: u64) {
-        let by = counter - self.highest;
-        self.below = shift_left(self.below, by) | shift_left(1, by - 1);
+        let old = self.highest;
+        if counter - old >= RING {
+            self.seen.fill(0);
+        } else {
+            let mut c = old + 1;
+            while c < counter {
+                if c.is_multiple_of(64) && counter - c >= 64 {
+                    self.seen[slot(c).0] = 0;
+                    c += 64;
+                } else {
+                    self.set(c, false);
+                    c += 1;
+                }
+            }
+        }
+        self.set(old, true);
+        self.set(counter, false);
         self.highest = counter;
     }
 
-    /// Records a counter at or below the highest, if it is new and in the window.
+    /// Records a counter below the highest, if it is new and in the window.
     fn record_below(&mut self, counter: u64) -> Result<(), ReplayError> {
-        if counter == self.highest {
+        let age = self.highest - counter;
+        if age == 0 || age > WINDOW {
             return Err(ReplayError::Replayed);
         }
-        let age = self.highest - counter - 1;
-        if age >= WINDOW {
+        let (w, bit) = slot(counter);
+        if self.seen[w] & bit != 0 {
             return Err(ReplayError::Replayed);
         }
-        let bit = 1u64 << age;
-        if self.below & bit != 0 {
-            return Err(ReplayError::Replayed);
-        }
-        self.below |= bit;
+        self.seen[w] |= bit;
         Ok(())
+    }
+
+    fn set(&mut self, counter: u64, accepted: bool) {
+        let (w, bit) = slot(counter);
+        if accepted {
+            self.seen[w] |= bit;
+        } else {
+            self.seen[w] &= !bit;
+        }
     }
 }
 
-/// `bits << by`, where shifting by 64 or more leaves nothing.
-fn shift_left(bits: u64, by: u64) -> u64 {
-    if by >= WINDOW {
-        0
-    } else {
-        bits << by
-    }
+/// The word and bit of `counter`'s slot.
+fn slot(counter: u64) -> (usize, u64) {
+    let i = counter % RING;
+    ((i / 64) as usize, 1u64 << (i % 64))
 }
 
 #[cfg(test)]
@@ -153,15 +182,19 @@ mod tests {
 
     #[test]
     fn the_oldest_counter_of_the_window_is_still_accepted() {
-        let mut w = ReplayWindow::new(LIFE, 100);
-        assert_eq!(w.check_and_record(LIFE, 100 - WINDOW), Ok(()));
+        let mut w = ReplayWindow::new(LIFE, 10 * WINDOW);
+        assert_eq!(w.check_and_record(LIFE, 9 * WINDOW), Ok(()));
+        assert_eq!(
+            w.check_and_record(LIFE, 9 * WINDOW),
+            Err(ReplayError::Replayed)
+        );
     }
 
     #[test]
     fn a_counter_older_than_the_window_is_refused() {
-        let mut w = ReplayWindow::new(LIFE, 100);
+        let mut w = ReplayWindow::new(LIFE, 10 * WINDOW);
         assert_eq!(
-            w.check_and_record(LIFE, 100 - WINDOW - 1),
+            w.check_and_record(LIFE, 9 * WINDOW - 1),
             Err(ReplayError::Replayed)
         );
     }
@@ -178,8 +211,8 @@ mod tests {
     fn a_jump_beyond_the_window_forgets_everything_below() {
         let mut w = ReplayWindow::new(LIFE, 0);
         assert_eq!(w.check_and_record(LIFE, 1), Ok(()));
-        assert_eq!(w.check_and_record(LIFE, 1_000), Ok(()));
-        assert_eq!(w.check_and_record(LIFE, 999), Ok(()));
+        assert_eq!(w.check_and_record(LIFE, 3 * WINDOW), Ok(()));
+        assert_eq!(w.check_and_record(LIFE, 3 * WINDOW - 1), Ok(()));
         assert_eq!(w.check_and_record(LIFE, 1), Err(ReplayError::Replayed));
     }
 
@@ -192,6 +225,39 @@ mod tests {
             w.check_and_record(LIFE, u64::MAX),
             Err(ReplayError::Replayed)
         );
+    }
+
+    #[test]
+    fn a_burst_reordered_across_the_ring_of_slots_is_accepted_once() {
+        // Counters of several windows, each window's arriving backwards:
+        // every slot is reused and must not carry an older counter's bit.
+        let mut w = ReplayWindow::new(LIFE, 0);
+        for round in 0..5u64 {
+            let top = (round + 1) * WINDOW;
+            assert_eq!(w.check_and_record(LIFE, top), Ok(()));
+            for c in (top - WINDOW + 1..top).rev() {
+                assert_eq!(w.check_and_record(LIFE, c), Ok(()), "counter {c}");
+            }
+            for c in top - WINDOW..=top {
+                assert_eq!(
+                    w.check_and_record(LIFE, c),
+                    Err(ReplayError::Replayed),
+                    "counter {c}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn counters_skipped_by_a_jump_are_still_accepted_later() {
+        let mut w = ReplayWindow::new(LIFE, 5);
+        assert_eq!(w.check_and_record(LIFE, 200), Ok(()));
+        assert_eq!(w.check_and_record(LIFE, 6), Ok(()));
+        assert_eq!(w.check_and_record(LIFE, 5), Err(ReplayError::Replayed));
+        assert_eq!(w.check_and_record(LIFE, 199), Ok(()));
+        assert_eq!(w.check_and_record(LIFE, 200 + WINDOW - 100), Ok(()));
+        assert_eq!(w.check_and_record(LIFE, 150), Ok(()));
+        assert_eq!(w.check_and_record(LIFE, 150), Err(ReplayError::Replayed));
     }
 
     #[test]
@@ -210,5 +276,30 @@ mod tests {
             w.check_and_record(Incarnation(4), 1),
             Err(ReplayError::StaleIncarnation)
         );
+    }
+
+    proptest::proptest! {
+        /// The window against a model that remembers every counter: a
+        /// counter is accepted exactly when it is new and at most `WINDOW`
+        /// below the highest accepted before it.
+        #[test]
+        fn the_window_agrees_with_a_model_of_every_counter(
+            steps in proptest::collection::vec((0u64..3 * WINDOW, proptest::bool::ANY), 1..400)
+        ) {
+            let mut w = ReplayWindow::new(LIFE, 0);
+            let mut seen = std::collections::BTreeSet::from([0u64]);
+            let mut highest = 0u64;
+            for (step, forward) in steps {
+                // Half the steps move ahead, half fall back, near the edge.
+                let c = if forward { highest + step % 200 } else { highest.saturating_sub(step) };
+                let expected = !seen.contains(&c) && highest - c.min(highest) <= WINDOW;
+                let got = w.check_and_record(LIFE, c);
+                proptest::prop_assert_eq!(got.is_ok(), expected, "counter {} highest {}", c, highest);
+                if expected {
+                    seen.insert(c);
+                    highest = highest.max(c);
+                }
+            }
+        }
     }
 }

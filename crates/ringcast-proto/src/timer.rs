@@ -22,11 +22,14 @@ pub enum Timer {
     Leave = 6,
     /// Claim 16: when a joining node that outranks the supervisor takes over.
     Preempt = 7,
+    /// Claim 11: when the supervisor answers the pulls gathered since the
+    /// first one (once for all of them when several asked).
+    Answer = 8,
 }
 
 impl Timer {
     /// Every timer, in the order they fire when due at the same instant.
-    pub const ALL: [Timer; 8] = [
+    pub const ALL: [Timer; 9] = [
         Timer::Listen,
         Timer::SupervisorSilence,
         Timer::Preempt,
@@ -35,13 +38,14 @@ impl Timer {
         Timer::Status,
         Timer::Join,
         Timer::Leave,
+        Timer::Answer,
     ];
 }
 
 /// The deadline of each timer.
 #[derive(Clone, Debug, Default)]
 pub struct Timers {
-    deadlines: [Option<Instant>; 8],
+    deadlines: [Option<Instant>; Timer::ALL.len()],
 }
 
 impl Timers {
@@ -83,6 +87,6 @@ impl Timers {
 
     /// Disarms every timer.
     pub fn clear_all(&mut self) {
-        self.deadlines = [None; 8];
+        self.deadlines = [None; Timer::ALL.len()];
     }
 }

@@ -639,6 +639,9 @@ impl Sim {
 
     fn note(&mut self, line: String) {
         let elapsed = self.elapsed();
+        if std::env::var_os("SIM_TRACE_ALL").is_some() {
+            eprintln!("{:10.3} {line}", elapsed.as_secs_f64() * 1000.0);
+        }
         self.trace.note(elapsed, line);
     }
 

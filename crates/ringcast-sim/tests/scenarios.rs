@@ -988,6 +988,7 @@ fn a_member_that_missed_every_repeat_of_a_change_pulls_the_state_at_the_next_not
     });
     s.run_for(Duration::from_millis(20) * (ringcast_proto::announce::REPEATS + 1));
     let pulls = sent(&s, 9, MessageKind::Pull);
+    let broadcasts = sent(&s, 1, MessageKind::Repair);
     let stale = s.map_of(9).expect("n9 has a map").version;
     assert!(stale < s.map_of(1).expect("n1 has a map").version);
     s.heal();
@@ -1001,7 +1002,48 @@ fn a_member_that_missed_every_repeat_of_a_change_pulls_the_state_at_the_next_not
         "n9 got the map after {took:?}, not at the next notification"
     );
     assert!(sent(&s, 9, MessageKind::Pull) > pulls, "n9 pulled");
+    assert_eq!(
+        sent(&s, 1, MessageKind::Repair),
+        broadcasts,
+        "a lone asker is answered by unicast"
+    );
     converge(&mut s);
     assert_cluster(&s, 1, &(1..=11).collect::<Vec<_>>());
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn many_nodes_starting_under_a_low_priority_supervisor_get_one_answer_and_one_preemptor() {
+    // n40 forms alone; then n1..n39 start together. They hear n40's
+    // notification, pull within the network's jitter of each other, and
+    // n40 answers them all once on the bus (not once each). They adopt
+    // the state together; only the highest of them, n1, preempts: the
+    // others' waits grow with their rank and they hear n1 first.
+    let mut s = sim(40, 7);
+    s.start(40);
+    converge(&mut s);
+    for id in 1..=39 {
+        s.start(id);
+    }
+    converge(&mut s);
+    assert_cluster(&s, 1, &(1..=40).collect::<Vec<_>>());
+    let pulls: u64 = (1..=39).map(|n| sent(&s, n, MessageKind::Pull)).sum();
+    let answers = sent(&s, 40, MessageKind::State) + sent(&s, 40, MessageKind::Repair);
+    assert!(
+        sent(&s, 40, MessageKind::Repair) > 0,
+        "n40 answered on the bus"
+    );
+    assert!(
+        answers < pulls,
+        "n40 sent {answers} state parts for {pulls} pulls: one answer per asker"
+    );
+    for id in 2..=39 {
+        assert!(
+            became_supervisor(&s, id).is_empty(),
+            "n{id} became supervisor: {:?}",
+            became_supervisor(&s, id)
+        );
+    }
+    assert_eq!(became_supervisor(&s, 1), vec![Reason::Preemption]);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }

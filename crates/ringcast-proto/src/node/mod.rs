@@ -84,6 +84,10 @@ pub struct Node {
     /// As supervisor: when each asker's last pull was answered, and with
     /// which version.
     pulls_answered: BTreeMap<NodeId, (Instant, crate::announce::Precedence)>,
+    /// As supervisor: the askers whose pulls the next answer serves.
+    pulls_pending: BTreeMap<NodeId, NodeAddrs>,
+    /// As supervisor: when it last notified at once to answer a rival.
+    rival_answered: Option<Instant>,
     /// The map (epoch, version) at which the supervisor last re-decided
     /// every disk.
     disks_evaluated_at: Option<(Epoch, u64)>,
@@ -156,6 +160,8 @@ impl Node {
             assembly: None,
             pull_asked: None,
             pulls_answered: BTreeMap::new(),
+            pulls_pending: BTreeMap::new(),
+            rival_answered: None,
             disks_evaluated_at: None,
             resend_asked: None,
             transmits: VecDeque::new(),
@@ -217,7 +223,7 @@ impl Node {
             Message::Status(s) => self.on_status(now, from, s),
             Message::Resend(r) => self.on_resend(from, r),
             Message::Pull(p) => self.on_pull(now, from, p),
-            Message::State(p) => self.on_state(now, from, life, p),
+            Message::State(p) | Message::Repair(p) => self.on_state(now, from, life, p),
         }
         self.flush(now);
     }
@@ -372,6 +378,7 @@ impl Node {
                         .set(Timer::Leave, now + self.cfg.timing.leave_retry);
                 }
             }
+            Timer::Answer => self.answer_pulls(),
             Timer::Preempt => {
                 let outranks = self
                     .map()

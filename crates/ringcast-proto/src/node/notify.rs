@@ -16,6 +16,21 @@ use crate::message::{Pull, StatePart};
 /// every member hearing it on every repeat.
 const NOTIFY_FRAMES: usize = 4;
 
+/// A pull's answer waits 1/8 of a notification interval for the pulls of
+/// other nodes that heard the same notification (they arrive within the
+/// network's jitter of each other; the wait stays well under the interval
+/// after which an asker asks again).
+const ANSWER_GATHER: u32 = 8;
+
+/// How many askers make the supervisor answer on the bus: two, or one
+/// sixteenth of the members if more. On a multicast bus one answer then
+/// serves them all for the cost of one; where the bus is unicast fan-out
+/// it costs at most sixteen times the unicast answers, and spares the
+/// supervisor a burst of one copy per asker when the whole cluster asks.
+fn broadcast_threshold(members: usize) -> usize {
+    (members / 16).max(2)
+}
+
 impl Node {
     /// The head of the state the supervisor last announced.
     fn announced_head(&self) -> Option<Head> {
@@ -113,7 +128,7 @@ impl Node {
                 if election::yields_to(me, head.supervisor_rank) && head.epoch < held {
                     // It outranks us but has not seen our epoch yet: let it
                     // hear us, so it catches up and our members follow it.
-                    self.notify_now = true;
+                    self.answer_rival(now);
                 } else if election::yields_to(me, head.supervisor_rank) {
                     self.role = Role::Member;
                     self.joined = false;
@@ -136,7 +151,7 @@ impl Node {
                         view.map.epoch = head.epoch;
                         view.map.version = view.map.version.saturating_add(1);
                     }
-                    self.notify_now = true;
+                    self.answer_rival(now);
                 }
             }
             Role::Listening => {
@@ -148,6 +163,20 @@ impl Node {
             }
             Role::Member => self.member_notify(now, n),
         }
+    }
+
+    /// Claim 22: a supervisor that hears a rival notifies at once, but at
+    /// most once per quarter notification interval: with many rivals (a
+    /// partition of many parts healing) each answer would otherwise make
+    /// every other rival answer again, without end. The periodic
+    /// notification carries the rest.
+    fn answer_rival(&mut self, now: Instant) {
+        let quiet = self.cfg.timing.notify_interval / 4;
+        if self.rival_answered.is_some_and(|at| now < at + quiet) {
+            return;
+        }
+        self.rival_answered = Some(now);
+        self.notify_now = true;
     }
 
     /// A member's notification: applied when it completes the state held,
@@ -224,7 +253,10 @@ impl Node {
 
     /// Claim 11: the supervisor answers a pull with every row of the state
     /// it announced, in parts of about one frame, at most once per asker
-    /// per notification interval.
+    /// per half notification interval. The answer waits [`ANSWER_GATHER`]
+    /// of an interval for the other pulls one notification caused (a
+    /// cluster forming, a change too large to notify): when enough nodes
+    /// asked, the parts go once on the bus instead of once to each.
     pub(super) fn on_pull(&mut self, now: Instant, from: NodeId, p: Pull) {
         if p.node != from {
             return self.reject("inconsistent_pull");
@@ -247,29 +279,56 @@ impl Node {
             return;
         }
         self.pulls_answered.insert(from, (now, answered));
-        let Some(a) = self.announcer.as_ref() else {
+        self.pulls_pending.insert(from, p.addrs);
+        if !self.timers.is_set(Timer::Answer) {
+            let gather = self.cfg.timing.notify_interval / ANSWER_GATHER;
+            self.timers.set(Timer::Answer, now + gather);
+        }
+    }
+
+    /// Claim 11: sends the state announced now to the askers gathered: by
+    /// unicast to each of a few, on the bus when they are many (a
+    /// receiver that holds it already drops the parts unread).
+    pub(super) fn answer_pulls(&mut self) {
+        let askers = core::mem::take(&mut self.pulls_pending);
+        if self.role != Role::Supervisor || askers.is_empty() {
+            return;
+        }
+        let (Some(head), Some(a)) = (self.announced_head(), self.announcer.as_ref()) else {
             return;
         };
         let parts = announce::cut(a.rows(), crate::sizes::part_budget(self.sealer.mtu()));
-        let Ok(count) = u16::try_from(parts.len()) else {
-            return self.reject_outgoing(FrameError::MessageTooLong { len: usize::MAX });
+        let count = match u16::try_from(parts.len()) {
+            Ok(count) if count <= MAX_STATE_PARTS => count,
+            _ => return self.reject_outgoing(FrameError::MessageTooLong { len: usize::MAX }),
         };
-        if count > MAX_STATE_PARTS {
-            return self.reject_outgoing(FrameError::MessageTooLong { len: usize::MAX });
-        }
-        let to = Destination::Node {
-            id: from,
-            addr: p.addrs.ring,
-        };
-        for (i, rows) in parts.into_iter().enumerate() {
-            let part = StatePart {
+        let members = a.map().members.len();
+        let broadcast = askers.len() >= broadcast_threshold(members);
+        let parts: Vec<StatePart> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, rows)| StatePart {
                 addrs: self.cfg.addrs,
                 head,
                 part: i as u16,
                 parts: count,
                 rows,
+            })
+            .collect();
+        if broadcast {
+            for part in parts {
+                self.send(Destination::Bus, Message::Repair(part));
+            }
+            return;
+        }
+        for (id, addrs) in askers {
+            let to = Destination::Node {
+                id,
+                addr: addrs.ring,
             };
-            self.send(to, Message::State(part));
+            for part in &parts {
+                self.send(to, Message::State(part.clone()));
+            }
         }
     }
 
@@ -375,8 +434,8 @@ impl Node {
             .is_some_and(|m| election::preempts(&self.cfg.timing, self.cfg.rank(), m));
         if outranks && !self.leaving {
             if !self.timers.is_set(Timer::Preempt) {
-                self.timers
-                    .set(Timer::Preempt, now + self.cfg.timing.preempt_delay);
+                let wait = election::preempt_wait(&self.cfg.timing, self.cfg.rank());
+                self.timers.set(Timer::Preempt, now + wait);
             }
         } else {
             self.timers.clear(Timer::Preempt);
