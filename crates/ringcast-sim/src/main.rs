@@ -49,6 +49,9 @@ enum Command {
         nodes: u32,
     },
     /// Many seeds with random faults; the last line is a JSON summary.
+    ///
+    /// With SIM_TRACE=1 every event of every node is printed to stderr as
+    /// it happens (follow one seed with --seeds 1 --threads 1).
     Campaign {
         /// Nodes per seed.
         #[arg(long, default_value_t = 16)]

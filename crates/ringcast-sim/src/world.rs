@@ -202,6 +202,9 @@ pub struct Sim {
     /// Totals of traffic.
     pub traffic: Traffic,
     trace: Trace,
+    /// Whether every trace line is also printed to stderr as it happens
+    /// (`SIM_TRACE=1`, for following one seed whole; with `--threads 1`).
+    echo_trace: bool,
     /// Invariant violations found so far (the first few, with their traces).
     pub violations: Vec<String>,
     /// Violations found so far, by kind: "protocol" (DESIGN section 8 and
@@ -278,6 +281,7 @@ impl Sim {
             cut: BTreeSet::new(),
             traffic: Traffic::default(),
             trace: Trace::new(TRACE_LINES),
+            echo_trace: std::env::var_os("SIM_TRACE").is_some_and(|v| v == "1"),
             violations: Vec::new(),
             kinds: BTreeMap::new(),
             precedence: vec![None; config.nodes as usize],
@@ -639,7 +643,7 @@ impl Sim {
 
     fn note(&mut self, line: String) {
         let elapsed = self.elapsed();
-        if std::env::var_os("SIM_TRACE_ALL").is_some() {
+        if self.echo_trace {
             eprintln!("{:10.3} {line}", elapsed.as_secs_f64() * 1000.0);
         }
         self.trace.note(elapsed, line);
