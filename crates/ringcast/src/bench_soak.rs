@@ -70,12 +70,12 @@ const TITLE: &str = "soak.mp4";
 /// Its size.
 const TITLE_BYTES: u64 = 8 << 20;
 /// The rate each stream reads at: a stream lasts about 8 s.
-const STREAM_RATE: u64 = 1 << 20;
+pub(crate) const STREAM_RATE: u64 = 1 << 20;
 
 /// A stream being played.
-struct Stream {
-    child: Child,
-    out: PathBuf,
+pub(crate) struct Stream {
+    pub(crate) child: Child,
+    pub(crate) out: PathBuf,
 }
 
 /// The hog's threads and the streams playing; dropping it (at the end, or
@@ -147,7 +147,7 @@ fn hog(threads: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()
         .collect()
 }
 
-fn start_stream(url: &str, out: &Path) -> Result<Stream> {
+pub(crate) fn start_stream(url: &str, out: &Path) -> Result<Stream> {
     let child = Command::new(std::env::current_exe().context("cannot find this program")?)
         .args([
             "play",
@@ -169,7 +169,7 @@ fn start_stream(url: &str, out: &Path) -> Result<Stream> {
 }
 
 /// Whether a finished stream ended well with the title's bytes.
-fn stream_ok(status: std::process::ExitStatus, out: &Path, digest: &[u8]) -> bool {
+pub(crate) fn stream_ok(status: std::process::ExitStatus, out: &Path, digest: &[u8]) -> bool {
     status.success()
         && std::fs::read(out).is_ok_and(|bytes| Sha256::digest(&bytes).as_slice() == digest)
 }

@@ -5,6 +5,7 @@ mod bench_hls_client;
 mod bench_segments;
 mod bench_soak;
 mod bench_stream;
+mod bench_traffic;
 mod http;
 mod node_cmd;
 mod play_cmd;
@@ -201,6 +202,23 @@ enum BenchCommand {
         /// Print only the JSON line.
         #[arg(long)]
         json: bool,
+    },
+    /// What the control plane costs each node of a serving cluster: bus
+    /// and ring bytes sent and received per node per second, read from
+    /// every node's /metrics over the window. The last line is JSON.
+    Traffic {
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 48)]
+        nodes: u32,
+        /// Seconds measured (after a 5 s warm-up).
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Streams playing at once (restarted as they end).
+        #[arg(long, default_value_t = 8)]
+        streams: u32,
+        /// Directory for the cluster, library and logs (temporary by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Concurrent HLS players fetching a rendition's segments through
     /// ringcast and, with --vs-nginx, from nginx, in alternating runs.
@@ -455,6 +473,21 @@ fn run(cli: Cli) -> Result<()> {
                     vs_nginx,
                     seconds,
                     file_mb,
+                    dir,
+                })?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            BenchCommand::Traffic {
+                nodes,
+                seconds,
+                streams,
+                dir,
+            } => {
+                let report = bench_traffic::traffic(&bench_traffic::TrafficOptions {
+                    nodes,
+                    seconds,
+                    streams,
                     dir,
                 })?;
                 println!("{}", serde_json::to_string(&report)?);
