@@ -256,7 +256,8 @@ pub async fn start_with_seats(
     let running = Mutex::new(settings.clone());
     let life = state_dir.map(|d| crate::host::life::LifeFile::new(d, me));
     let service = settings.service.clone();
-    let priority = settings.proto.priority.clone();
+    let proto = settings.proto.clone();
+    let priority = proto.priority.clone();
     let (shared, node, stop) = start_protocol(settings, seats.clone(), life).await?;
     let listener = tokio::net::TcpListener::bind(http)
         .await
@@ -268,13 +269,12 @@ pub async fn start_with_seats(
         .map(|d| (d.id, std::path::PathBuf::from(&d.mount)))
         .collect();
     let streaming = Streaming::new(
-        me,
+        &proto,
         key,
         mounts.clone(),
         shared.clone(),
         counters.clone(),
         service.clone(),
-        priority.clone(),
     );
     streaming.set_keys(all_keys.clone());
     shared

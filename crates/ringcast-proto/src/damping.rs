@@ -3,28 +3,43 @@
 //! rates change all the time; publishing every change would make every
 //! ring entry and every notification carry usage rows every interval. So a
 //! change that cannot matter to admission waits for the next refresh
-//! ([`LOAD_REFRESH`]), and one that can (a large step, a node near one of
+//! ([`load_refresh`]), and one that can (a large step, a node near one of
 //! its limits, a disk's health or library) is published at once.
 //!
+//! The refresh is a lap of the ring, at least [`LOAD_REFRESH_MIN`]: every
+//! published change travels the ring once, so with at most one refresh per
+//! node per lap each ring link carries about one refreshed entry per status
+//! interval whatever the cluster's size (claim 7 at a cost per node that
+//! stays flat).
+//!
 //! Placement stays exact: the supervisor counts each placement as load for
-//! [`crate::placement::RESERVATION`], longer than a refresh, so a stream
-//! whose report waits is still counted; and near capacity nothing waits.
+//! [`crate::placement::reservation`], longer than a refresh and the lap
+//! that follows it, so a stream whose report waits is still counted; and
+//! near capacity nothing waits.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::config::Capacity;
+use crate::config::{Capacity, Timing};
 use crate::ids::DiskId;
-use crate::placement::RESERVATION;
 use crate::tables::{DiskReport, Load};
 
-/// The longest a changed load or disk usage waits before it is published.
-pub const LOAD_REFRESH: Duration = Duration::from_secs(1);
+/// The shortest refresh: on a small ring, a changed load waits at most this.
+pub const LOAD_REFRESH_MIN: Duration = Duration::from_secs(1);
 
-const _: () = assert!(
-    LOAD_REFRESH.as_millis() < RESERVATION.as_millis(),
-    "a reservation must outlast the wait of the report that replaces it"
-);
+/// Claim 6: how long an entry takes to go once round a ring of `ring_len`
+/// nodes, one status interval a hop.
+pub fn lap(timing: &Timing, ring_len: usize) -> Duration {
+    timing
+        .status_interval
+        .saturating_mul(u32::try_from(ring_len).unwrap_or(u32::MAX))
+}
+
+/// The longest a changed load or disk usage waits before it is published
+/// on a ring of `ring_len` nodes: a lap, at least [`LOAD_REFRESH_MIN`].
+pub fn load_refresh(timing: &Timing, ring_len: usize) -> Duration {
+    lap(timing, ring_len).max(LOAD_REFRESH_MIN)
+}
 
 /// A node's load and disk reports: as they are, and as last published.
 #[derive(Clone, Debug, Default)]
@@ -93,9 +108,9 @@ impl Published {
         self.disks.insert(report.disk, report);
     }
 
-    /// Publishes whatever waited, once per [`LOAD_REFRESH`].
-    pub fn refresh(&mut self, now: Instant) {
-        if self.refreshed.is_some_and(|at| now < at + LOAD_REFRESH) {
+    /// Publishes whatever waited, once per `period` ([`load_refresh`]).
+    pub fn refresh(&mut self, now: Instant, period: Duration) {
+        if self.refreshed.is_some_and(|at| now < at + period) {
             return;
         }
         self.refreshed = Some(now);
@@ -124,7 +139,7 @@ mod tests {
     fn small_changes_wait_for_the_refresh_and_near_capacity_nothing_waits() {
         let t0 = Instant::now();
         let mut p = Published::default();
-        p.refresh(t0);
+        p.refresh(t0, LOAD_REFRESH_MIN);
         p.set_load(load(10, 1000), CAP);
         assert_eq!(
             p.published_load(),
@@ -133,9 +148,9 @@ mod tests {
         );
         p.set_load(load(12, 1100), CAP);
         assert_eq!(p.published_load(), load(10, 1000), "two more streams wait");
-        p.refresh(t0 + LOAD_REFRESH / 2);
+        p.refresh(t0 + LOAD_REFRESH_MIN / 2, LOAD_REFRESH_MIN);
         assert_eq!(p.published_load(), load(10, 1000), "not before the refresh");
-        p.refresh(t0 + LOAD_REFRESH);
+        p.refresh(t0 + LOAD_REFRESH_MIN, LOAD_REFRESH_MIN);
         assert_eq!(p.published_load(), load(12, 1100));
         p.set_load(load(95, 1100), CAP);
         p.set_load(load(96, 1100), CAP);
@@ -154,10 +169,32 @@ mod tests {
     }
 
     #[test]
+    fn the_refresh_is_a_lap_of_the_ring_on_a_large_one() {
+        let t = Timing::lan();
+        assert_eq!(load_refresh(&t, 16), LOAD_REFRESH_MIN);
+        assert_eq!(load_refresh(&t, 256), t.status_interval * 256);
+        assert_eq!(load_refresh(&t, 1024), t.status_interval * 1024);
+        let t0 = Instant::now();
+        let mut p = Published::default();
+        let period = load_refresh(&t, 1024);
+        p.refresh(t0, period);
+        p.set_load(load(12, 1100), CAP);
+        p.set_load(load(13, 1100), CAP);
+        p.refresh(t0 + LOAD_REFRESH_MIN, period);
+        assert_eq!(
+            p.published_load(),
+            load(12, 1100),
+            "a large ring waits longer"
+        );
+        p.refresh(t0 + period, period);
+        assert_eq!(p.published_load(), load(13, 1100));
+    }
+
+    #[test]
     fn a_disk_whose_health_or_library_changes_is_published_at_once() {
         let t0 = Instant::now();
         let mut p = Published::default();
-        p.refresh(t0);
+        p.refresh(t0, LOAD_REFRESH_MIN);
         let report = |ok, catalog, streams| DiskReport {
             disk: DiskId(3),
             ok,

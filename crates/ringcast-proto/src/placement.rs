@@ -9,12 +9,24 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::config::Timing;
+use crate::damping::{lap, load_refresh};
 use crate::ids::{DiskId, NodeId};
 use crate::map::ClusterMap;
 use crate::tables::Tables;
 
-/// How long a placement counts as load before the node's reports take over.
-pub const RESERVATION: Duration = Duration::from_secs(3);
+/// The shortest a placement counts as load, on a small ring.
+pub const RESERVATION_MIN: Duration = Duration::from_secs(3);
+
+/// How long a placement counts as load on a ring of `ring_len` nodes
+/// before the node's reports take over: longer than the longest a report
+/// of the stream waits (a refresh, [`load_refresh`]) and then travels to
+/// the supervisor (a lap), with a second to spare; at least
+/// [`RESERVATION_MIN`].
+pub fn reservation(timing: &Timing, ring_len: usize) -> Duration {
+    (load_refresh(timing, ring_len) + lap(timing, ring_len) + Duration::from_secs(1))
+        .max(RESERVATION_MIN)
+}
 
 /// Why no node can take a stream.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -46,12 +58,9 @@ pub struct Reservations {
 }
 
 impl Reservations {
-    /// Counts one more stream on `node` until `now + RESERVATION`.
-    pub fn reserve(&mut self, node: NodeId, now: Instant) {
-        self.by_node
-            .entry(node)
-            .or_default()
-            .push(now + RESERVATION);
+    /// Counts one more stream on `node` until `until`.
+    pub fn reserve(&mut self, node: NodeId, until: Instant) {
+        self.by_node.entry(node).or_default().push(until);
     }
 
     /// Streams in flight on `node` at `now`.
@@ -174,21 +183,45 @@ pub struct StreamEntry {
 /// the new node, and the stream's next request goes there. It is soft state:
 /// a new supervisor starts with an empty book and places each stream afresh
 /// on its next request, which is still correct (the player resumes by range).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StreamBook {
     streams: BTreeMap<u64, StreamEntry>,
     /// Reservations of capacity in flight.
     pub reservations: Reservations,
+    /// The cluster's timing, which the reservations' length derives from.
+    timing: Timing,
+}
+
+impl Default for StreamBook {
+    /// A book for a cluster on [`Timing::lan`].
+    fn default() -> Self {
+        StreamBook::new(Timing::lan())
+    }
 }
 
 /// Streams not heard of for this long are dropped from the book.
 pub const STREAM_IDLE: Duration = Duration::from_secs(120);
 
 impl StreamBook {
+    /// An empty book for a cluster running `timing`.
+    pub fn new(timing: Timing) -> Self {
+        StreamBook {
+            streams: BTreeMap::new(),
+            reservations: Reservations::default(),
+            timing,
+        }
+    }
+
+    /// How long a placement made now on `map`'s ring counts as load
+    /// ([`reservation`]).
+    pub fn hold(&self, map: &ClusterMap) -> Duration {
+        reservation(&self.timing, map.ring.len())
+    }
+
     /// Places a request of stream `id` (sticky to its current node while
     /// that node can serve it) and records it.
     ///
-    /// Every answer reserves capacity for [`RESERVATION`] on the node it
+    /// Every answer reserves capacity for [`StreamBook::hold`] on the node it
     /// names, one reservation per stream (a stream's next answer replaces
     /// it): a request with a known stream id may be its player's next HLS
     /// segment, but also its resumption after a broken connection, and the
@@ -213,14 +246,15 @@ impl StreamBook {
         if let Some((p, until)) = held {
             self.reservations.release(p.node, until);
         }
-        self.reservations.reserve(placement.node, now);
+        let until = now + self.hold(map);
+        self.reservations.reserve(placement.node, until);
         self.streams.insert(
             id,
             StreamEntry {
                 replicas,
                 placement,
                 last_seen: now,
-                reserved_until: Some(now + RESERVATION),
+                reserved_until: Some(until),
             },
         );
         self.streams
@@ -240,6 +274,7 @@ impl StreamBook {
         now: Instant,
     ) -> Vec<(u64, Placement)> {
         let mut moved = Vec::new();
+        let until = now + self.hold(map);
         for (id, entry) in &mut self.streams {
             let p = entry.placement;
             if map.is_up(p.node) && tables.serves_from(p.node, p.disk) {
@@ -263,9 +298,9 @@ impl StreamBook {
                 None,
                 now,
             ) {
-                self.reservations.reserve(new.node, now);
+                self.reservations.reserve(new.node, until);
                 entry.placement = new;
-                entry.reserved_until = Some(now + RESERVATION);
+                entry.reserved_until = Some(until);
                 moved.push((*id, new));
             }
         }
@@ -406,13 +441,13 @@ mod tests {
         let mut r = Reservations::default();
         for _ in 0..2 {
             let p = choose(&map, &tables, &[DiskId(1)], &mut r, None, now).unwrap();
-            r.reserve(p.node, now);
+            r.reserve(p.node, now + RESERVATION_MIN);
         }
         assert_eq!(
             choose(&map, &tables, &[DiskId(1)], &mut r, None, now),
             Err(PlaceError::NoCapacity)
         );
-        let later = now + RESERVATION + Duration::from_millis(1);
+        let later = now + RESERVATION_MIN + Duration::from_millis(1);
         assert!(choose(&map, &tables, &[DiskId(1)], &mut r, None, later).is_ok());
     }
 
@@ -568,7 +603,7 @@ mod tests {
         let mut book = StreamBook::default();
         book.place(1, vec![DiskId(1)], &map, &tables, now).unwrap();
         // Its player never got there: n1 reports no stream.
-        let later = now + RESERVATION + Duration::from_secs(1);
+        let later = now + book.hold(&map) + Duration::from_secs(1);
         let p = book
             .place(1, vec![DiskId(1)], &map, &tables, later)
             .unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ringcast_proto::placement::RESERVATION;
+use ringcast_proto::placement::reservation;
 use ringcast_proto::DiskId;
 use ringcast_sim::campaign::{self, CampaignConfig, Faults};
 use ringcast_sim::check;
@@ -28,9 +28,9 @@ fn world(seed: u64, nodes: u32, streams: u32, bug: Option<Bug>) -> Sim {
     sim.run_until(Duration::from_secs(5), check::converged)
         .expect("formation");
     sim.with_streams(|s, now| s.start_players(now));
-    // Placements count as load for RESERVATION besides the nodes' reports:
-    // past it, every stream that can be served is.
-    sim.run_for(RESERVATION + Duration::from_secs(1));
+    // Placements count as load for a reservation besides the nodes'
+    // reports: past it, every stream that can be served is.
+    sim.run_for(reservation(&sim.config.timing, nodes as usize) + Duration::from_secs(1));
     sim
 }
 

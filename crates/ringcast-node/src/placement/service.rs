@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use ringcast_files::stream::StreamCounters;
 use ringcast_proto::placement::{PlaceError, StreamBook};
 use ringcast_proto::token::StreamToken;
-use ringcast_proto::{DiskId, LocalEvent, NodeId, Role};
+use ringcast_proto::{DiskId, LocalEvent, NodeConfig, NodeId, Role};
 use serde::{Deserialize, Serialize};
 
 use ringcast_config::addresses::ServiceAddresses;
@@ -160,17 +160,20 @@ pub(super) fn unavailable(message: &str, retry_after: u64) -> Response {
 }
 
 impl Streaming {
-    /// Streaming for this node: its disks' mount points, the cluster key,
-    /// and its cluster's service addresses with the priority list.
+    /// Streaming for the node `proto` configures (its id, the priority
+    /// list, the timing its placements' reservations derive from): its
+    /// disks' mount points, the cluster key, and its cluster's service
+    /// addresses.
     pub fn new(
-        me: NodeId,
+        proto: &NodeConfig,
         key: [u8; 32],
         mounts: BTreeMap<DiskId, PathBuf>,
         shared: Arc<Shared>,
         counters: Arc<StreamCounters>,
         service: ServiceAddresses,
-        priority: Vec<NodeId>,
     ) -> Arc<Streaming> {
+        let me = proto.node;
+        let priority = proto.priority.clone();
         Arc::new(Streaming {
             gates: mounts.keys().map(|d| (*d, DiskGate::default())).collect(),
             scanning: mounts
@@ -186,7 +189,7 @@ impl Streaming {
             mounts,
             catalogs: RwLock::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
-            book: Mutex::new(StreamBook::default()),
+            book: Mutex::new(StreamBook::new(proto.timing.clone())),
             disk_bytes: Mutex::new(BTreeMap::new()),
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(2))

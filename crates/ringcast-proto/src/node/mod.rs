@@ -358,7 +358,9 @@ impl Node {
             }
             Timer::SupervisorSilence => self.on_supervisor_silent(now),
             Timer::Status => {
-                self.reports.refresh(now);
+                let ring_len = self.view.as_ref().map_or(1, |v| v.map.ring.len());
+                let period = crate::damping::load_refresh(&self.cfg.timing, ring_len);
+                self.reports.refresh(now, period);
                 self.send_status();
                 self.arm_status(now);
             }

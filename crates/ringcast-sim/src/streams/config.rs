@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ringcast_proto::health::MAX_SCORE;
-use ringcast_proto::placement::RESERVATION;
+use ringcast_proto::placement::reservation;
 use ringcast_proto::Timing;
 
 use super::disks::probe_timeout;
@@ -34,14 +34,14 @@ pub fn failover_bound(timing: &Timing, nodes: u32, missing: u32) -> Duration {
 /// where `missing` of `nodes` are absent: a failed disk is known once the
 /// probes of the nodes reaching it have failed (a period and a probe
 /// timeout) and their reports have reached the supervisor (a failover),
-/// the capacity reserved for the answers of the last [`RESERVATION`]
-/// counts until it expires, and the player asks again within
+/// the capacity reserved for the answers of the last [`reservation`] on
+/// a ring of `nodes` counts until it expires, and the player asks again within
 /// [`PLAYER_RETRY`].
 pub fn stream_bound(timing: &Timing, nodes: u32, missing: u32) -> Duration {
     timing.disk_check_interval
         + probe_timeout(timing)
         + failover_bound(timing, nodes, missing)
-        + RESERVATION
+        + reservation(timing, nodes as usize)
         + PLAYER_RETRY
 }
 

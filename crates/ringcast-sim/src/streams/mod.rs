@@ -407,7 +407,7 @@ impl Streams {
         if let Some(life) = self.lives[h] {
             self.books[h] = Some(Book {
                 life,
-                book: StreamBook::default(),
+                book: StreamBook::new(self.cfg.timing.clone()),
             });
         }
     }
@@ -566,7 +566,7 @@ impl Streams {
     /// of `comp`'s side: below their capacity, and not full by that
     /// supervisor's accounting either when what makes it full is its
     /// reports of the node's load (not above the truth) and the capacity
-    /// it reserved for the streams it answered in the last `RESERVATION`
+    /// it reserved for the streams it answered in the last reservation period
     /// that are served there: placements count as load until the nodes'
     /// reports catch up, so a served stream answered lately counts twice.
     /// (Capacity reserved for answers whose players never got there is no
