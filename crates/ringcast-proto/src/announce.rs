@@ -14,7 +14,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::{ClusterMap, Member};
-use crate::tables::{DiskUsage, NodeTopology, NodeUsage, Tables};
+use crate::damping;
+use crate::tables::{DiskLink, DiskUsage, Load, NodeTopology, NodeUsage, Tables};
 
 /// Claims 10-11: who announces a state and which state it is: the
 /// supervisor's identity, rank, epoch and life (together: its reign), the
@@ -193,19 +194,82 @@ pub fn rows(map: &ClusterMap, tables: &Tables) -> Vec<Row> {
 }
 
 /// The rows of sorted `old` and `new` that differ, walked once in step.
-fn diff_sorted<T: PartialEq + Clone, K: Ord + Copy>(
+/// Claim 4 at O(news): whether the supervisor's row `new` may stay
+/// announced as `old`, because all they differ in is load that does not
+/// matter to admission ([`damping::matters`], [`damping::figure_matters`]).
+/// The supervisor places by its own exact tables; what it announces of a
+/// node's or a disk's load is within a step of the truth, and exact near a
+/// limit, so a changing load does not make every notification carry rows.
+fn close_enough<T: Damped>(damped: bool, old: &T, new: &T, tables: &Tables) -> bool {
+    old == new || (damped && old.close_to(new, tables))
+}
+
+/// A row whose load figures are announced with hysteresis.
+trait Damped: PartialEq {
+    /// Whether `self` (announced) may stand for `new`.
+    fn close_to(&self, new: &Self, tables: &Tables) -> bool;
+}
+
+impl Damped for Member {
+    fn close_to(&self, _: &Self, _: &Tables) -> bool {
+        false
+    }
+}
+
+impl Damped for NodeUsage {
+    fn close_to(&self, new: &Self, _: &Tables) -> bool {
+        self.node == new.node
+            && self.capacity == new.capacity
+            && !damping::matters(self.load, new.load, new.capacity)
+    }
+}
+
+impl Damped for NodeTopology {
+    fn close_to(&self, new: &Self, tables: &Tables) -> bool {
+        let Some(capacity) = tables.usage(new.node).map(|u| u.capacity) else {
+            return false;
+        };
+        let load = |l: &DiskLink| Load {
+            streams: l.streams,
+            bytes_per_s: l.bytes_per_s,
+        };
+        self.node == new.node
+            && self.disks.len() == new.disks.len()
+            && self.disks.iter().zip(&new.disks).all(|(a, b)| {
+                a.disk == b.disk
+                    && a.status == b.status
+                    && !damping::matters(load(a), load(b), capacity)
+            })
+    }
+}
+
+impl Damped for DiskUsage {
+    fn close_to(&self, new: &Self, _: &Tables) -> bool {
+        let figures = |d: &DiskUsage| DiskUsage {
+            streams: 0,
+            bytes_per_s: 0,
+            ..d.clone()
+        };
+        figures(self) == figures(new)
+            && !damping::figure_matters(u64::from(self.streams), u64::from(new.streams))
+            && !damping::figure_matters(self.bytes_per_s, new.bytes_per_s)
+    }
+}
+
+fn diff_sorted<T: Damped + Clone, K: Ord + Copy>(
     old: &[T],
     new: &[T],
     key: impl Fn(&T) -> K,
     put: impl Fn(T) -> Row,
     remove: impl Fn(K) -> RowKey,
+    (damped, tables): (bool, &Tables),
     out: &mut Vec<Change>,
 ) {
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         match (old.get(i), new.get(j)) {
             (Some(a), Some(b)) if key(a) == key(b) => {
-                if a != b {
+                if !close_enough(damped, a, b, tables) {
                     out.push(Change::Put(put(b.clone())));
                 }
                 i += 1;
@@ -236,6 +300,29 @@ pub fn diff(
     map: &ClusterMap,
     tables: &Tables,
 ) -> Vec<Change> {
+    diff_rows(old_map, old_tables, map, tables, false)
+}
+
+/// [`diff`] for what the supervisor announces: rows that differ only in
+/// load that does not matter yet are left as announced
+/// ([`Damped::close_to`]).
+pub fn announced_diff(
+    old_map: &ClusterMap,
+    old_tables: &Tables,
+    map: &ClusterMap,
+    tables: &Tables,
+) -> Vec<Change> {
+    diff_rows(old_map, old_tables, map, tables, true)
+}
+
+fn diff_rows(
+    old_map: &ClusterMap,
+    old_tables: &Tables,
+    map: &ClusterMap,
+    tables: &Tables,
+    damped: bool,
+) -> Vec<Change> {
+    let how = (damped, tables);
     let mut out = Vec::new();
     if old_map.ring != map.ring {
         out.push(Change::Put(Row::Ring(map.ring.clone())));
@@ -249,6 +336,7 @@ pub fn diff(
         |m| m.id,
         Row::Member,
         RowKey::Member,
+        how,
         &mut out,
     );
     diff_sorted(
@@ -257,6 +345,7 @@ pub fn diff(
         |t| t.node,
         Row::Topology,
         RowKey::Topology,
+        how,
         &mut out,
     );
     diff_sorted(
@@ -265,6 +354,7 @@ pub fn diff(
         |u| u.node,
         Row::Usage,
         RowKey::Usage,
+        how,
         &mut out,
     );
     diff_sorted(
@@ -273,6 +363,7 @@ pub fn diff(
         |d| d.disk,
         Row::Disk,
         RowKey::Disk,
+        how,
         &mut out,
     );
     out
@@ -454,7 +545,7 @@ impl Announcer {
     /// Brings the announced state to `map` and `tables`: one pass over
     /// both, a new version when any row differs. Returns whether it did.
     pub fn update(&mut self, map: &ClusterMap, tables: &Tables) -> bool {
-        let changes = diff(&self.map, &self.tables, map, tables);
+        let changes = announced_diff(&self.map, &self.tables, map, tables);
         self.map.supervisor = map.supervisor;
         self.map.supervisor_rank = map.supervisor_rank;
         self.map.epoch = map.epoch;
@@ -730,5 +821,39 @@ mod tests {
         from_rows(rows, &mut m, &mut t);
         assert_eq!(digest(&m, &t), digest(&map, &tables));
         assert_eq!(m.members, map.members);
+    }
+
+    #[test]
+    fn a_load_that_moved_less_than_a_step_stays_announced_until_it_matters() {
+        let (map, mut tables) = state(&[1, 2, 3], 400);
+        for u in &mut tables.node_usage {
+            u.capacity = Capacity {
+                max_streams: 1000,
+                max_bytes_per_s: 0,
+            };
+        }
+        let mut a = Announcer::new(map.clone(), tables.clone());
+        let whole = |a: &Announcer| {
+            let (mut m, mut t) = state(&[9], 0);
+            from_rows(a.rows(), &mut m, &mut t);
+            assert_eq!(digest(&m, &t), a.digest(), "the announced digest is of the announced rows");
+            t.node_usage[0].load.streams
+        };
+        let mut set = |a: &mut Announcer, streams| {
+            tables.node_usage[0].load.streams = streams;
+            a.update(&map, &tables)
+        };
+        // Node 1 is at 401 of 1,000 streams; a step is 62.
+        assert!(!set(&mut a, 440), "39 streams more wait");
+        assert_eq!(whole(&a), 401);
+        assert!(!set(&mut a, 380), "and so do 21 fewer");
+        assert!(set(&mut a, 463), "62 more than announced is a step");
+        assert_eq!(whole(&a), 463);
+        assert!(set(&mut a, 940));
+        assert!(set(&mut a, 941), "near the limit every stream counts");
+        assert_eq!(whole(&a), 941);
+        assert!(set(&mut a, 0), "going idle counts");
+        assert!(set(&mut a, 1), "and so does going busy");
+        assert_eq!(whole(&a), 1);
     }
 }

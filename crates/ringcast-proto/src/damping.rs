@@ -41,6 +41,32 @@ pub fn load_refresh(timing: &Timing, ring_len: usize) -> Duration {
     lap(timing, ring_len).max(LOAD_REFRESH_MIN)
 }
 
+/// Whether a change of a node's load from `old` to `new` can matter to
+/// admission on a node of `capacity`: it moved by a step (1/16 of the
+/// stream capacity, at least one stream), either is near or past a limit,
+/// or the node went idle or busy. What the node publishes at once, and what
+/// the supervisor announces at once ([`crate::announce::diff`]).
+pub fn matters(old: Load, new: Load, capacity: Capacity) -> bool {
+    let cap = capacity.max_streams;
+    let s = step(cap);
+    let streams_near = new.streams.saturating_add(s) >= cap || old.streams.saturating_add(s) >= cap;
+    let moved = new.streams.abs_diff(old.streams) >= s;
+    let bytes_near = capacity.max_bytes_per_s > 0
+        && [old, new].iter().any(|l| {
+            l.bytes_per_s.saturating_add(capacity.max_bytes_per_s / 16) >= capacity.max_bytes_per_s
+        });
+    let idle = (new.streams == 0) != (old.streams == 0);
+    new != old && (moved || streams_near || bytes_near || idle)
+}
+
+/// Whether a figure that no limit bounds (a disk's streams or bytes per
+/// second) moved enough to announce: by 1/16 of the larger value, at
+/// least one, or to or from zero.
+pub fn figure_matters(old: u64, new: u64) -> bool {
+    let s = (old.max(new) / 16).max(1);
+    old.abs_diff(new) >= s || (old == 0) != (new == 0)
+}
+
 /// A node's load and disk reports: as they are, and as last published.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
@@ -75,22 +101,11 @@ impl Published {
         self.published_disks.values().cloned().collect()
     }
 
-    /// A new load: published at once when it matters to admission (it moved
-    /// by a step, or it is near or past a limit of `capacity`).
+    /// A new load: published at once when it matters to admission
+    /// ([`matters`]).
     pub fn set_load(&mut self, load: Load, capacity: Capacity) {
         self.load = load;
-        let (old, cap) = (self.published_load, capacity.max_streams);
-        let s = step(cap);
-        let streams_near =
-            load.streams.saturating_add(s) >= cap || old.streams.saturating_add(s) >= cap;
-        let moved = load.streams.abs_diff(old.streams) >= s;
-        let bytes_near = capacity.max_bytes_per_s > 0
-            && load
-                .bytes_per_s
-                .saturating_add(capacity.max_bytes_per_s / 16)
-                >= capacity.max_bytes_per_s;
-        let idle = (load.streams == 0) != (old.streams == 0);
-        if load != old && (moved || streams_near || bytes_near || idle) {
+        if matters(self.published_load, load, capacity) {
             self.published_load = load;
         }
     }

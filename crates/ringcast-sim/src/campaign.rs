@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use ringcast_proto::{MemberStatus, NodeId, Role, Timing};
+use ringcast_proto::{damping, placement, MemberStatus, NodeId, Role, Timing};
 use serde::Serialize;
 
 use crate::check;
+use crate::serving::{self, ServingLoad};
 use crate::streams::{self, Health, Layout, StreamStats, Streams, StreamsConfig};
 use crate::world::{NetFaults, Sim, SimConfig};
 
@@ -55,6 +56,9 @@ pub struct CampaignConfig {
     /// Streams per node, when the stream layer runs (titles on disks,
     /// players, the stream book, service addresses; [`crate::streams`]).
     pub streams: Option<u32>,
+    /// Measure the steady traffic under a serving cluster's load
+    /// ([`crate::serving`]) instead of a quiet one's.
+    pub serving: bool,
 }
 
 /// What one seed found.
@@ -188,6 +192,13 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
     if let Some(per_node) = cfg.streams {
         enable_streams(&mut sim, cfg, per_node, seed);
     }
+    let mut serving = cfg.serving.then(|| {
+        let load = ServingLoad::new(Layout::random(cfg.nodes, sim.rng()), seed);
+        for (h, host) in sim.machines.iter_mut().enumerate() {
+            load.layout().apply(h, &mut host.cfg);
+        }
+        load
+    });
 
     // Cold start, staggered over two notification times.
     let stagger = cfg.timing.notification_time * 2;
@@ -212,13 +223,24 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
     // formation has had its repeats (a transient, not the steady cost).
     // With streams, while every player streams (loads and disk reports
     // changing as in a serving cluster), from a second after they start.
+    // Under a serving load, from once the first reports have gone round
+    // the ring and their changes been notified, over a refresh period (in
+    // which every node publishes what waited once).
     sim.run_for(cfg.timing.notify_interval * (ringcast_proto::announce::REPEATS + 1));
     if sim.with_streams(|s, now| s.start_players(now)).is_some() {
         sim.run_for(Duration::from_secs(1));
     }
+    let mut window = Duration::from_secs(1);
+    if let Some(load) = serving.as_mut() {
+        let ring = cfg.nodes as usize;
+        serve_for(&mut sim, load, placement::reservation(&cfg.timing, ring));
+        window = window.max(damping::load_refresh(&cfg.timing, ring));
+    }
     let before = sim.traffic;
-    let window = Duration::from_secs(1);
-    sim.run_for(window);
+    match serving.as_mut() {
+        Some(load) => serve_for(&mut sim, load, window),
+        None => sim.run_for(window),
+    }
     let bytes = (sim.traffic.sent - before.sent) + (sim.traffic.received - before.received);
     report.bytes_per_node_per_s = bytes as f64 / f64::from(cfg.nodes) / window.as_secs_f64();
 
@@ -265,6 +287,17 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
     report.violations = std::mem::take(&mut sim.violations);
     report.kinds = std::mem::take(&mut sim.kinds);
     report
+}
+
+/// Runs `sim` for `time` under `load`, every node reporting each tick.
+fn serve_for(sim: &mut Sim, load: &mut ServingLoad, time: Duration) {
+    let end = sim.now() + time;
+    while sim.now() < end {
+        for (id, event) in load.tick() {
+            sim.report(id, event);
+        }
+        sim.run_for(serving::TICK.min(end - sim.now()));
+    }
 }
 
 /// Gives every host the disks and capacity of a random [`Layout`] and

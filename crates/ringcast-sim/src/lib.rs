@@ -15,6 +15,7 @@ pub mod check;
 pub mod demo;
 pub mod hierarchy;
 pub mod schedule;
+pub mod serving;
 pub mod streams;
 pub mod tree;
 pub mod world;

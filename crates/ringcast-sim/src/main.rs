@@ -84,6 +84,13 @@ enum Command {
         /// Takes the streams per node (default 2 when given bare).
         #[arg(long, num_args = 0..=1, default_missing_value = "2", value_name = "PER_NODE")]
         streams: Option<u32>,
+        /// Measure the steady bytes under a serving cluster's load: every
+        /// node's streams (half of a capacity of 100 to 400, viewers
+        /// watching a minute on average), byte rates and disk usage change
+        /// and are reported four times a second, over a refresh period once
+        /// the first reports have settled.
+        #[arg(long, conflicts_with = "streams")]
+        serving: bool,
     },
     /// Claim 5: a hierarchy of clusters (each cluster a node of its parent):
     /// cold start, supervisors killed at every level, whole sub-clusters
@@ -155,6 +162,7 @@ fn main() -> Result<()> {
             fault_seconds,
             threads,
             streams,
+            serving,
         } => {
             if !(2..=1024).contains(&nodes) {
                 bail!("--nodes must be between 2 and 1024, not {nodes}");
@@ -186,14 +194,16 @@ fn main() -> Result<()> {
                 fault_time: Duration::from_secs_f64(fault_seconds),
                 threads: threads_or_cores(threads),
                 streams,
+                serving,
             };
             eprintln!(
-                "campaign: seeds {}..{} ({} nodes, faults {:?}, streams per node {:?})",
+                "campaign: seeds {}..{} ({} nodes, faults {:?}, streams per node {:?}{})",
                 first_seed,
                 first_seed + seeds,
                 nodes,
                 cfg.faults,
-                streams
+                streams,
+                if serving { ", serving load" } else { "" }
             );
             let (summary, reports) = campaign::run(&cfg, |r, done| {
                 if !r.violations.is_empty() {

@@ -412,6 +412,12 @@ impl Sim {
         self.input(id, Input::Local(event));
     }
 
+    /// [`Sim::local`] without a line in the trace: a host's routine report
+    /// of its load or disks.
+    pub fn report(&mut self, id: u32, event: LocalEvent) {
+        self.apply(id, Input::Local(event));
+    }
+
     /// Applies a host's input to machine `id` now, if it runs.
     fn input(&mut self, id: u32, input: Input<'_>) {
         if self.machines[id as usize - 1].machine.is_none() {

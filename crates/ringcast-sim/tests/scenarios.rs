@@ -745,6 +745,7 @@ fn a_short_campaign_with_every_fault_finds_no_violation() {
         fault_time: Duration::from_secs(2),
         threads: 2,
         streams: None,
+        serving: false,
     };
     let (summary, reports) = campaign::run(&cfg, |_, _| {});
     let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
@@ -770,6 +771,7 @@ fn a_healthy_majority_keeps_a_supervisor_while_the_minority_fails_around_it() {
         fault_time: Duration::from_secs(2),
         threads: 2,
         streams: None,
+        serving: false,
     };
     let (summary, reports) = campaign::run(&cfg, |_, _| {});
     let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
@@ -797,6 +799,7 @@ fn campaign_seeds_where_a_survivor_finished_leaving_during_detection_pass() {
             fault_time: Duration::from_secs(3),
             threads: 1,
             streams: None,
+            serving: false,
         };
         let report = run_seed(seed, &cfg);
         assert!(
@@ -820,6 +823,7 @@ fn a_quiet_campaign_never_marks_a_live_node_failed() {
         fault_time: Duration::ZERO,
         threads: 2,
         streams: None,
+        serving: false,
     };
     let (summary, reports) = campaign::run(&cfg, |_, _| {});
     let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
@@ -872,6 +876,7 @@ fn campaign_seed_5587_a_restart_above_a_refuted_life_is_heard() {
         fault_time: Duration::from_secs(3),
         threads: 1,
         streams: None,
+        serving: false,
     };
     let report = run_seed(5587, &cfg);
     assert!(

@@ -53,6 +53,7 @@ fn a_campaign_with_streams_and_every_fault_finds_no_violation() {
         fault_time: Duration::from_secs(2),
         threads: 2,
         streams: Some(2),
+        serving: false,
     };
     let (summary, reports) = campaign::run(&cfg, |_, _| {});
     let failures: Vec<String> = reports.iter().flat_map(|r| r.violations.clone()).collect();
