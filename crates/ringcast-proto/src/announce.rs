@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::damping;
 use crate::ids::{DiskId, Epoch, Incarnation, NodeId, Rank};
 use crate::map::{ClusterMap, Member};
-use crate::damping;
 use crate::tables::{DiskLink, DiskUsage, Load, NodeTopology, NodeUsage, Tables};
 
 /// Claims 10-11: who announces a state and which state it is: the
@@ -836,7 +836,11 @@ mod tests {
         let whole = |a: &Announcer| {
             let (mut m, mut t) = state(&[9], 0);
             from_rows(a.rows(), &mut m, &mut t);
-            assert_eq!(digest(&m, &t), a.digest(), "the announced digest is of the announced rows");
+            assert_eq!(
+                digest(&m, &t),
+                a.digest(),
+                "the announced digest is of the announced rows"
+            );
             t.node_usage[0].load.streams
         };
         let mut set = |a: &mut Announcer, streams| {

@@ -134,16 +134,28 @@ mod tests {
             assert!(reports
                 .iter()
                 .any(|(_, e)| matches!(e, LocalEvent::DiskProbe(_))));
-            for h in 0..8 {
+            for (h, was) in before.iter().enumerate() {
                 let s = load.streams(h);
                 assert!(s <= load.layout().capacity[h]);
-                changed += usize::from(s != before[h]);
+                changed += usize::from(s != *was);
                 sum += u64::from(s);
             }
         }
         let mean = sum as f64 / f64::from(ticks) / 8.0;
-        let half: f64 = load.layout().capacity.iter().map(|c| f64::from(*c) / 2.0).sum::<f64>() / 8.0;
-        assert!((mean - half).abs() < half * 0.1, "mean {mean}, half capacity {half}");
-        assert!(changed > ticks as usize * 8 / 2, "loads change most ticks: {changed}");
+        let half: f64 = load
+            .layout()
+            .capacity
+            .iter()
+            .map(|c| f64::from(*c) / 2.0)
+            .sum::<f64>()
+            / 8.0;
+        assert!(
+            (mean - half).abs() < half * 0.1,
+            "mean {mean}, half capacity {half}"
+        );
+        assert!(
+            changed > ticks as usize * 8 / 2,
+            "loads change most ticks: {changed}"
+        );
     }
 }
