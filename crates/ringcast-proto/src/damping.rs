@@ -13,7 +13,7 @@
 //! stays flat).
 //!
 //! Placement stays exact: the supervisor counts each placement as load for
-//! [`crate::placement::reservation`], longer than a refresh and the lap
+//! a reservation (placement's `reservation`), longer than a refresh and the lap
 //! that follows it, so a stream whose report waits is still counted; and
 //! near capacity nothing waits.
 
@@ -45,7 +45,7 @@ pub fn load_refresh(timing: &Timing, ring_len: usize) -> Duration {
 /// admission on a node of `capacity`: it moved by a step (1/16 of the
 /// stream capacity, at least one stream), either is near or past a limit,
 /// or the node went idle or busy. What the node publishes at once, and what
-/// the supervisor announces at once ([`crate::announce::diff`]).
+/// the supervisor announces at once (its announced diff).
 pub fn matters(old: Load, new: Load, capacity: Capacity) -> bool {
     let cap = capacity.max_streams;
     let s = step(cap);

@@ -404,6 +404,42 @@ fn a_crashed_member_is_declared_by_its_downstream_and_the_ring_closes() {
 }
 
 #[test]
+fn a_declaration_reaches_the_supervisor_in_one_hop_whatever_the_ring_length() {
+    // Claims 8-9 on a long ring: n2, the supervisor's downstream, crashes;
+    // n3 declares it, and n3 is 38 hops round the ring from the supervisor.
+    // With 2 ms a hop the ring alone would take over 76 ms to bring the
+    // declaration; straight to the supervisor it takes one hop.
+    let mut s = formed(40, 14);
+    let hop = Duration::from_millis(2);
+    s.set_net(NetFaults {
+        loss: 0.0,
+        duplicate: 0.0,
+        delay_min: hop,
+        delay_max: hop,
+    });
+    s.run_for(s.config.timing.status_interval * 5);
+    assert_eq!(s.node(1).ring_neighbours().1, Some(NodeId(2)));
+    assert_eq!(s.node(3).ring_neighbours().0, Some(NodeId(2)));
+    s.crash(2);
+    let took = wait(&mut s, "the supervisor lists n2 failed", |s| {
+        s.all_list(&[1], 2, MemberStatus::Failed)
+    });
+    assert!(events(&s, 1).contains(&Event::NodeFailed {
+        node: NodeId(2),
+        declared_by: NodeId(3)
+    }));
+    let t = &s.config.timing;
+    let ring_path = hop * 38;
+    let bound = t.status_interval * (t.miss_limit.get() + 1) + hop * 10;
+    assert!(
+        bound < ring_path + t.upstream_timeout(),
+        "the test tells the paths apart"
+    );
+    assert!(took <= bound, "detection took {took:?}, bound {bound:?}");
+    converge(&mut s);
+}
+
+#[test]
 fn the_supervisor_reads_every_nodes_status_from_the_ring() {
     // Claims 4 and 7: loads reported locally reach the supervisor's node usage
     // table through the ring accumulation, and every member through the notification.

@@ -743,7 +743,8 @@ impl Node {
 
     /// Claim 8: upstream silent for `miss_limit` periods.
     fn on_upstream_silent(&mut self, now: Instant) {
-        if let Some(d) = self.ring.declare_upstream() {
+        let declared = self.ring.declare_upstream();
+        if let Some(d) = &declared {
             self.stats.failure_declarations += 1;
             if let Some(heard) = self.upstream_heard {
                 self.stats
@@ -759,6 +760,9 @@ impl Node {
             self.apply_own_declarations(now);
         } else {
             self.send_status();
+            if declared.is_some() {
+                self.send_own_entry_to_supervisor();
+            }
         }
     }
 
