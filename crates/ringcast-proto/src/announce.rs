@@ -454,15 +454,34 @@ pub fn apply(map: &mut ClusterMap, tables: &mut Tables, changes: &[Change]) -> u
 /// Merges `later` into `earlier`: a row changed in both keeps its later
 /// change (applying the result equals applying both lists in order).
 pub fn merge(earlier: &mut Vec<Change>, later: &[Change]) {
-    let index: BTreeMap<_, usize> = earlier
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.key(), i))
-        .collect();
-    for change in later {
-        match index.get(&change.key()) {
-            Some(i) => earlier[*i] = change.clone(),
-            None => earlier.push(change.clone()),
+    let mut merged = Merger::default();
+    merged.add(earlier);
+    merged.add(later);
+    *earlier = merged.changes;
+}
+
+/// Changes merged list after list, with one index of the rows they touch
+/// (so merging the deltas of a notification costs their length, not their
+/// length times their number).
+#[derive(Default)]
+struct Merger {
+    changes: Vec<Change>,
+    index: BTreeMap<(u8, Option<RowKey>), usize>,
+}
+
+impl Merger {
+    /// Merges `later` in: a row already changed keeps the later change.
+    fn add(&mut self, later: &[Change]) {
+        for change in later {
+            match self.index.entry(change.key()) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    self.changes[*e.get()] = change.clone();
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(self.changes.len());
+                    self.changes.push(change.clone());
+                }
+            }
         }
     }
 }
@@ -578,14 +597,14 @@ impl Announcer {
         };
         let out = match (self.recent.front(), self.recent.back()) {
             (Some(first), Some(last)) => {
-                let mut changes = Vec::new();
+                let mut merged = Merger::default();
                 for d in &self.recent {
-                    merge(&mut changes, &d.changes);
+                    merged.add(&d.changes);
                 }
                 let all = Announcement {
                     base: first.base,
                     base_digest: first.base_digest,
-                    changes,
+                    changes: merged.changes,
                 };
                 let newest = Announcement {
                     base: last.base,

@@ -25,16 +25,20 @@ pub enum Timer {
     /// Claim 11: when the supervisor answers the pulls gathered since the
     /// first one (once for all of them when several asked).
     Answer = 8,
+    /// Claims 10-11: when a prompt notification held back by the last one
+    /// goes out (at most one per quarter notification interval).
+    Prompt = 9,
 }
 
 impl Timer {
     /// Every timer, in the order they fire when due at the same instant.
-    pub const ALL: [Timer; 9] = [
+    pub const ALL: [Timer; 10] = [
         Timer::Listen,
         Timer::SupervisorSilence,
         Timer::Preempt,
         Timer::UpstreamSilence,
         Timer::Notify,
+        Timer::Prompt,
         Timer::Status,
         Timer::Join,
         Timer::Leave,

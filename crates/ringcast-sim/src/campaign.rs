@@ -66,6 +66,8 @@ pub struct CampaignConfig {
 pub struct SeedReport {
     /// The seed.
     pub seed: u64,
+    /// Simulated time the seed ran, and the wall-clock time it took.
+    pub ran: (Duration, Duration),
     /// Invariant violations, each with its trace.
     pub violations: Vec<String>,
     /// Cold start until converged.
@@ -161,6 +163,11 @@ pub struct Summary {
     pub miss_limit: u32,
     /// Wall-clock seconds the campaign took.
     pub wall_s: f64,
+    /// Simulated seconds of the seed that ran slowest against real time.
+    pub virtual_s_slowest: f64,
+    /// Wall-clock seconds per simulated second of that seed, on its worker:
+    /// below 1, the simulator runs faster than real time.
+    pub wall_per_virtual_s: f64,
 }
 
 /// Liveness mode: the longest a healthy majority may go without a supervisor
@@ -180,6 +187,7 @@ pub fn convergence_limit(timing: &Timing, nodes: u32) -> Duration {
 
 /// Runs one seed.
 pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
+    let started = std::time::Instant::now();
     let mut sim_cfg = SimConfig::new(seed, cfg.nodes);
     sim_cfg.timing = cfg.timing.clone();
     sim_cfg.strict_failures = cfg.faults == Faults::None;
@@ -284,6 +292,7 @@ pub fn run_seed(seed: u64, cfg: &CampaignConfig) -> SeedReport {
         }
     }
     report.streams = sim.streams().map(|s| s.stats(sim.now()));
+    report.ran = (sim.elapsed(), started.elapsed());
     report.violations = std::mem::take(&mut sim.violations);
     report.kinds = std::mem::take(&mut sim.kinds);
     report
@@ -637,6 +646,12 @@ pub fn run(
         with_streams.then(|| ms(stream_stats.iter().map(f).max().unwrap_or_default()))
     };
     let bounds = StreamsConfig::new(0, cfg.nodes, &cfg.timing, 0);
+    let ratio = |(virt, wall): (Duration, Duration)| {
+        wall.as_secs_f64() / virt.as_secs_f64().max(f64::MIN_POSITIVE)
+    };
+    let slowest = reports
+        .iter()
+        .max_by(|a, b| ratio(a.ran).total_cmp(&ratio(b.ran)));
     let summary = Summary {
         seeds: cfg.seeds,
         nodes: cfg.nodes,
@@ -668,6 +683,8 @@ pub fn run(
         status_interval_ms: ms(cfg.timing.status_interval),
         miss_limit: cfg.timing.miss_limit.get(),
         wall_s: started.elapsed().as_secs_f64(),
+        virtual_s_slowest: slowest.map_or(0.0, |r| r.ran.0.as_secs_f64()),
+        wall_per_virtual_s: slowest.map_or(0.0, |r| ratio(r.ran)),
     };
     (summary, reports)
 }

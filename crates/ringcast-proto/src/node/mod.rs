@@ -48,6 +48,9 @@ pub enum Role {
 /// One node of a cluster. See the module documentation for the call order.
 pub struct Node {
     cfg: NodeConfig,
+    /// This node's place in the succession (claim 12) and the map and
+    /// configuration it was computed for.
+    succession: Option<((NodeId, Epoch, u64, u32), usize)>,
     ranks: BTreeMap<NodeId, Rank>,
     keyring: Keyring,
     sealer: Sealer,
@@ -91,6 +94,8 @@ pub struct Node {
     /// The map (epoch, version) at which the supervisor last re-decided
     /// every disk.
     disks_evaluated_at: Option<(Epoch, u64)>,
+    /// When this node last sent a notification in its reign.
+    notified_at: Option<Instant>,
     /// When this node last asked its upstream to tell everything again.
     resend_asked: Option<Instant>,
     newest_config_seen: u32,
@@ -159,10 +164,12 @@ impl Node {
             held: crate::announce::Held::default(),
             assembly: None,
             pull_asked: None,
+            succession: None,
             pulls_answered: BTreeMap::new(),
             pulls_pending: BTreeMap::new(),
             rival_answered: None,
             disks_evaluated_at: None,
+            notified_at: None,
             resend_asked: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -381,6 +388,11 @@ impl Node {
                 }
             }
             Timer::Answer => self.answer_pulls(),
+            Timer::Prompt => {
+                if self.role == Role::Supervisor {
+                    self.notify_now = true;
+                }
+            }
             Timer::Preempt => {
                 let outranks = self
                     .map()
@@ -536,7 +548,23 @@ impl Node {
 
     fn arm_supervisor_silence(&mut self, now: Instant) {
         let Some(map) = self.map() else { return };
-        let position = election::successor_position(map, &self.cfg.priority, self.cfg.node);
+        // Claim 12 at O(1) per notification: the position changes only
+        // with the map (its supervisor, epoch and version) or the priority
+        // list (the configuration).
+        let key = (
+            map.supervisor,
+            map.epoch,
+            map.version,
+            self.cfg.config_version,
+        );
+        let position = match self.succession {
+            Some((k, position)) if k == key => position,
+            _ => {
+                let position = election::successor_position(map, &self.cfg.priority, self.cfg.node);
+                self.succession = Some((key, position));
+                position
+            }
+        };
         let wait = election::takeover_wait(&self.cfg.timing, position);
         let wait = self.health.stretch(wait);
         self.timers.set(Timer::SupervisorSilence, now + wait);

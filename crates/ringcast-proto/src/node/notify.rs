@@ -74,6 +74,7 @@ impl Node {
     pub(super) fn start_announcing(&mut self, before: &View) {
         self.announcer = Some(Announcer::new(before.map.clone(), before.tables.clone()));
         self.assembly = None;
+        self.notified_at = None;
     }
 
     /// Stops announcing (the node yields or leaves): what it holds is its

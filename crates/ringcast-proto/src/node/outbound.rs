@@ -6,13 +6,34 @@ use super::*;
 impl Node {
     // ----- sending -----
 
+    /// Sends what the last input made due. A change is notified at once,
+    /// but prompt notifications go at most once per quarter notification
+    /// interval (`Timer::Prompt` sends the held-back one): a cold start of
+    /// 1,024 nodes is 1,024 joins in a few notification intervals, and one
+    /// notification per join, each carrying the changes still repeated and
+    /// delivered to every member, made the bus carry O(N²) rows. The first
+    /// notification of a reign and the periodic ones are never held back.
     pub(super) fn flush(&mut self, now: Instant) {
         self.evaluate_disks_after_map_change();
         if self.notify_now && self.role == Role::Supervisor {
-            self.send_notify();
-            self.timers
-                .set(Timer::Notify, now + self.cfg.timing.notify_interval);
             self.follow_ring(now);
+            let soonest = self
+                .notified_at
+                .map(|at| at + self.cfg.timing.notify_interval / 4);
+            match soonest {
+                Some(at) if now < at && !self.notify_periodic => {
+                    if !self.timers.is_set(Timer::Prompt) {
+                        self.timers.set(Timer::Prompt, at);
+                    }
+                }
+                _ => {
+                    self.send_notify();
+                    self.notified_at = Some(now);
+                    self.timers.clear(Timer::Prompt);
+                    self.timers
+                        .set(Timer::Notify, now + self.cfg.timing.notify_interval);
+                }
+            }
         }
         self.notify_now = false;
         self.notify_periodic = false;
