@@ -196,7 +196,8 @@ pub fn rows(map: &ClusterMap, tables: &Tables) -> Vec<Row> {
 /// The rows of sorted `old` and `new` that differ, walked once in step.
 /// Claim 4 at O(news): whether the supervisor's row `new` may stay
 /// announced as `old`, because all they differ in is load that does not
-/// matter to admission ([`damping::matters`], [`damping::figure_matters`]).
+/// matter to admission ([`damping::matters_to_admission`],
+/// [`damping::figure_matters`], [`damping::space_matters`]).
 /// The supervisor places by its own exact tables; what it announces of a
 /// node's or a disk's load is within a step of the truth, and exact near a
 /// limit, so a changing load does not make every notification carry rows.
@@ -220,7 +221,7 @@ impl Damped for NodeUsage {
     fn close_to(&self, new: &Self, _: &Tables) -> bool {
         self.node == new.node
             && self.capacity == new.capacity
-            && !damping::matters(self.load, new.load, new.capacity)
+            && !damping::matters_to_admission(self.load, new.load, new.capacity)
     }
 }
 
@@ -238,7 +239,7 @@ impl Damped for NodeTopology {
             && self.disks.iter().zip(&new.disks).all(|(a, b)| {
                 a.disk == b.disk
                     && a.status == b.status
-                    && !damping::matters(load(a), load(b), capacity)
+                    && !damping::matters_to_admission(load(a), load(b), capacity)
             })
     }
 }
@@ -248,9 +249,14 @@ impl Damped for DiskUsage {
         let figures = |d: &DiskUsage| DiskUsage {
             streams: 0,
             bytes_per_s: 0,
+            used_bytes: 0,
             ..d.clone()
         };
         figures(self) == figures(new)
+            && !damping::space_matters(
+                (self.capacity_bytes, self.used_bytes),
+                (new.capacity_bytes, new.used_bytes),
+            )
             && !damping::figure_matters(u64::from(self.streams), u64::from(new.streams))
             && !damping::figure_matters(self.bytes_per_s, new.bytes_per_s)
     }
@@ -875,8 +881,8 @@ mod tests {
         assert!(set(&mut a, 940));
         assert!(set(&mut a, 941), "near the limit every stream counts");
         assert_eq!(whole(&a), 941);
-        assert!(set(&mut a, 0), "going idle counts");
-        assert!(set(&mut a, 1), "and so does going busy");
-        assert_eq!(whole(&a), 1);
+        assert!(set(&mut a, 0), "a step down");
+        assert!(!set(&mut a, 1), "going busy is not the members' news");
+        assert_eq!(whole(&a), 0);
     }
 }

@@ -47,6 +47,14 @@ pub fn load_refresh(timing: &Timing, ring_len: usize) -> Duration {
 /// or the node went idle or busy. What the node publishes at once, and what
 /// the supervisor announces at once (its announced diff).
 pub fn matters(old: Load, new: Load, capacity: Capacity) -> bool {
+    let idle = (new.streams == 0) != (old.streams == 0);
+    new != old && (idle || matters_to_admission(old, new, capacity))
+}
+
+/// [`matters`] but for going idle or busy: what the supervisor announces
+/// of a load to members, who do not place (a lightly loaded cluster's
+/// nodes go idle and busy with every viewer).
+pub fn matters_to_admission(old: Load, new: Load, capacity: Capacity) -> bool {
     let cap = capacity.max_streams;
     let s = step(cap);
     let streams_near = new.streams.saturating_add(s) >= cap || old.streams.saturating_add(s) >= cap;
@@ -55,8 +63,7 @@ pub fn matters(old: Load, new: Load, capacity: Capacity) -> bool {
         && [old, new].iter().any(|l| {
             l.bytes_per_s.saturating_add(capacity.max_bytes_per_s / 16) >= capacity.max_bytes_per_s
         });
-    let idle = (new.streams == 0) != (old.streams == 0);
-    new != old && (moved || streams_near || bytes_near || idle)
+    new != old && (moved || streams_near || bytes_near)
 }
 
 /// Whether a figure that no limit bounds (a disk's streams or bytes per
@@ -65,6 +72,26 @@ pub fn matters(old: Load, new: Load, capacity: Capacity) -> bool {
 pub fn figure_matters(old: u64, new: u64) -> bool {
     let s = (old.max(new) / 16).max(1);
     old.abs_diff(new) >= s || (old == 0) != (new == 0)
+}
+
+/// Whether a disk's used space moved enough to publish or announce: by
+/// 1/64 of its capacity (at least a byte), or its capacity changed. A
+/// disk's free space moves with every file any process writes; only a
+/// real change of it is news.
+pub fn space_matters(old: (u64, u64), new: (u64, u64)) -> bool {
+    let ((old_capacity, old_used), (capacity, used)) = (old, new);
+    old_capacity != capacity || old_used.abs_diff(used) >= (capacity / 64).max(1)
+}
+
+/// Whether a disk report's figures (space, streams, bytes per second)
+/// moved enough to publish at a refresh; its health and library are
+/// published at once ([`Published::set_disk`]).
+pub fn disk_figures_matter(old: &DiskReport, new: &DiskReport) -> bool {
+    space_matters(
+        (old.capacity_bytes, old.used_bytes),
+        (new.capacity_bytes, new.used_bytes),
+    ) || figure_matters(u64::from(old.streams), u64::from(new.streams))
+        || figure_matters(old.bytes_per_s, new.bytes_per_s)
 }
 
 /// A node's load and disk reports: as they are, and as last published.
@@ -123,14 +150,25 @@ impl Published {
         self.disks.insert(report.disk, report);
     }
 
-    /// Publishes whatever waited, once per `period` ([`load_refresh`]).
+    /// Publishes what waited, once per `period` ([`load_refresh`]): the
+    /// load exactly (placement's reservations count on it), and each disk
+    /// report whose figures moved enough to be news
+    /// ([`disk_figures_matter`]; the disk usage table is not admission's).
     pub fn refresh(&mut self, now: Instant, period: Duration) {
         if self.refreshed.is_some_and(|at| now < at + period) {
             return;
         }
         self.refreshed = Some(now);
         self.published_load = self.load;
-        self.published_disks.clone_from(&self.disks);
+        for (disk, report) in &self.disks {
+            let news = self
+                .published_disks
+                .get(disk)
+                .is_none_or(|old| disk_figures_matter(old, report));
+            if news {
+                self.published_disks.insert(*disk, report.clone());
+            }
+        }
     }
 }
 
@@ -238,6 +276,48 @@ mod tests {
             p.published_disks(),
             vec![report(false, 2, 4)],
             "nor does the library"
+        );
+    }
+
+    #[test]
+    fn a_disks_space_or_rates_are_published_at_a_refresh_only_when_they_moved() {
+        let t0 = Instant::now();
+        let mut p = Published::default();
+        let report = |used, streams| DiskReport {
+            disk: DiskId(1),
+            ok: true,
+            capacity_bytes: 64_000,
+            used_bytes: used,
+            catalog: 7,
+            streams,
+            bytes_per_s: u64::from(streams) * 1000,
+        };
+        p.set_disk(report(10_000, 10));
+        assert_eq!(
+            p.published_disks(),
+            vec![report(10_000, 10)],
+            "a new disk goes at once"
+        );
+        p.set_disk(report(10_500, 10));
+        p.refresh(t0, LOAD_REFRESH_MIN);
+        assert_eq!(
+            p.published_disks(),
+            vec![report(10_000, 10)],
+            "500 bytes of 64,000 is not news"
+        );
+        p.set_disk(report(11_000, 10));
+        p.refresh(t0 + LOAD_REFRESH_MIN, LOAD_REFRESH_MIN);
+        assert_eq!(
+            p.published_disks(),
+            vec![report(11_000, 10)],
+            "1/64 of the disk is"
+        );
+        p.set_disk(report(11_000, 11));
+        p.refresh(t0 + LOAD_REFRESH_MIN * 2, LOAD_REFRESH_MIN);
+        assert_eq!(
+            p.published_disks(),
+            vec![report(11_000, 11)],
+            "a tenth more streams is"
         );
     }
 }

@@ -442,23 +442,46 @@ fn a_declaration_reaches_the_supervisor_in_one_hop_whatever_the_ring_length() {
 #[test]
 fn the_supervisor_reads_every_nodes_status_from_the_ring() {
     // Claims 4 and 7: loads reported locally reach the supervisor's node usage
-    // table through the ring accumulation, and every member through the notification.
+    // table through the ring accumulation, and every member through the
+    // notification once they moved by a step (capacity 100: 6 streams).
     let mut s = formed(5, 13);
+    let load = |streams: u32| {
+        LocalEvent::Load(Load {
+            streams,
+            bytes_per_s: u64::from(streams) * 1000,
+        })
+    };
     for id in 1..=5 {
-        s.local(
-            id,
-            LocalEvent::Load(Load {
-                streams: id * 3,
-                bytes_per_s: u64::from(id) * 1000,
-            }),
-        );
+        s.local(id, load(id * 7));
     }
     wait(&mut s, "every table shows every load", |s| {
         s.live().iter().all(|id| {
             let t = s.node(*id).tables().unwrap();
-            (1..=5).all(|n| t.usage(NodeId(n)).is_some_and(|u| u.load.streams == n * 3))
+            (1..=5).all(|n| t.usage(NodeId(n)).is_some_and(|u| u.load.streams == n * 7))
         })
     });
+    // Two streams more on n2: the supervisor places by the exact figure
+    // (after a refresh), the members keep the announced one, within a step.
+    s.local(2, load(16));
+    wait(&mut s, "the supervisor shows n2's 16 streams", |s| {
+        s.node(1)
+            .tables()
+            .unwrap()
+            .usage(NodeId(2))
+            .unwrap()
+            .load
+            .streams
+            == 16
+    });
+    s.run_for(s.config.timing.notify_interval * 4);
+    for id in 2..=5 {
+        let t = s.node(id).tables().unwrap();
+        assert_eq!(
+            t.usage(NodeId(2)).unwrap().load.streams,
+            14,
+            "n{id}'s table"
+        );
+    }
 }
 
 #[test]
