@@ -157,6 +157,8 @@ pub struct Summary {
     /// seeds), in a second of steady traffic: on the quiet network, or with
     /// streams while every player streams.
     pub bytes_per_node_per_s: f64,
+    /// Whether the bytes were measured under a serving load ([`crate::serving`]).
+    pub serving: bool,
     /// Status interval, milliseconds.
     pub status_interval_ms: f64,
     /// Missed periods before a failure declaration.
@@ -682,6 +684,7 @@ pub fn run(
         bytes_per_node_per_s: percentile(&mut bytes, 50.0).round(),
         status_interval_ms: ms(cfg.timing.status_interval),
         miss_limit: cfg.timing.miss_limit.get(),
+        serving: cfg.serving,
         wall_s: started.elapsed().as_secs_f64(),
         virtual_s_slowest: slowest.map_or(0.0, |r| r.ran.0.as_secs_f64()),
         wall_per_virtual_s: slowest.map_or(0.0, |r| ratio(r.ran)),

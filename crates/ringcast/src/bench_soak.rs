@@ -169,6 +169,72 @@ pub(crate) fn start_stream(url: &str, out: &Path) -> Result<Stream> {
 }
 
 /// Whether a finished stream ended well with the title's bytes.
+/// A local cluster of node processes serving one title of random bytes,
+/// formed and playable from every node: what the benchmarks that play a
+/// title start from.
+pub(crate) struct TitleCluster {
+    /// The benchmark's scratch directory (the library, the cluster, the
+    /// players' output).
+    pub scratch: Scratch,
+    /// The title's SHA-256, to check each play byte for byte.
+    pub digest: Vec<u8>,
+    /// The running cluster; dropping it stops the nodes.
+    pub cluster: LocalCluster,
+    /// The supervisor it formed under.
+    pub sup: u32,
+    /// Every node's HTTP base URL.
+    pub bases: Vec<String>,
+    /// Every node's play URL of the title.
+    pub plays: Vec<String>,
+}
+
+impl TitleCluster {
+    /// Starts `nodes` node processes for benchmark `bench` in `dir` (or a
+    /// scratch directory) with a library of `title` (its name and size),
+    /// and waits until they formed within `formed_within` and every node
+    /// plays the title.
+    pub(crate) fn start(
+        bench: &str,
+        dir: Option<&Path>,
+        nodes: u32,
+        title: (&str, u64),
+        formed_within: Duration,
+    ) -> Result<TitleCluster> {
+        let (name, bytes) = title;
+        let scratch = Scratch::named(dir, bench)?;
+        let lib = scratch.path.join("library");
+        std::fs::create_dir_all(&lib)
+            .with_context(|| format!("cannot create {}", lib.display()))?;
+        write_random_file(&lib.join(name), bytes)?;
+        let digest = Sha256::digest(std::fs::read(lib.join(name))?).to_vec();
+        let cluster_dir = scratch.path.join("cluster");
+        eprintln!(
+            "{bench}: starting {nodes} node processes in {}",
+            cluster_dir.display()
+        );
+        let cluster = LocalCluster::start(
+            &Layout::Nodes(nodes),
+            Some(&cluster_dir),
+            &Library::Dir(lib.clone()),
+        )?;
+        let sup = cluster.wait_formed(formed_within)?;
+        let bases: Vec<String> = cluster.nodes.iter().map(|n| n.1.clone()).collect();
+        let plays: Vec<String> = bases
+            .iter()
+            .map(|b| format!("{}/v1/play/{name}", b.trim_end_matches('/')))
+            .collect();
+        wait_playable(&plays, Duration::from_secs(30))?;
+        Ok(TitleCluster {
+            scratch,
+            digest,
+            cluster,
+            sup,
+            bases,
+            plays,
+        })
+    }
+}
+
 pub(crate) fn stream_ok(status: std::process::ExitStatus, out: &Path, digest: &[u8]) -> bool {
     status.success()
         && std::fs::read(out).is_ok_and(|bytes| Sha256::digest(&bytes).as_slice() == digest)
@@ -203,29 +269,20 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
         bail!("--hog-threads must be at most 256, not {hog_threads}");
     }
     catch_interrupts();
-    let scratch = Scratch::named(opts.dir.as_deref(), "soak")?;
-    let lib = scratch.path.join("library");
-    std::fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
-    write_random_file(&lib.join(TITLE), TITLE_BYTES)?;
-    let digest = Sha256::digest(std::fs::read(lib.join(TITLE))?).to_vec();
-    let cluster_dir = scratch.path.join("cluster");
-    eprintln!(
-        "soak: starting {} node processes in {}",
+    let TitleCluster {
+        scratch,
+        digest,
+        cluster,
+        sup,
+        bases,
+        plays,
+    } = TitleCluster::start(
+        "soak",
+        opts.dir.as_deref(),
         opts.nodes,
-        cluster_dir.display()
-    );
-    let cluster = LocalCluster::start(
-        &Layout::Nodes(opts.nodes),
-        Some(&cluster_dir),
-        &Library::Dir(lib.clone()),
+        (TITLE, TITLE_BYTES),
+        Duration::from_secs(30),
     )?;
-    let sup = cluster.wait_formed(Duration::from_secs(30))?;
-    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.1.clone()).collect();
-    let plays: Vec<String> = bases
-        .iter()
-        .map(|b| format!("{}/v1/play/{TITLE}", b.trim_end_matches('/')))
-        .collect();
-    wait_playable(&plays, Duration::from_secs(30))?;
     let interval_ms = ringcast_proto::Timing::lan().status_interval.as_millis() as u64;
     let agent = http::agent();
     let (declarations_before, epoch_before) = counters(&agent, &bases)?;

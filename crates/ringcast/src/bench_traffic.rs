@@ -13,14 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::bench_soak::{start_stream, stream_ok, Stream};
-use crate::bench_stream::{
-    catch_interrupts, check_interrupted, wait_playable, write_random_file, Scratch,
-};
+use crate::bench_soak::{start_stream, stream_ok, Stream, TitleCluster};
+use crate::bench_stream::{catch_interrupts, check_interrupted, Scratch};
 use crate::http;
-use crate::up_cmd::{Layout, Library, LocalCluster};
 
 /// Options of `ringcast bench traffic`.
 pub struct TrafficOptions {
@@ -211,32 +207,23 @@ pub fn traffic(opts: &TrafficOptions) -> Result<TrafficReport> {
         bail!("--streams must be between 1 and 64, not {}", opts.streams);
     }
     catch_interrupts();
-    let scratch = Scratch::named(opts.dir.as_deref(), "traffic")?;
-    let lib = scratch.path.join("library");
-    std::fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
-    write_random_file(&lib.join(TITLE), TITLE_BYTES)?;
-    let digest = Sha256::digest(std::fs::read(lib.join(TITLE))?).to_vec();
-    let cluster_dir = scratch.path.join("cluster");
-    eprintln!(
-        "traffic: starting {} node processes in {}",
-        opts.nodes,
-        cluster_dir.display()
-    );
-    let cluster = LocalCluster::start(
-        &Layout::Nodes(opts.nodes),
-        Some(&cluster_dir),
-        &Library::Dir(lib.clone()),
-    )?;
     // Processes start one after another on a small machine: a second each
     // is generous, and the wait ends as soon as the cluster has formed.
-    let sup = cluster.wait_formed(Duration::from_secs(30 + u64::from(opts.nodes)))?;
-    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.1.clone()).collect();
+    let TitleCluster {
+        scratch,
+        digest,
+        cluster,
+        sup,
+        bases,
+        plays,
+    } = TitleCluster::start(
+        "traffic",
+        opts.dir.as_deref(),
+        opts.nodes,
+        (TITLE, TITLE_BYTES),
+        Duration::from_secs(30 + u64::from(opts.nodes)),
+    )?;
     let ids: Vec<u32> = cluster.nodes.iter().map(|n| n.0).collect();
-    let plays: Vec<String> = bases
-        .iter()
-        .map(|b| format!("{}/v1/play/{TITLE}", b.trim_end_matches('/')))
-        .collect();
-    wait_playable(&plays, Duration::from_secs(30))?;
     let interval_ms = ringcast_proto::Timing::lan().status_interval.as_millis() as u64;
     eprintln!(
         "traffic: formed under n{sup}; {} stream(s) playing, {} s warm-up, then {} s measured",
