@@ -179,6 +179,9 @@ pub struct Machine {
     retry_at: Vec<Option<Instant>>,
     /// The map last seen at each level, for [`MachineEvent::Map`].
     maps: Vec<Option<ClusterMap>>,
+    /// Each seen map's supervisor and precedence, kept apart so that telling
+    /// an unchanged map costs one look into the node's map, not two.
+    map_keys: Vec<Option<(NodeId, crate::map::Precedence)>>,
     /// The rival supervisor (and its epoch) each level's node last heard.
     rivals: Vec<Option<(NodeId, crate::ids::Epoch)>>,
     /// Per seat level: another machine holds the seat with a newer life,
@@ -222,6 +225,7 @@ impl Machine {
             last_seat_life: vec![Incarnation(0); levels],
             retry_at: vec![None; levels],
             maps: vec![None; levels + 1],
+            map_keys: vec![None; levels + 1],
             rivals: vec![None; levels + 1],
             stale: vec![false; levels],
             retake_at: vec![None; levels],
@@ -474,6 +478,7 @@ impl Machine {
             let top = self.seats.len();
             if let Some(seat) = self.seats.pop() {
                 self.maps[top] = None;
+                self.map_keys[top] = None;
                 // Taken again above the newest life heard anyway.
                 self.stale[top - 1] = false;
                 self.events.push_back(MachineEvent::SeatReleased {
@@ -526,20 +531,22 @@ impl Machine {
             }
             // A supervisor bumps its map's version with every change, so a
             // map of the same supervisor and precedence is the same map.
-            let key = |m: &ClusterMap| (m.supervisor, m.precedence());
-            let fresh = match (&self.maps[level], node.map()) {
-                (_, None) => None,
-                (Some(old), Some(new)) if key(old) == key(new) => None,
-                (_, Some(new)) => Some(new.clone()),
+            let fresh = match node.map() {
+                None => None,
+                Some(new) => {
+                    let key = (new.supervisor, new.precedence());
+                    (self.map_keys[level] != Some(key)).then(|| (key, new.clone()))
+                }
             };
             for event in events {
                 self.event(level, event);
             }
-            if let Some(map) = fresh {
+            if let Some((key, map)) = fresh {
                 for change in changes(self.maps[level].as_ref(), &map) {
                     self.map_change(level, change);
                 }
                 self.maps[level] = Some(map);
+                self.map_keys[level] = Some(key);
             }
             level += 1;
         }

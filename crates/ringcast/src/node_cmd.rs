@@ -8,8 +8,9 @@ use anyhow::{bail, Context, Result};
 use ringcast_config::settings::NodeSettings;
 use ringcast_config::{clusterfile, service};
 use ringcast_node::daemon;
-use ringcast_node::host::shared::Signal;
-use ringcast_node::proto::{LocalEvent, NodeId};
+use ringcast_node::host::shared::{Shared, Signal};
+use ringcast_node::host::systemd;
+use ringcast_node::proto::{LocalEvent, NodeId, Role};
 use tokio::sync::{broadcast, mpsc};
 
 /// Where a node gets its configuration.
@@ -121,13 +122,29 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
     let mut signals = shared.signals.subscribe();
     let (reloaded_tx, mut reloaded) = mpsc::channel(4);
     tracing::info!("node {id} running; HTTP on http://{http}");
+    // READY waits for the cluster: a unit ordered after this one starts
+    // with a node that serves.
+    let mut ready = false;
+    let mut ready_check = tokio::time::interval(READY_CHECK);
     loop {
         tokio::select! {
-            r = &mut daemon.node => { r.context("the node's loop failed")?; return Ok(()); }
+            r = &mut daemon.node => {
+                systemd::stopping(&format!("node {id} left the cluster"));
+                r.context("the node's loop failed")?;
+                return Ok(());
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = ready_check.tick(), if !ready => {
+                if let Some(status) = joined(&shared) {
+                    tracing::info!("{status}");
+                    systemd::ready(&status);
+                    ready = true;
+                }
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                systemd::reloading();
                 spawn_reload(source.clone(), id.0, Trigger::Hangup, reloaded_tx.clone());
             }
             signal = signals.recv() => match signal {
@@ -137,10 +154,20 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
                 Ok(Signal::Reassign(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {}
             },
-            Some((why, loaded)) = reloaded.recv() => apply(&daemon, why, loaded),
+            Some((why, loaded)) = reloaded.recv() => {
+                apply(&daemon, why, loaded);
+                if matches!(why, Trigger::Hangup) {
+                    // Done, reloaded or not (the log says which); a node
+                    // still forming says READY when it has formed.
+                    if let Some(status) = joined(&shared).filter(|_| ready) {
+                        systemd::ready(&status);
+                    }
+                }
+            }
         }
     }
     tracing::info!("node {id} leaving the cluster");
+    systemd::stopping(&format!("node {id} leaving the cluster"));
     if shared.control.send(LocalEvent::Leave).await.is_err() {
         return Ok(());
     }
@@ -154,6 +181,31 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
         _ = int.recv() => tracing::warn!("second signal: stopping at once"),
     }
     Ok(())
+}
+
+/// How often a starting node looks whether it has formed or joined its cluster.
+const READY_CHECK: Duration = Duration::from_millis(50);
+
+/// What `systemctl status` shows once the node is a listed member (or the
+/// supervisor) of its cluster; `None` before.
+fn joined(shared: &Shared) -> Option<String> {
+    let snap = shared.snapshot.read().ok()?;
+    let map = snap.map.as_ref()?;
+    let listed = map.is_up(shared.node)
+        && map.member(shared.node).map(|m| m.incarnation) == Some(snap.incarnation);
+    match snap.role {
+        Role::Supervisor if listed => Some(format!(
+            "node {} supervises cluster {} ({} nodes up)",
+            shared.node,
+            shared.cluster_name,
+            map.members.iter().filter(|m| map.is_up(m.id)).count()
+        )),
+        Role::Member if listed => Some(format!(
+            "node {} is a member of cluster {}, supervisor {}",
+            shared.node, shared.cluster_name, map.supervisor
+        )),
+        _ => None,
+    }
 }
 
 /// Applies a reloaded configuration and says what happened.

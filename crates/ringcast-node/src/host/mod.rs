@@ -11,6 +11,8 @@
 //!   datagram is read; [`faults`]: faults injected for tests.
 //! - [`life`]: the node's life number across restarts.
 //! - [`counters`]: the node's own counters outside the protocol core.
+//! - [`systemd`]: readiness, reloads, stopping and the watchdog, told to
+//!   the service manager.
 
 pub mod addresses;
 pub mod counters;
@@ -20,4 +22,5 @@ pub mod life;
 pub mod limit;
 pub mod runtime;
 pub mod shared;
+pub mod systemd;
 pub mod transport;

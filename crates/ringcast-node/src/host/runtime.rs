@@ -196,8 +196,18 @@ impl Runtime {
         let mut out = Outbox::default();
         let mut next = pump::drain(&mut self.machine, &mut out);
         self.publish(&mut out).await;
+        let mut watchdog = super::systemd::Watchdog::from_env(Instant::now());
         loop {
-            let sleep = next.map_or(Duration::from_secs(3600), |at| {
+            // The watchdog is pinged here, in the loop that feeds the
+            // protocol, so a loop that stalls stops the pings.
+            if let Some(w) = watchdog.as_mut() {
+                w.tick(Instant::now());
+            }
+            let wake_at = match (next, watchdog.as_ref()) {
+                (Some(at), Some(w)) => Some(at.min(w.due())),
+                (at, w) => at.or(w.map(super::systemd::Watchdog::due)),
+            };
+            let sleep = wake_at.map_or(Duration::from_secs(3600), |at| {
                 at.saturating_duration_since(Instant::now())
             });
             let wake = tokio::select! {
