@@ -7,6 +7,7 @@ mod bench_soak;
 mod bench_stream;
 mod bench_traffic;
 mod http;
+mod manual_cmd;
 mod node_cmd;
 mod play_cmd;
 mod status_cmd;
@@ -26,11 +27,13 @@ use ringcast_config::{clusterfile, service};
     about = "A self-supervising cluster for streaming video"
 )]
 struct Cli {
-    /// How logs are written to standard error: readable text, or one JSON
-    /// object per line. The level comes from RINGCAST_LOG (or RUST_LOG),
-    /// e.g. `info` or `ringcast_node=debug`; `info` by default.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// How logs are written: readable text or one JSON object per line on
+    /// standard error, or structured fields to the systemd journal (the
+    /// default when standard error is the journal). The level comes from
+    /// RINGCAST_LOG (or RUST_LOG), e.g. `info` or `ringcast_node=debug`;
+    /// `info` by default.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     /// Same as `--log-format json` (kept for existing scripts).
     #[arg(long, global = true, hide = true)]
     log_json: bool,
@@ -72,6 +75,10 @@ enum Command {
         /// This node's id in the cluster file.
         #[arg(long, allow_negative_numbers = true)]
         node: i64,
+        /// Where the node keeps its state (its life number across restarts);
+        /// by default `state` beside the cluster file, or the cache folder.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Shows the cluster: supervisor, epoch, every node's status and role.
     Status {
@@ -115,6 +122,18 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Prints a shell's completion script: `ringcast completions bash >
+    /// /etc/bash_completion.d/ringcast`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Writes the manual pages (ringcast.1, ringcast-node.1, ...) into a folder.
+    Man {
+        /// The folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Runs a narrated simulated cluster on a virtual clock.
     Demo {
@@ -227,6 +246,24 @@ enum BenchCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
+    /// Writes a first cluster file for this machine: one node on 127.0.0.1
+    /// with a fresh key and admin token (cluster.toml, cluster.key,
+    /// admin.token), to edit into a real cluster (docs/deploy.md).
+    Init {
+        /// The folder to write into, e.g. /etc/ringcast.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Nodes in the cluster (all on this machine).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// The bus port; node i rings on base + i and serves HTTP on
+        /// base + nodes + i.
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+        /// Replace a cluster file that is already there (its key and token too).
+        #[arg(long)]
+        force: bool,
+    },
     /// Validates a cluster file; prints each problem as file:line.
     Check {
         /// The cluster file.
@@ -249,6 +286,8 @@ pub(crate) enum LogFormat {
     Text,
     /// One JSON object per line (timestamp, level, fields, target).
     Json,
+    /// Structured fields to the systemd journal (`journalctl -u ringcast`).
+    Journal,
 }
 
 impl LogFormat {
@@ -257,6 +296,7 @@ impl LogFormat {
         match self {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
+            LogFormat::Journal => "journal",
         }
     }
 }
@@ -265,6 +305,8 @@ impl LogFormat {
 const LOG_ENV: [&str; 2] = ["RINGCAST_LOG", "RUST_LOG"];
 
 fn init_logs(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let directives = LOG_ENV
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|d| !d.trim().is_empty()));
@@ -275,13 +317,40 @@ fn init_logs(format: LogFormat) {
         }),
         None => tracing_subscriber::EnvFilter::new("info"),
     };
+    if format == LogFormat::Journal {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal.with_syslog_identifier("ringcast".into()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!(
+                "ringcast: cannot reach the systemd journal ({e}); logging to standard error"
+            ),
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text | LogFormat::Journal => builder.init(),
     }
+}
+
+/// Whether standard error is the systemd journal's stream: systemd sets
+/// `$JOURNAL_STREAM` to its device and inode (systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        let (dev, ino) = v.split_once(':')?;
+        Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?))
+    }) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 /// Writes to standard output. Returns false when the reader went away
@@ -303,10 +372,11 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let log_format = if cli.log_json {
-        LogFormat::Json
-    } else {
-        cli.log_format
+    let log_format = match (cli.log_format, cli.log_json) {
+        (Some(f), _) => f,
+        (None, true) => LogFormat::Json,
+        (None, false) if stderr_is_journal() => LogFormat::Journal,
+        (None, false) => LogFormat::Text,
     };
     match cli.command {
         Command::Up {
@@ -334,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
             config_url,
             cache_dir,
             node,
+            state_dir,
         } => {
             init_logs(log_format);
             let id = node_cmd::check_id(node)?;
@@ -342,7 +413,7 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(url)) => node_cmd::Source::Url { url, cache_dir },
                 _ => bail!("give --config FILE or --config-url URL"),
             };
-            let state = node_cmd::state_dir(&source);
+            let state = state_dir.unwrap_or_else(|| node_cmd::state_dir(&source));
             node_cmd::run(node_cmd::settings(&source, id)?, state, source)
         }
         Command::Status {
@@ -377,7 +448,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Events { target, json } => status_cmd::follow_events(&target.bases()?, json),
+        Command::Completions { shell } => {
+            manual_cmd::completions(shell, &mut std::io::stdout().lock())
+        }
+        Command::Man { out } => {
+            let pages = manual_cmd::man_pages(&out)?;
+            println!("{} manual pages written to {}", pages, out.display());
+            Ok(())
+        }
         Command::Config { command } => match command {
+            ConfigCommand::Init {
+                dir,
+                nodes,
+                base_port,
+                force,
+            } => {
+                let file = manual_cmd::init_cluster(&dir, nodes, base_port, force)?;
+                println!(
+                    "{}: a cluster of {nodes} node(s) on 127.0.0.1, HTTP from port {}; \
+                     key and admin token beside it",
+                    file.display(),
+                    u32::from(base_port) + nodes + 1
+                );
+                Ok(())
+            }
             ConfigCommand::Check { file } => {
                 let cf = clusterfile::load(&file)?;
                 let clusters = cf.clusters();

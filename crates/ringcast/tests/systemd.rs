@@ -6,70 +6,15 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::notify::Manager;
 use common::{isolate_network, Cluster, Spec, BIN, LIMIT};
 use nix::sys::signal::Signal;
 
 /// The watchdog timeout handed to the node; it pings every half of it.
 const WATCHDOG: Duration = Duration::from_millis(400);
-
-/// The service manager's end of `$NOTIFY_SOCKET`.
-struct Manager {
-    socket: UnixDatagram,
-}
-
-impl Manager {
-    fn bind(path: &Path) -> Manager {
-        let _ = std::fs::remove_file(path);
-        let socket = UnixDatagram::bind(path).expect("bind the notify socket");
-        Manager { socket }
-    }
-
-    /// The next notification, or `None` once `until` has passed.
-    fn next(&self, until: Instant) -> Option<String> {
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = until.checked_duration_since(Instant::now())?;
-            self.socket
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            match self.socket.recv(&mut buf) {
-                Ok(n) => return Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("notify socket: {e}"),
-            }
-        }
-    }
-
-    /// Waits for a notification with the line `line`, passing over the
-    /// watchdog's pings; returns it whole.
-    fn expect(&self, line: &str, c: &Cluster) -> String {
-        let until = Instant::now() + LIMIT;
-        while let Some(msg) = self.next(until) {
-            if msg.lines().any(|l| l == line) {
-                return msg;
-            }
-            assert!(
-                msg.lines().all(|l| l == "WATCHDOG=1"),
-                "unexpected notification {msg:?} while waiting for {line}"
-            );
-        }
-        panic!("no {line} within {LIMIT:?}\n{}", c.describe());
-    }
-
-    /// Throws away what is waiting.
-    fn drain(&self) {
-        while self.next(Instant::now()).is_some() {}
-    }
-}
 
 /// Whether process `pid` is stopped (state `T` in /proc).
 fn stopped(pid: u32) -> bool {
@@ -112,7 +57,7 @@ fn a_node_tells_systemd_ready_watchdog_reloading_and_stopping() {
 
     // READY only once the map lists the node: a unit ordered after this
     // one starts beside a member, not a process still looking for its cluster.
-    let ready = manager.expect("READY=1", &c);
+    let ready = manager.expect("READY=1", || c.describe());
     assert!(
         ready
             .lines()
@@ -128,7 +73,7 @@ fn a_node_tells_systemd_ready_watchdog_reloading_and_stopping() {
 
     // The watchdog is pinged while the loop runs.
     for _ in 0..3 {
-        manager.expect("WATCHDOG=1", &c);
+        manager.expect("WATCHDOG=1", || c.describe());
     }
 
     // A stopped loop sends nothing: systemd would restart the node. Three
@@ -140,25 +85,25 @@ fn a_node_tells_systemd_ready_watchdog_reloading_and_stopping() {
     let heard = manager.next(quiet_until);
     assert_eq!(heard, None, "a stopped node notified the service manager");
     c.signal(2, Signal::SIGCONT);
-    manager.expect("WATCHDOG=1", &c);
+    manager.expect("WATCHDOG=1", || c.describe());
 
     // SIGHUP: RELOADING with the monotonic clock in the same message, then READY.
     c.wait_agree(1, &[1, 2]);
     manager.drain();
     c.signal(2, Signal::SIGHUP);
-    let reloading = manager.expect("RELOADING=1", &c);
+    let reloading = manager.expect("RELOADING=1", || c.describe());
     assert!(
         reloading.lines().any(|l| l
             .strip_prefix("MONOTONIC_USEC=")
             .is_some_and(|v| v.parse::<u64>().is_ok())),
         "RELOADING without MONOTONIC_USEC: {reloading:?}"
     );
-    manager.expect("READY=1", &c);
+    manager.expect("READY=1", || c.describe());
 
     // SIGTERM: STOPPING, and a clean exit.
     let stopping = {
         c.signal(2, Signal::SIGTERM);
-        manager.expect("STOPPING=1", &c)
+        manager.expect("STOPPING=1", || c.describe())
     };
     assert!(
         stopping.contains("STATUS="),

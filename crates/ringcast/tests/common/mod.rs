@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod notify;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
