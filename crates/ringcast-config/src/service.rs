@@ -414,6 +414,31 @@ fn fetch_once(agent: &ureq::Agent, url: &str, node: NodeId) -> Result<NodeSettin
     decode(&body, node)
 }
 
+/// The configuration version the service at `url` serves now (`GET
+/// /v1/cluster-file/version`, one attempt, blocking): how a running node
+/// notices a changed cluster file without fetching its settings.
+pub fn served_version(url: &str) -> Result<u32, SourceError> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        config_version: u32,
+    }
+    let url = format!("{}/v1/cluster-file/version", url.trim_end_matches('/'));
+    let response = match agent().get(&url).call() {
+        Ok(response) => response,
+        Err(ureq::Error::Status(status, response)) => {
+            let body = read_limited(response.into_reader(), ERROR_BODY_LIMIT).unwrap_or_default();
+            return Err(SourceError::Status {
+                status,
+                message: error_message(&body),
+            });
+        }
+        Err(ureq::Error::Transport(err)) => return Err(SourceError::Transport(Box::new(err))),
+    };
+    let body = read_limited(response.into_reader(), ERROR_BODY_LIMIT)?;
+    let v: Version = serde_json::from_slice(&body).map_err(SourceError::Invalid)?;
+    Ok(v.config_version)
+}
+
 /// Reads at most `limit` bytes; more is [`SourceError::TooLarge`].
 fn read_limited(reader: impl Read, limit: u64) -> Result<Vec<u8>, SourceError> {
     let mut bytes = Vec::new();

@@ -105,6 +105,11 @@ pub struct Reloaded {
     pub keys_changed: bool,
     /// The configuration version grew.
     pub version_changed: bool,
+    /// Claim 1: the priority list changed; it takes effect by the claims'
+    /// rules (a node that now outranks the supervisor preempts it).
+    pub priority_changed: bool,
+    /// Claim 4: the node's streaming capacity changed.
+    pub capacity_changed: bool,
     /// The configuration version the node runs now.
     pub config_version: u32,
     /// Settings that differ from the running ones but take effect only when
@@ -133,15 +138,29 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The configuration version the node runs.
+    pub fn config_version(&self) -> u32 {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.proto.config_version
+    }
+
     /// Applies what a running node can change from a reloaded
     /// configuration: the cluster keys (a key rotation stage: frames, and
-    /// the keys stream tokens derive from) and the configuration version.
+    /// the keys stream tokens derive from), the configuration version, the
+    /// priority list and the node's streaming capacity.
     /// Anything else that changed is listed in [`Reloaded::needs_restart`].
     /// Counted in `ringcast_config_reloads_total{result}`.
     pub fn reload(&self, new: &NodeSettings) -> Result<Reloaded, ReloadError> {
         let result = self.try_reload(new);
         let counter = match &result {
-            Ok(r) if r.keys_changed || r.version_changed => &self.shared.reloads.applied,
+            Ok(r)
+                if r.keys_changed
+                    || r.version_changed
+                    || r.priority_changed
+                    || r.capacity_changed =>
+            {
+                &self.shared.reloads.applied
+            }
             Ok(_) => &self.shared.reloads.unchanged,
             Err(_) => &self.shared.reloads.failed,
         };
@@ -172,10 +191,8 @@ impl Daemon {
         }
         let mut needs_restart = Vec::new();
         let differs = [
-            ("priority", now.priority != was.priority),
             ("addresses", now.addrs != was.addrs),
             ("disks", now.disks != was.disks),
-            ("capacity", now.capacity != was.capacity),
             ("servers", now.servers != was.servers),
             ("timing", now.timing != was.timing),
             ("mtu", now.mtu != was.mtu),
@@ -190,9 +207,15 @@ impl Daemon {
         }
         let keys_changed = new.keys != running.keys;
         let version_changed = now.config_version != was.config_version;
-        if keys_changed || version_changed {
+        let priority = (now.priority != was.priority).then(|| now.priority.clone());
+        let capacity = (now.capacity != was.capacity).then_some(now.capacity);
+        let priority_changed = priority.is_some();
+        let capacity_changed = capacity.is_some();
+        if keys_changed || version_changed || priority_changed || capacity_changed {
             running.keys = new.keys.clone();
             running.proto.config_version = now.config_version;
+            running.proto.priority = now.priority.clone();
+            running.proto.capacity = now.capacity;
             let keys: Vec<[u8; 32]> = new.keys.iter().map(|(_, key)| *key).collect();
             if let Some(t) = &self.takeover {
                 t.set_keys(keys.clone());
@@ -201,12 +224,16 @@ impl Daemon {
             let rekey = Rekey {
                 keyring: new.keyring(),
                 config_version: now.config_version,
+                priority,
+                capacity,
             };
             self.shared.rekey.send_replace(Some(rekey));
         }
         Ok(Reloaded {
             keys_changed,
             version_changed,
+            priority_changed,
+            capacity_changed,
             config_version: running.proto.config_version,
             needs_restart,
         })

@@ -21,6 +21,9 @@ pub enum Reason {
     Preemption,
     /// Claim 21: its supervisor left and it is next in the priority list.
     Handover,
+    /// Claim 1: a new priority list gave the supervisor another rank; it
+    /// announces the rank under a new epoch.
+    Reconfigured,
 }
 
 /// Claim 22: a supervisor that hears a notification from a supervisor that

@@ -23,6 +23,9 @@ pub enum LocalEvent {
     /// whose sub-cluster gained or lost a machine. The node announces it to
     /// its supervisor (again with a join request, until the tables show it).
     Capacity(Capacity),
+    /// Claim 1: the configuration's priority list changed (a live reload);
+    /// the node runs with the new one (see `node/reconfigure.rs`).
+    Priority(Vec<NodeId>),
 }
 
 /// Where a datagram goes.

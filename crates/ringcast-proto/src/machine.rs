@@ -153,6 +153,11 @@ pub struct Reload {
     pub keyring: Keyring,
     /// The configuration version they came with.
     pub config_version: u32,
+    /// Claim 1: the leaf cluster's priority list, when it changed (a seat
+    /// keeps its parent's list until the machine restarts).
+    pub priority: Option<Vec<NodeId>>,
+    /// Claim 4: the leaf node's streaming capacity, when it changed.
+    pub capacity: Option<Capacity>,
 }
 
 struct Seat {
@@ -274,6 +279,12 @@ impl Machine {
         {
             *node.keyring_mut() = keyring.clone();
             node.set_config_version(version.max(node.config().config_version));
+        }
+        if let Some(capacity) = reload.capacity {
+            self.leaf.handle_local(now, LocalEvent::Capacity(capacity));
+        }
+        if let Some(priority) = reload.priority {
+            self.leaf.handle_local(now, LocalEvent::Priority(priority));
         }
         self.settle(now);
     }

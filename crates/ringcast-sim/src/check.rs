@@ -110,8 +110,15 @@ pub fn not_converged(cluster: &(impl ClusterView + ?Sized)) -> Option<String> {
         return Some(format!("supervisors: {ids:?}"));
     };
     if cluster.preempt() {
-        // Priority is in id order in every simulated cluster.
-        let best = live.iter().map(|(id, _)| *id).min().unwrap_or(sup);
+        // By the supervisor's own list: one reloaded live may differ from the
+        // id order simulated clusters start with.
+        let best = sup_node
+            .config()
+            .priority
+            .iter()
+            .map(|n| n.0)
+            .find(|id| live.iter().any(|(l, _)| l == id))
+            .unwrap_or(sup);
         if sup != best {
             return Some(format!(
                 "n{sup} supervises but n{best} has a higher priority"

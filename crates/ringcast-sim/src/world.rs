@@ -322,13 +322,21 @@ impl Sim {
     /// Hands machine `id` new keys and configuration version, as the
     /// daemon's reload does (a stage of a key rotation, say).
     pub fn reload(&mut self, id: u32, keyring: Keyring, config_version: u32) {
-        self.input(
+        self.reload_with(
             id,
-            Input::Reload(Box::new(Reload {
+            Reload {
                 keyring,
                 config_version,
-            })),
+                priority: None,
+                capacity: None,
+            },
         );
+    }
+
+    /// Hands machine `id` a whole reloaded configuration: keys, version and
+    /// what may change live (a priority list, a capacity).
+    pub fn reload_with(&mut self, id: u32, reload: Reload) {
+        self.input(id, Input::Reload(Box::new(reload)));
     }
 
     /// Ids of the machines whose node runs.

@@ -71,6 +71,68 @@ enum Trigger {
     Hangup,
     /// A frame carried this newer configuration version.
     Outdated(u32),
+    /// The source itself serves this newer version (the watch below).
+    Changed(u32),
+}
+
+/// How often a running node asks its source which configuration version
+/// it holds: the cluster file's `config_version`, or the configuration
+/// service's `/v1/cluster-file/version`. A changed file reaches every node
+/// within this period even if no node is told by hand; the first node to
+/// reload tells the others at once, through the version its frames carry.
+const CONFIG_WATCH: Duration = Duration::from_secs(1);
+
+/// The configuration version `source` holds now.
+fn source_version(source: &Source) -> Result<u32> {
+    match source {
+        Source::File(path) => Ok(clusterfile::load(path)?.config_version()),
+        Source::Url { url, .. } => Ok(service::served_version(url)?),
+    }
+}
+
+/// Watches `source` for a newer configuration version than the node runs,
+/// off the async threads; each version seen is sent on `tx`.
+fn spawn_watch(source: Source, tx: mpsc::Sender<u32>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CONFIG_WATCH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let src = source.clone();
+            match tokio::task::spawn_blocking(move || source_version(&src)).await {
+                Ok(Ok(v)) => {
+                    failing = false;
+                    if tx.send(v).await.is_err() {
+                        return;
+                    }
+                }
+                // Said once per outage: the node runs on what it has.
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!("cannot read the configuration's version: {e:#}");
+                }
+                Ok(Err(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// Whether loading the configuration failed because the source no longer
+/// defines this node: it was removed from the cluster, and leaves (claim 19).
+fn removed(error: &anyhow::Error) -> bool {
+    use ringcast_config::clusterfile::ConfigFileError;
+    error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<ConfigFileError>(),
+            Some(ConfigFileError::UnknownNode { .. })
+        ) || matches!(
+            e.downcast_ref::<service::FetchError>(),
+            Some(service::FetchError::Refused { status: 404, .. })
+        )
+    })
 }
 
 /// How often, and how far apart, a node refetches after seeing a newer
@@ -87,7 +149,7 @@ fn spawn_reload(
 ) {
     tokio::spawn(async move {
         let attempts = match why {
-            Trigger::Hangup => 1,
+            Trigger::Hangup | Trigger::Changed(_) => 1,
             Trigger::Outdated(_) => OUTDATED_ATTEMPTS,
         };
         let mut last = Err(anyhow::anyhow!("not loaded"));
@@ -97,7 +159,7 @@ fn spawn_reload(
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload task failed: {e}")));
             let reached = match (&last, why) {
-                (Ok(s), Trigger::Outdated(v)) => s.proto.config_version >= v,
+                (Ok(s), Trigger::Outdated(v) | Trigger::Changed(v)) => s.proto.config_version >= v,
                 _ => true,
             };
             if reached || attempt == attempts {
@@ -121,6 +183,8 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut signals = shared.signals.subscribe();
     let (reloaded_tx, mut reloaded) = mpsc::channel(4);
+    let (watched_tx, mut watched) = mpsc::channel(1);
+    spawn_watch(source.clone(), watched_tx);
     tracing::info!("node {id} running; HTTP on http://{http}");
     // READY waits for the cluster: a unit ordered after this one starts
     // with a node that serves.
@@ -154,7 +218,17 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
                 Ok(Signal::Reassign(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {}
             },
+            Some(v) = watched.recv() => {
+                if v > daemon.config_version() {
+                    tracing::info!("the configuration source holds version {v}: reloading");
+                    spawn_reload(source.clone(), id.0, Trigger::Changed(v), reloaded_tx.clone());
+                }
+            }
             Some((why, loaded)) = reloaded.recv() => {
+                if loaded.as_ref().is_err_and(removed) {
+                    tracing::warn!("node {id} is no longer in the cluster's configuration: leaving");
+                    break;
+                }
                 apply(&daemon, why, loaded);
                 if matches!(why, Trigger::Hangup) {
                     // Done, reloaded or not (the log says which); a node
@@ -224,14 +298,13 @@ fn apply(daemon: &daemon::Daemon, why: Trigger, loaded: Result<NodeSettings>) {
     };
     match daemon.reload(&settings) {
         Ok(r) => {
+            let said = |changed: bool| if changed { "changed" } else { "unchanged" };
             tracing::info!(
-                "configuration reloaded ({why:?}): version {}, keys {}",
+                "configuration reloaded ({why:?}): version {}, keys {}, priority {}, capacity {}",
                 r.config_version,
-                if r.keys_changed {
-                    "changed"
-                } else {
-                    "unchanged"
-                }
+                said(r.keys_changed),
+                said(r.priority_changed),
+                said(r.capacity_changed),
             );
             if !r.needs_restart.is_empty() {
                 tracing::warn!(

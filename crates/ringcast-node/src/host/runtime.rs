@@ -306,9 +306,14 @@ impl Runtime {
                                 r.keyring.key_ids(),
                                 r.config_version
                             );
+                            if let Some(p) = &r.priority {
+                                tracing::info!("priority list now {p:?}");
+                            }
                             let reload = Reload {
                                 keyring: r.keyring,
                                 config_version: r.config_version,
+                                priority: r.priority,
+                                capacity: r.capacity,
                             };
                             let input = Input::Reload(Box::new(reload));
                             pump::pump(&mut self.machine, now, input, &mut out)

@@ -77,6 +77,10 @@ pub struct Rekey {
     pub keyring: Keyring,
     /// The configuration version they came with.
     pub config_version: u32,
+    /// Claim 1: the new priority list, when it changed.
+    pub priority: Option<Vec<ringcast_proto::NodeId>>,
+    /// Claim 4: the node's new streaming capacity, when it changed.
+    pub capacity: Option<ringcast_proto::Capacity>,
 }
 
 /// State shared between the loop and the HTTP API.

@@ -31,6 +31,7 @@ use crate::timer::{Timer, Timers};
 mod membership;
 mod notify;
 mod outbound;
+mod reconfigure;
 
 /// What part a node plays right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,14 +224,16 @@ impl Node {
         let from = opened.header.sender;
         let life = opened.header.incarnation;
         match message {
-            Message::Notify(n) => self.on_notify(now, from, life, n),
+            Message::Notify(n) => self.on_notify(now, from, life, opened.header.config_version, n),
             Message::SupervisorUpdate(u) => self.on_supervisor_update(now, from, u),
             Message::Join(j) => self.on_join(from, j),
             Message::Leave(l) => self.on_leave(now, from, l),
             Message::Status(s) => self.on_status(now, from, s),
             Message::Resend(r) => self.on_resend(from, r),
             Message::Pull(p) => self.on_pull(now, from, p),
-            Message::State(p) | Message::Repair(p) => self.on_state(now, from, life, p),
+            Message::State(p) | Message::Repair(p) => {
+                self.on_state(now, from, life, opened.header.config_version, p)
+            }
         }
         self.flush(now);
     }
@@ -254,6 +257,7 @@ impl Node {
             LocalEvent::DiskProbe(report) => self.reports.set_disk(report),
             LocalEvent::Leave => self.start_leaving(now),
             LocalEvent::Capacity(capacity) => self.set_capacity(capacity),
+            LocalEvent::Priority(priority) => self.set_priority(now, priority),
         }
         self.flush(now);
     }
@@ -468,7 +472,7 @@ impl Node {
         let previous_status = match reason {
             Reason::Takeover | Reason::Resume => Some(MemberStatus::Failed),
             Reason::Handover => Some(MemberStatus::Left),
-            Reason::Formation | Reason::Preemption => None,
+            Reason::Formation | Reason::Preemption | Reason::Reconfigured => None,
         };
         self.start_announcing(&view);
         view.take_over(

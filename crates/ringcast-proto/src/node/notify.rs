@@ -112,11 +112,17 @@ impl Node {
         );
     }
 
-    pub(super) fn on_notify(&mut self, now: Instant, from: NodeId, life: Incarnation, n: Notify) {
+    pub(super) fn on_notify(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        life: Incarnation,
+        config_version: u32,
+        n: Notify,
+    ) {
         let head = n.head;
-        let consistent = head.supervisor == from
-            && head.life == life
-            && self.ranks.get(&from) == Some(&head.supervisor_rank);
+        let ranked = self.rank_agrees(from, head.supervisor_rank, config_version);
+        let consistent = head.supervisor == from && head.life == life && ranked;
         if !consistent {
             return self.reject("inconsistent_notify");
         }
@@ -335,11 +341,18 @@ impl Node {
 
     /// Claim 11: a part of a pulled state; once every part of one version
     /// is in and its rows' digest is the announced one, it is adopted.
-    pub(super) fn on_state(&mut self, now: Instant, from: NodeId, life: Incarnation, s: StatePart) {
+    pub(super) fn on_state(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        life: Incarnation,
+        config_version: u32,
+        s: StatePart,
+    ) {
         let head = s.head;
         let consistent = head.supervisor == from
             && head.life == life
-            && self.ranks.get(&from) == Some(&head.supervisor_rank)
+            && self.rank_agrees(from, head.supervisor_rank, config_version)
             && s.parts > 0
             && s.parts <= MAX_STATE_PARTS
             && s.part < s.parts;
@@ -440,6 +453,22 @@ impl Node {
             }
         } else {
             self.timers.clear(Timer::Preempt);
+        }
+    }
+}
+
+impl Node {
+    /// Whether `from` may announce itself at `rank`: the rank this node's
+    /// priority list gives it, or, while a priority list changes live
+    /// (sender and receiver run different configuration versions), any
+    /// rank of a node the list names: one of the two lists is about to be
+    /// replaced, and the supervisor's announcement is what keeps every
+    /// member on one ring until both run the same one.
+    fn rank_agrees(&self, from: NodeId, rank: Rank, config_version: u32) -> bool {
+        match self.ranks.get(&from) {
+            Some(r) if *r == rank => true,
+            Some(_) => config_version != self.cfg.config_version,
+            None => false,
         }
     }
 }
