@@ -8,6 +8,8 @@
 //! - [`settings`]: [`settings::NodeSettings`], everything one node runs
 //!   with (node id, bus, priority list, disk access list, timing, keys,
 //!   limits, seats), and its JSON form.
+//! - [`live`]: what a running node may change without a restart, and
+//!   what it shows of what it runs.
 //! - [`service`]: the configuration service that hands each node its
 //!   settings over HTTP, and the node's client, which keeps the last good
 //!   answer on disk.
@@ -19,5 +21,6 @@
 
 pub mod addresses;
 pub mod clusterfile;
+pub mod live;
 pub mod service;
 pub mod settings;

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ringcast_config::live::RunningConfig;
 use ringcast_config::settings::NodeSettings;
 use ringcast_files::guard::Guard;
 use ringcast_files::httpd::{HttpdConfig, Server};
@@ -189,21 +190,9 @@ impl Daemon {
                 got: now.config_version,
             });
         }
-        let mut needs_restart = Vec::new();
-        let differs = [
-            ("addresses", now.addrs != was.addrs),
-            ("disks", now.disks != was.disks),
-            ("servers", now.servers != was.servers),
-            ("timing", now.timing != was.timing),
-            ("mtu", now.mtu != was.mtu),
-            ("bus", new.bus != running.bus),
-            ("limits", new.limits != running.limits),
-            ("admin_token", new.admin_token != running.admin_token),
-        ];
-        for (what, changed) in differs {
-            if changed {
-                needs_restart.push(what);
-            }
+        let mut needs_restart = RunningConfig::of(&running).needs_restart(&RunningConfig::of(new));
+        if new.admin_token != running.admin_token {
+            needs_restart.push("admin_token");
         }
         let keys_changed = new.keys != running.keys;
         let version_changed = now.config_version != was.config_version;
@@ -216,6 +205,11 @@ impl Daemon {
             running.proto.config_version = now.config_version;
             running.proto.priority = now.priority.clone();
             running.proto.capacity = now.capacity;
+            *self
+                .shared
+                .running
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = RunningConfig::of(&running);
             let keys: Vec<[u8; 32]> = new.keys.iter().map(|(_, key)| *key).collect();
             if let Some(t) = &self.takeover {
                 t.set_keys(keys.clone());

@@ -6,6 +6,7 @@ mod bench_segments;
 mod bench_soak;
 mod bench_stream;
 mod bench_traffic;
+mod check_cmd;
 mod http;
 mod manual_cmd;
 mod node_cmd;
@@ -268,6 +269,10 @@ enum ConfigCommand {
     Check {
         /// The cluster file.
         file: PathBuf,
+        /// Also ask every node the file lists what it runs (with the file's
+        /// admin token), and refuse changes a reload cannot apply.
+        #[arg(long)]
+        against_running: bool,
     },
     /// Serves each node its configuration over HTTP.
     Serve {
@@ -472,23 +477,10 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 Ok(())
             }
-            ConfigCommand::Check { file } => {
-                let cf = clusterfile::load(&file)?;
-                let clusters = cf.clusters();
-                let tree = if cf.is_hierarchy() {
-                    let levels = clusters.iter().map(|c| c.level).max().unwrap_or(0) + 1;
-                    format!(" in {} clusters of {levels} levels", clusters.len())
-                } else {
-                    String::new()
-                };
-                println!(
-                    "{}: ok ({} nodes{tree}, configuration version {})",
-                    file.display(),
-                    cf.node_ids().len(),
-                    cf.config_version()
-                );
-                Ok(())
-            }
+            ConfigCommand::Check {
+                file,
+                against_running,
+            } => check_cmd::run(&file, against_running),
             ConfigCommand::Serve { file, listen } => {
                 init_logs(log_format);
                 clusterfile::load(&file)?;

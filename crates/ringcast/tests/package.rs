@@ -51,12 +51,30 @@ fn package() -> &'static Path {
     })
 }
 
-/// A fresh folder for one test.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh folder for one test, removed when the test passes (kept for a
+/// look when it fails).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = test_root().join(format!("ringcast-pkg-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -71,9 +89,12 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// The package unpacked (not installed) into a fresh folder.
-fn unpacked(name: &str) -> PathBuf {
+fn unpacked(name: &str) -> Scratch {
     let root = scratch(name);
-    run(Command::new("dpkg-deb").arg("-x").arg(package()).arg(&root));
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(package())
+        .arg(&*root));
     root
 }
 

@@ -74,13 +74,76 @@ fn a_changed_priority_list_reaches_running_nodes_through_the_configuration_servi
     let lives: Vec<u64> = (1..=3).map(|id| life(&c, id)).collect();
     let pids: Vec<u32> = (1..=3).map(|id| c.children[&id].id()).collect();
 
-    // Node 3 to the top of the list. Nobody is signalled: each node reads
-    // the service's version and reloads.
+    // What a node runs is shown only to an operator, and never its secrets.
+    let url = format!("{}/v1/config", c.url(1));
+    match c.agent.get(&url).call() {
+        Err(ureq::Error::Status(401, _)) => {}
+        other => panic!("GET /v1/config without the admin token: {other:?}"),
+    }
+    let token = std::fs::read_to_string(c.dir.join("admin.token")).unwrap();
+    let shown = c
+        .agent
+        .get(&url)
+        .set("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let key = std::fs::read_to_string(c.dir.join("cluster.key")).unwrap();
+    assert!(shown.contains("\"priority\""), "{shown}");
+    assert!(
+        !shown.contains(token.trim()) && !shown.contains(key.trim()),
+        "GET /v1/config shows a secret: {shown}"
+    );
+
+    // `config check --against-running` says beforehand what a reload can do.
     let text = std::fs::read_to_string(&c.file).unwrap();
     assert!(text.contains("priority = [1, 2, 3]"), "{text}");
-    let text = text
-        .replace("priority = [1, 2, 3]", "priority = [3, 1, 2]")
+    let candidate = c.dir.join("candidate.toml");
+    let check = |text: &str| {
+        std::fs::write(&candidate, text).unwrap();
+        let out = common::ringcast(&[
+            "config",
+            "check",
+            candidate.to_str().unwrap(),
+            "--against-running",
+        ]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let (ok, said) = check(&text);
+    assert!(ok && said.matches("runs this file").count() == 3, "{said}");
+    let slower = text
+        .replace("status_interval_ms = 20", "status_interval_ms = 30")
         .replace("config_version = 1", "config_version = 2");
+    assert_ne!(slower, text);
+    let (ok, said) = check(&slower);
+    assert!(
+        !ok,
+        "a timing change passed the check against running nodes: {said}"
+    );
+    for id in 1..=3 {
+        assert!(
+            said.contains(&format!("node {id}: timing differ from what it runs: they take effect only when the node restarts")),
+            "{said}"
+        );
+    }
+    let unbumped = text.replace("priority = [1, 2, 3]", "priority = [3, 1, 2]");
+    let (ok, said) = check(&unbumped);
+    assert!(!ok && said.contains("config_version is still 1"), "{said}");
+    let text = unbumped.replace("config_version = 1", "config_version = 2");
+    let (ok, said) = check(&text);
+    assert!(
+        ok && said.matches("applies every change at once").count() == 3,
+        "{said}"
+    );
+
+    // Node 3 to the top of the list. Nobody is signalled: each node reads
+    // the service's version and reloads.
     replace_file(&c.file, &text);
     c.wait("node 3 supervises a ring in the new order", |c| {
         (1..=3).all(|id| seen(c, id) == Some((3, vec![3, 1, 2], vec![1, 2, 3])))

@@ -96,6 +96,9 @@ pub struct Shared {
     pub http: std::net::SocketAddr,
     /// The admin token guarding `POST /v1/leave`, if configured.
     pub admin_token: Option<String>,
+    /// What the node runs with, without secrets (`GET /v1/config`), as
+    /// last reloaded.
+    pub running: RwLock<ringcast_config::live::RunningConfig>,
     /// The latest snapshot.
     pub snapshot: RwLock<Snapshot>,
     /// Live event stream.
@@ -219,6 +222,7 @@ impl Shared {
             cluster_id: settings.proto.cluster.0,
             http: settings.proto.addrs.http,
             admin_token: settings.admin_token.clone(),
+            running: RwLock::new(ringcast_config::live::RunningConfig::of(settings)),
             snapshot: RwLock::new(snapshot_of(node)),
             events,
             signals,

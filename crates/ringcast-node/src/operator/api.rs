@@ -31,6 +31,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/events", get(events))
         .route("/v1/leave", post(leave))
+        .route("/v1/config", get(running_config))
         .route("/v1/overview", get(overview))
         .route("/v1/nodes/{id}/leave", post(leave_node))
         .route("/metrics", get(metrics))
@@ -293,6 +294,24 @@ fn check_admin(shared: &Shared, headers: &HeaderMap) -> Result<String, AdminRefu
         Some(g) if constant_time_eq(g.as_bytes(), expected.as_bytes()) => Ok(g.to_string()),
         _ => Err(AdminRefusal::InvalidToken),
     }
+}
+
+/// `GET /v1/config`: what the node runs with, without its keys and admin
+/// token (`ringcast config check --against-running`); needs the admin token.
+async fn running_config(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = check_admin(&shared, &headers) {
+        return refusal.into_response();
+    }
+    let running = shared
+        .running
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut response = Json(running).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
