@@ -247,13 +247,19 @@ async fn after_streams(outcome: Outcome, peer: IpAddr, api: Router, ctx: Arc<Str
             if let Err(wait) = ctx.guard.request(peer) {
                 return Ok::<Response<Body>, Infallible>(too_many_requests(wait));
             }
-            let response = if is_stream {
+            let mut response = if is_stream {
                 let (parts, _body) = req.into_parts();
                 let head = RequestHead::from_parts(&parts);
                 stream::respond_via_hyper(&head, &ctx).await
             } else {
                 api.call(req).await?
             };
+            if ctx.config.closing.is_set() {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
             // A request body was read by now (when the handler takes one).
             seen.store(false, Ordering::Relaxed);
             Ok(response)

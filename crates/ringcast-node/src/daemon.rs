@@ -197,7 +197,10 @@ impl Daemon {
         let keys_changed = new.keys != running.keys;
         let version_changed = now.config_version != was.config_version;
         let priority = (now.priority != was.priority).then(|| now.priority.clone());
-        let capacity = (now.capacity != was.capacity).then_some(now.capacity);
+        // A draining node keeps announcing no capacity; the new one is
+        // what it announces when it is undrained.
+        let capacity = (now.capacity != was.capacity && !self.shared.draining.is_set())
+            .then_some(now.capacity);
         let priority_changed = priority.is_some();
         let capacity_changed = capacity.is_some();
         if keys_changed || version_changed || priority_changed || capacity_changed {
@@ -280,6 +283,7 @@ pub async fn start_with_seats(
     let proto = settings.proto.clone();
     let priority = proto.priority.clone();
     let (shared, node, stop) = start_protocol(settings, seats.clone(), life).await?;
+    http_config.stream.closing = shared.draining.clone();
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .map_err(|source| DaemonError::Listen { addr: http, source })?;

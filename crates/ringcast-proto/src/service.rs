@@ -12,6 +12,11 @@
 //!   joined) is held by the first node on the ring after it in the priority
 //!   list, wrapping around: its priority successor, which a deployment gives
 //!   replicas of the node's disks (`docs/streaming.md`);
+//! - a node whose capacity the supervisor's tables show as zero streams (a
+//!   draining node, or one that serves nothing) holds no node's address,
+//!   its own included: it goes to the next node that serves, as if the node
+//!   were gone, while the node itself still finishes what it is sending.
+//!   Only when no node on the ring serves are the capacities ignored;
 //! - the cluster address is held by the supervisor.
 //!
 //! A node that follows no map holds nothing: a node that cannot reach its
@@ -21,6 +26,7 @@ use std::collections::BTreeMap;
 
 use crate::ids::NodeId;
 use crate::map::ClusterMap;
+use crate::tables::Tables;
 
 /// Who holds which address: a node's own, or the cluster's entry point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,22 +37,57 @@ pub enum Address {
     Cluster,
 }
 
-/// The holder of `owner`'s service address under `map`, given the priority
-/// list: `owner` itself while it is on the ring, else its first successor
-/// on the ring in priority order. `None` when the ring is empty or `owner`
-/// is not in the priority list.
-pub fn holder_of(map: &ClusterMap, priority: &[NodeId], owner: NodeId) -> Option<NodeId> {
+/// Whether `node` may hold node addresses under `tables`: a capacity of
+/// at least one stream, or no row (the tables do not know it yet).
+fn serves(tables: Option<&Tables>, node: NodeId) -> bool {
+    tables
+        .and_then(|t| t.usage(node))
+        .is_none_or(|u| u.capacity.max_streams > 0)
+}
+
+/// The first node of `priority` from `owner` on, wrapping around, that is
+/// on `map`'s ring, is not `gone`, and serves; any on the ring, if none serves.
+fn first_from(
+    map: &ClusterMap,
+    tables: Option<&Tables>,
+    priority: &[NodeId],
+    owner: NodeId,
+    gone: Option<NodeId>,
+) -> Option<NodeId> {
     let start = priority.iter().position(|n| *n == owner)?;
     let n = priority.len();
-    (0..n)
-        .map(|i| priority[(start + i) % n])
-        .find(|node| map.ring.contains(node))
+    let candidates = || {
+        (0..n)
+            .map(move |i| priority[(start + i) % n])
+            .filter(move |node| Some(*node) != gone && map.ring.contains(node))
+    };
+    candidates()
+        .find(|node| serves(tables, *node))
+        .or_else(|| candidates().next())
+}
+
+/// The holder of `owner`'s service address under `map` and `tables`, given
+/// the priority list: `owner` itself while it is on the ring and serves,
+/// else its first successor on the ring in priority order that serves.
+/// `None` when the ring is empty or `owner` is not in the priority list.
+pub fn holder_of(
+    map: &ClusterMap,
+    tables: Option<&Tables>,
+    priority: &[NodeId],
+    owner: NodeId,
+) -> Option<NodeId> {
+    first_from(map, tables, priority, owner, None)
 }
 
 /// The holder of `address` under `map` (see [`holder_of`]).
-pub fn holder(map: &ClusterMap, priority: &[NodeId], address: Address) -> Option<NodeId> {
+pub fn holder(
+    map: &ClusterMap,
+    tables: Option<&Tables>,
+    priority: &[NodeId],
+    address: Address,
+) -> Option<NodeId> {
     match address {
-        Address::Node(owner) => holder_of(map, priority, owner),
+        Address::Node(owner) => holder_of(map, tables, priority, owner),
         Address::Cluster => map.ring.contains(&map.supervisor).then_some(map.supervisor),
     }
 }
@@ -55,43 +96,44 @@ pub fn holder(map: &ClusterMap, priority: &[NodeId], address: Address) -> Option
 /// connections `gone` serves on it go when it dies.
 pub fn successor(
     map: &ClusterMap,
+    tables: Option<&Tables>,
     priority: &[NodeId],
     address: Address,
     gone: NodeId,
 ) -> Option<NodeId> {
-    let owner = match address {
-        Address::Node(owner) => owner,
+    match address {
+        Address::Node(owner) => first_from(map, tables, priority, owner, Some(gone)),
         // The next supervisor is the election's to say.
-        Address::Cluster => return None,
-    };
-    let start = priority.iter().position(|n| *n == owner)?;
-    let n = priority.len();
-    (0..n)
-        .map(|i| priority[(start + i) % n])
-        .find(|node| *node != gone && map.ring.contains(node))
+        Address::Cluster => None,
+    }
 }
 
 /// Every address of `addresses` that `me` holds under `map`.
 pub fn held_by(
     map: &ClusterMap,
+    tables: Option<&Tables>,
     priority: &[NodeId],
     addresses: impl IntoIterator<Item = Address>,
     me: NodeId,
 ) -> Vec<Address> {
     addresses
         .into_iter()
-        .filter(|a| holder(map, priority, *a) == Some(me))
+        .filter(|a| holder(map, tables, priority, *a) == Some(me))
         .collect()
 }
 
 /// Every node's address and the cluster's, each with its holder under `map`
 /// (addresses no live node can hold are left out).
-pub fn holders(map: &ClusterMap, priority: &[NodeId]) -> BTreeMap<Address, NodeId> {
+pub fn holders(
+    map: &ClusterMap,
+    tables: Option<&Tables>,
+    priority: &[NodeId],
+) -> BTreeMap<Address, NodeId> {
     priority
         .iter()
         .map(|n| Address::Node(*n))
         .chain([Address::Cluster])
-        .filter_map(|a| Some((a, holder(map, priority, a)?)))
+        .filter_map(|a| Some((a, holder(map, tables, priority, a)?)))
         .collect()
 }
 
@@ -120,24 +162,30 @@ mod tests {
     fn a_live_node_holds_its_own_address_and_a_dead_ones_goes_to_its_successor() {
         let priority = ids(&[3, 1, 2, 4]);
         let m = map(&[3, 2, 4], 3);
-        assert_eq!(holder_of(&m, &priority, NodeId(2)), Some(NodeId(2)));
+        assert_eq!(holder_of(&m, None, &priority, NodeId(2)), Some(NodeId(2)));
         // 1 is down: 2 follows it in priority order.
-        assert_eq!(holder_of(&m, &priority, NodeId(1)), Some(NodeId(2)));
+        assert_eq!(holder_of(&m, None, &priority, NodeId(1)), Some(NodeId(2)));
         // The successor of the last wraps around to the first.
         let m = map(&[3, 1, 2], 3);
-        assert_eq!(holder_of(&m, &priority, NodeId(4)), Some(NodeId(3)));
-        assert_eq!(holder_of(&m, &priority, NodeId(9)), None);
-        assert_eq!(holder_of(&map(&[], 3), &priority, NodeId(3)), None);
+        assert_eq!(holder_of(&m, None, &priority, NodeId(4)), Some(NodeId(3)));
+        assert_eq!(holder_of(&m, None, &priority, NodeId(9)), None);
+        assert_eq!(holder_of(&map(&[], 3), None, &priority, NodeId(3)), None);
     }
 
     #[test]
     fn the_cluster_address_follows_the_supervisor() {
         let priority = ids(&[1, 2, 3]);
-        let all = holders(&map(&[2, 3], 2), &priority);
+        let all = holders(&map(&[2, 3], 2), None, &priority);
         assert_eq!(all[&Address::Cluster], NodeId(2));
         assert_eq!(all[&Address::Node(NodeId(1))], NodeId(2));
         assert_eq!(all[&Address::Node(NodeId(3))], NodeId(3));
-        let held = held_by(&map(&[2, 3], 2), &priority, all.keys().copied(), NodeId(2));
+        let held = held_by(
+            &map(&[2, 3], 2),
+            None,
+            &priority,
+            all.keys().copied(),
+            NodeId(2),
+        );
         assert_eq!(
             held,
             vec![
@@ -146,6 +194,36 @@ mod tests {
                 Address::Cluster
             ]
         );
+    }
+
+    #[test]
+    fn a_node_with_no_capacity_hands_its_address_to_the_next_that_serves() {
+        use crate::config::Capacity;
+        let priority = ids(&[1, 2, 3, 4]);
+        let m = map(&[1, 2, 3, 4], 1);
+        let mut tables = Tables::default();
+        for (node, streams) in [(1, 10), (2, 0), (3, 0), (4, 10)] {
+            let capacity = Capacity {
+                max_streams: streams,
+                max_bytes_per_s: 0,
+            };
+            tables.record_join(NodeId(node), capacity, &[]);
+        }
+        let t = Some(&tables);
+        // 2 and 3 drain: 2's address skips 3 to 4; 1 and 4 keep theirs.
+        assert_eq!(holder_of(&m, t, &priority, NodeId(2)), Some(NodeId(4)));
+        assert_eq!(holder_of(&m, t, &priority, NodeId(3)), Some(NodeId(4)));
+        assert_eq!(holder_of(&m, t, &priority, NodeId(1)), Some(NodeId(1)));
+        // Were 4 to die, 2's address would go on to 1.
+        let address = Address::Node(NodeId(2));
+        assert_eq!(
+            successor(&m, t, &priority, address, NodeId(4)),
+            Some(NodeId(1))
+        );
+        // With no node serving, the ring rule alone holds.
+        let m = map(&[2, 3], 2);
+        assert_eq!(holder_of(&m, t, &priority, NodeId(2)), Some(NodeId(2)));
+        assert_eq!(holder_of(&m, t, &priority, NodeId(1)), Some(NodeId(2)));
     }
 
     proptest::proptest! {
@@ -160,11 +238,11 @@ mod tests {
             let ring: Vec<u32> = priority.iter().map(|n| n.0).filter(|n| up.contains(n)).collect();
             let m = map(&ring, ring[0]);
             let address = Address::Node(NodeId(owner));
-            let holder = holder(&m, &priority, address).unwrap();
+            let holder = holder(&m, None, &priority, address).unwrap();
             let after: Vec<u32> = ring.iter().copied().filter(|n| *n != holder.0).collect();
-            let later = holder_of(&map(&after, after[0]), &priority, NodeId(owner));
-            proptest::prop_assert_eq!(successor(&m, &priority, address, holder), later);
-            proptest::prop_assert_eq!(successor(&m, &priority, Address::Cluster, holder), None);
+            let later = holder_of(&map(&after, after[0]), None, &priority, NodeId(owner));
+            proptest::prop_assert_eq!(successor(&m, None, &priority, address, holder), later);
+            proptest::prop_assert_eq!(successor(&m, None, &priority, Address::Cluster, holder), None);
         }
 
         /// Every address has exactly one holder while any node is up, and
@@ -174,7 +252,7 @@ mod tests {
             let priority = ids(&[1, 2, 3, 4, 5, 6, 7]);
             let ring: Vec<u32> = priority.iter().map(|n| n.0).filter(|n| up.contains(n)).collect();
             let m = map(&ring, ring[0]);
-            let all = holders(&m, &priority);
+            let all = holders(&m, None, &priority);
             proptest::prop_assert_eq!(all.len(), priority.len() + 1);
             for holder in all.values() {
                 proptest::prop_assert!(m.ring.contains(holder));

@@ -7,6 +7,7 @@ mod bench_soak;
 mod bench_stream;
 mod bench_traffic;
 mod check_cmd;
+mod drain_cmd;
 mod http;
 mod manual_cmd;
 mod node_cmd;
@@ -123,6 +124,33 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Takes a node out of service with no gap for any player: it gets no
+    /// new stream, its address moves to the next node, it finishes what it
+    /// sends; waits until it is empty.
+    Drain {
+        /// The node's id.
+        node: u32,
+        #[command(flatten)]
+        target: Target,
+        /// The admin token's file (default: the cluster file's, or
+        /// $RINGCAST_ADMIN_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Seconds to wait for the node to be empty (0: do not wait).
+        #[arg(long, default_value_t = 3600)]
+        wait_seconds: u64,
+    },
+    /// Puts a drained node back in service.
+    Undrain {
+        /// The node's id.
+        node: u32,
+        #[command(flatten)]
+        target: Target,
+        /// The admin token's file (default: the cluster file's, or
+        /// $RINGCAST_ADMIN_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Prints a shell's completion script: `ringcast completions bash >
     /// /etc/bash_completion.d/ringcast`.
@@ -453,6 +481,33 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Events { target, json } => status_cmd::follow_events(&target.bases()?, json),
+        Command::Drain {
+            node,
+            target,
+            token_file,
+            wait_seconds,
+        } => {
+            let t = drain_cmd::target(
+                node,
+                target.config.as_deref(),
+                target.url.as_deref(),
+                token_file.as_ref(),
+            )?;
+            drain_cmd::drain(node, &t, std::time::Duration::from_secs(wait_seconds))
+        }
+        Command::Undrain {
+            node,
+            target,
+            token_file,
+        } => {
+            let t = drain_cmd::target(
+                node,
+                target.config.as_deref(),
+                target.url.as_deref(),
+                token_file.as_ref(),
+            )?;
+            drain_cmd::undrain(node, &t)
+        }
         Command::Completions { shell } => {
             manual_cmd::completions(shell, &mut std::io::stdout().lock())
         }

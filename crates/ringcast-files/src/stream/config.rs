@@ -43,6 +43,26 @@ pub struct StreamConfig {
     /// Claim 13: told of every file response on the connections it covers,
     /// so another host can continue them if this process dies.
     pub handover: Option<HandoverHook>,
+    /// Set while the node drains: every response then closes its
+    /// connection, so the player's next request reconnects to wherever its
+    /// address is held now.
+    pub closing: Arc<Closing>,
+}
+
+/// Whether responses close their connections (a draining node).
+#[derive(Debug, Default)]
+pub struct Closing(std::sync::atomic::AtomicBool);
+
+impl Closing {
+    /// From now on responses close their connections, or no longer do.
+    pub fn set(&self, closing: bool) {
+        self.0.store(closing, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether responses close their connections.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Default for StreamConfig {
@@ -56,6 +76,7 @@ impl Default for StreamConfig {
             disk_timeout: Duration::from_secs(10),
             offload_sendfile: true,
             handover: None,
+            closing: Arc::default(),
         }
     }
 }

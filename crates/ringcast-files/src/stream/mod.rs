@@ -36,7 +36,7 @@ mod plan;
 mod resolve;
 mod zero_copy;
 
-pub use config::{StreamConfig, StreamContext};
+pub use config::{Closing, StreamConfig, StreamContext};
 pub use content_type::content_type_for;
 pub use copy::{respond_via_hyper, COPY_CHUNK};
 pub use counters::{DiskStreams, StreamCounters, StreamsSnapshot};

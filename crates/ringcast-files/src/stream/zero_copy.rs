@@ -367,7 +367,7 @@ async fn serve(
         } else {
             plan(&head, ctx).await
         };
-        let keep_alive = head.wants_keep_alive() && !plan.close;
+        let keep_alive = head.wants_keep_alive() && !plan.close && !ctx.config.closing.is_set();
         let response = response_head(&plan, head.minor_version, keep_alive);
         if let Some(at) = tracking.before(&sock, ctx) {
             let record = tracking

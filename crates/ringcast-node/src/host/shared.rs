@@ -99,6 +99,10 @@ pub struct Shared {
     /// What the node runs with, without secrets (`GET /v1/config`), as
     /// last reloaded.
     pub running: RwLock<ringcast_config::live::RunningConfig>,
+    /// Set while the node drains (`POST /v1/drain`): its responses close
+    /// their connections, and it announces a capacity of no stream, so it is
+    /// given no new stream and hands its service address on.
+    pub draining: Arc<ringcast_files::stream::Closing>,
     /// The latest snapshot.
     pub snapshot: RwLock<Snapshot>,
     /// Live event stream.
@@ -223,6 +227,7 @@ impl Shared {
             http: settings.proto.addrs.http,
             admin_token: settings.admin_token.clone(),
             running: RwLock::new(ringcast_config::live::RunningConfig::of(settings)),
+            draining: Arc::default(),
             snapshot: RwLock::new(snapshot_of(node)),
             events,
             signals,

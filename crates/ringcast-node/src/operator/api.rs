@@ -21,6 +21,7 @@ use ringcast_proto::{LocalEvent, MemberStatus, NodeId, Role};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::admin::check_admin;
 use super::metrics::role_name;
 use super::overview::{ClusterEntry, Overview};
 use crate::host::shared::{Shared, Snapshot};
@@ -37,6 +38,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(shared.clone())
+        .merge(super::drain::routes(shared.clone()))
         .merge(super::dashboard::routes(shared))
 }
 
@@ -259,43 +261,6 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
     Json(answer)
 }
 
-/// Why an admin request is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AdminRefusal {
-    /// The cluster has no admin token: admin actions are off.
-    #[error("no admin token is configured for this cluster")]
-    NotConfigured,
-    /// The request carries no token, or another one.
-    #[error("a valid admin token is required (Authorization: Bearer ...)")]
-    InvalidToken,
-}
-
-impl IntoResponse for AdminRefusal {
-    fn into_response(self) -> Response {
-        let status = match self {
-            AdminRefusal::NotConfigured => StatusCode::FORBIDDEN,
-            AdminRefusal::InvalidToken => StatusCode::UNAUTHORIZED,
-        };
-        (status, format!("{self}\n")).into_response()
-    }
-}
-
-/// The admin token of the request, if it is the configured one.
-fn check_admin(shared: &Shared, headers: &HeaderMap) -> Result<String, AdminRefusal> {
-    let expected = shared
-        .admin_token
-        .as_deref()
-        .ok_or(AdminRefusal::NotConfigured)?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), expected.as_bytes()) => Ok(g.to_string()),
-        _ => Err(AdminRefusal::InvalidToken),
-    }
-}
-
 /// `GET /v1/config`: what the node runs with, without its keys and admin
 /// token (`ringcast config check --against-running`); needs the admin token.
 async fn running_config(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -373,10 +338,6 @@ async fn leave_node(
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "forwarding failed\n").into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The query of `GET /v1/events`.

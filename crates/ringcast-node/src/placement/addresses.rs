@@ -67,7 +67,7 @@ impl Streaming {
                 holder: snap
                     .map
                     .as_ref()
-                    .and_then(|m| service::holder(m, &self.priority, a)),
+                    .and_then(|m| service::holder(m, snap.tables.as_ref(), &self.priority, a)),
                 bound_here: bound.contains_key(&a),
             })
             .collect();

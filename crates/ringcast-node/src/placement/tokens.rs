@@ -63,9 +63,9 @@ impl Streaming {
             .snapshot
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        snap.map
-            .as_ref()
-            .is_some_and(|m| service::holder_of(m, &self.priority, node) == Some(self.me))
+        snap.map.as_ref().is_some_and(|m| {
+            service::holder_of(m, snap.tables.as_ref(), &self.priority, node) == Some(self.me)
+        })
     }
 
     /// The disk to read `title` from for `token`: the token's own when this

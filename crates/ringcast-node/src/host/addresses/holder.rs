@@ -26,6 +26,13 @@ pub const HOLD_CHECK: Duration = Duration::from_millis(20);
 /// How long a failed bind or acquire is not logged again.
 const QUIET: Duration = Duration::from_secs(5);
 
+/// How long a node that still follows a map keeps listening on an address
+/// the map hands to another node, where both may listen at once
+/// ([`AddressPlane::overlaps`]): long enough for the next holder, which
+/// hears the same map within a notification, to listen too, so that no
+/// connection is refused in between.
+pub const RELEASE_GRACE: Duration = Duration::from_millis(250);
+
 /// Starts serving a bound listener; the task ends when aborted.
 pub type Serve = Arc<dyn Fn(tokio::net::TcpListener) -> JoinHandle<()> + Send + Sync>;
 
@@ -57,6 +64,8 @@ pub struct Holder {
     holdings: Arc<Holdings>,
     bound: BTreeMap<Address, (SocketAddr, JoinHandle<()>)>,
     complained: BTreeMap<Address, Instant>,
+    /// Addresses handed on, released at the instant given ([`RELEASE_GRACE`]).
+    releasing: BTreeMap<Address, Instant>,
     takeover: Option<Arc<Takeover>>,
 }
 
@@ -90,6 +99,7 @@ impl Holder {
             holdings,
             bound: BTreeMap::new(),
             complained: BTreeMap::new(),
+            releasing: BTreeMap::new(),
             takeover: None,
         }
     }
@@ -114,15 +124,17 @@ impl Holder {
 
     /// One comparison of what is held with what the map says.
     fn step(&mut self) {
-        let wanted: BTreeMap<Address, SocketAddr> = {
+        let now = Instant::now();
+        let (wanted, has_map): (BTreeMap<Address, SocketAddr>, bool) = {
             let snapshot = self
                 .shared
                 .snapshot
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            match snapshot.map.as_ref() {
+            let wanted = match snapshot.map.as_ref() {
                 Some(map) => service::held_by(
                     map,
+                    snapshot.tables.as_ref(),
                     &self.priority,
                     self.addresses.all().map(|(a, _)| a),
                     self.me,
@@ -131,7 +143,8 @@ impl Holder {
                 .filter_map(|a| Some((a, self.addresses.get(a)?)))
                 .collect(),
                 None => BTreeMap::new(),
-            }
+            };
+            (wanted, snapshot.map.is_some())
         };
         let gone: Vec<Address> = self
             .bound
@@ -139,7 +152,18 @@ impl Holder {
             .filter(|a| !wanted.contains_key(a))
             .copied()
             .collect();
+        self.releasing.retain(|a, _| !wanted.contains_key(a));
         for address in gone {
+            // Handed on by a map this node still follows, where the next
+            // holder can listen beside it: a grace first. Without a map (cut
+            // off from its cluster), at once.
+            if has_map && self.plane.overlaps() {
+                let at = *self.releasing.entry(address).or_insert(now + RELEASE_GRACE);
+                if now < at {
+                    continue;
+                }
+            }
+            self.releasing.remove(&address);
             self.release(address);
         }
         for (address, socket) in wanted {
@@ -156,10 +180,11 @@ impl Holder {
         // so that nothing their players send meets a reset.
         let pending = self.takeover.as_ref().and_then(|t| t.prepare(socket));
         let transparent = self.takeover.is_none();
+        let overlap = self.plane.overlaps();
         let result = self
             .plane
             .acquire(socket.ip())
-            .and_then(|()| bind(socket, transparent));
+            .and_then(|()| bind(socket, transparent, overlap));
         match result {
             Ok(listener) => {
                 let task = (self.serve)(listener);
@@ -240,10 +265,20 @@ pub fn describe(address: Address) -> String {
 /// retransmissions still go out: a player that only receives (curl
 /// mid-download) then hears the new holder's reset and retries at once,
 /// instead of waiting for its TCP keepalive (60 s for curl).
-fn bind(socket: SocketAddr, transparent: bool) -> io::Result<tokio::net::TcpListener> {
+///
+/// With `overlap` (one host) the listener is also `SO_REUSEPORT`, so the
+/// next holder listens beside the last during [`RELEASE_GRACE`].
+fn bind(
+    socket: SocketAddr,
+    transparent: bool,
+    overlap: bool,
+) -> io::Result<tokio::net::TcpListener> {
     let domain = socket2::Domain::for_address(socket);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    if overlap {
+        s.set_reuse_port(true)?;
+    }
     if transparent && matches!(socket.ip(), IpAddr::V4(ip) if !ip.is_loopback()) {
         s.set_ip_transparent(true)?;
     }

@@ -27,6 +27,14 @@ pub trait AddressPlane: Send + Sync + std::fmt::Debug {
     fn acquire(&self, ip: IpAddr) -> io::Result<()>;
     /// Gives `ip` up. Idempotent; releasing an address not held is no error.
     fn release(&self, ip: IpAddr) -> io::Result<()>;
+    /// Whether two processes may hold an address at once, as on one host,
+    /// where the next holder can listen beside the last (`SO_REUSEPORT`)
+    /// before the last stops: an address handed on by a live node (a
+    /// drain, an owner back on the ring) then refuses no connection. On a
+    /// LAN an address is on one host at a time.
+    fn overlaps(&self) -> bool {
+        false
+    }
 }
 
 /// Addresses that are local without anything to do (127.0.0.0/8, ::1).
@@ -43,6 +51,10 @@ impl AddressPlane for Loopback {
                 format!("{ip} is not a loopback address"),
             ))
         }
+    }
+
+    fn overlaps(&self) -> bool {
+        true
     }
 
     fn release(&self, _ip: IpAddr) -> io::Result<()> {

@@ -310,7 +310,9 @@ impl Handover for Takeover {
             let Some(map) = snap.map.as_ref() else {
                 return;
             };
-            let Some(next) = service::successor(map, &self.priority, address, self.me) else {
+            let tables = snap.tables.as_ref();
+            let Some(next) = service::successor(map, tables, &self.priority, address, self.me)
+            else {
                 return;
             };
             let Some(member) = map.members.iter().find(|m| m.id == next) else {
