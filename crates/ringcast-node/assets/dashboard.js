@@ -259,17 +259,25 @@
       const leave = h('button', { type: 'button', textContent: 'Leave' });
       leave.setAttribute('data-leave', String(n.id));
       leave.disabled = n.status !== 'up';
-      leave.addEventListener('click', () => makeLeave(n.id));
+      leave.addEventListener('click', () => adminAction(n.id, 'leave'));
+      // A node the tables show with no capacity takes no new stream and
+      // has handed its address on: it drains (docs/streaming.md).
+      const draining = n.status === 'up' && !!u && u.capacity.max_streams === 0;
+      const drain = h('button', { type: 'button', textContent: draining ? 'Undrain' : 'Drain' });
+      drain.setAttribute('data-drain', String(n.id));
+      drain.disabled = n.status !== 'up';
+      drain.addEventListener('click', () => adminAction(n.id, draining ? 'undrain' : 'drain'));
+      const status = draining ? 'draining' : n.status;
       const here = n.id === overview.answered_by ? ' (this page)' : '';
-      tbody.append(h('tr', { 'data-node': n.id, 'data-status': n.status, 'data-role': role },
+      tbody.append(h('tr', { 'data-node': n.id, 'data-status': status, 'data-role': role },
         h('td', {}, `n${n.id}${here}`),
         h('td', { class: 'role', 'data-role': role }, role),
-        h('td', { class: 'status', 'data-status': n.status }, n.status),
+        h('td', { class: 'status', 'data-status': status }, status),
         h('td', {}, at >= 0 ? `${at + 1} of ${ring.length}` : '—'),
         h('td', {}, u ? bar(u.load.streams, u.capacity.max_streams) : '',
           u ? `${u.load.streams}/${u.capacity.max_streams}` : '—'),
         h('td', {}, h('a', { href: `http://${n.http}/`, textContent: n.http })),
-        h('td', {}, leave)));
+        h('td', {}, drain, ' ', leave)));
     }
   }
 
@@ -415,13 +423,15 @@
 
   // ----- admin -----
 
-  async function makeLeave(id) {
+  // `action` is `leave`, `drain` or `undrain`: this node passes it on to
+  // node `id`, which checks the token again.
+  async function adminAction(id, action) {
     const token = $('token').value.trim();
     const status = $('admin-status');
     if (!token) { status.textContent = 'Enter the admin token first.'; return; }
-    status.textContent = `asking n${id} to leave…`;
+    status.textContent = `asking n${id} to ${action}…`;
     try {
-      const r = await fetch(`/v1/nodes/${id}/leave`, {
+      const r = await fetch(`/v1/nodes/${id}/${action}`, {
         method: 'POST', headers: { Authorization: 'Bearer ' + token }, cache: 'no-store',
       });
       const text = (await r.text()).trim();

@@ -269,13 +269,13 @@ fn joined(shared: &Shared) -> Option<String> {
         && map.member(shared.node).map(|m| m.incarnation) == Some(snap.incarnation);
     match snap.role {
         Role::Supervisor if listed => Some(format!(
-            "node {} supervises cluster {} ({} nodes up)",
+            "{} supervises cluster {} ({} nodes up)",
             shared.node,
             shared.cluster_name,
             map.members.iter().filter(|m| map.is_up(m.id)).count()
         )),
         Role::Member if listed => Some(format!(
-            "node {} is a member of cluster {}, supervisor {}",
+            "{} is a member of cluster {}, supervisor {}",
             shared.node, shared.cluster_name, map.supervisor
         )),
         _ => None,

@@ -370,6 +370,56 @@ fn the_dashboard_shows_a_killed_node_fail_and_its_event_and_keeps_playing_withou
             .await
             .unwrap();
         eprintln!("player log:\n{}", player.as_array().map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n")).unwrap_or_default());
+        // The admin actions: n2 drained from the page shows as draining,
+        // with an Undrain button that puts it back.
+        client
+            .execute(
+                "document.getElementById('token').value = 'test-admin-token';
+                 document.querySelector('button[data-drain=\"2\"]').click(); return true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        wait_for(
+            &client,
+            &c,
+            "n2 shown draining, with an Undrain button",
+            "const row = document.querySelector('table.nodes tbody tr[data-node=\"2\"]');
+             const b = document.querySelector('button[data-drain=\"2\"]');
+             return row && row.dataset.status === 'draining' && b.textContent === 'Undrain' ? true : null;",
+        )
+        .await;
+        let drain_state = |c: &Cluster| -> Option<Value> {
+            c.agent
+                .get(&format!("{}/v1/drain", c.url(2)))
+                .call()
+                .ok()?
+                .into_json()
+                .ok()
+        };
+        c.wait("n2 says it drains", |c| {
+            drain_state(c).is_some_and(|v| v["draining"] == true)
+        });
+        client
+            .execute(
+                "document.querySelector('button[data-drain=\"2\"]').click(); return true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        wait_for(
+            &client,
+            &c,
+            "n2 shown up again, with a Drain button",
+            "const row = document.querySelector('table.nodes tbody tr[data-node=\"2\"]');
+             const b = document.querySelector('button[data-drain=\"2\"]');
+             return row && row.dataset.status === 'up' && b.textContent === 'Drain' ? true : null;",
+        )
+        .await;
+        c.wait("n2 says it serves again", |c| {
+            drain_state(c).is_some_and(|v| v["draining"] == false)
+        });
+
         let png = client.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         let saved = artifacts().join("dashboard-failover.png");

@@ -2,8 +2,11 @@
 //! the token of the file the cluster file's `admin_token_file` names,
 //! compared in constant time (`SECURITY.md`).
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ringcast_proto::NodeId;
 
 use crate::host::shared::Shared;
 
@@ -46,4 +49,47 @@ pub fn check_admin(shared: &Shared, headers: &HeaderMap) -> Result<String, Admin
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Passes an admin action on to node `id` (`POST` of `path` at its HTTP
+/// address from this node's map), with the token already checked here; the
+/// node checks it again. For the dashboard, which talks to one node only.
+pub async fn forward(shared: &Shared, id: NodeId, token: String, path: &'static str) -> Response {
+    let snap = shared.snapshot();
+    let Some(http) = snap
+        .map
+        .as_ref()
+        .and_then(|m| m.member(id))
+        .map(|m| m.addrs.http)
+    else {
+        return (StatusCode::NOT_FOUND, "no such node in the cluster map\n").into_response();
+    };
+    let url = format!("http://{http}{path}");
+    let forwarded = tokio::task::spawn_blocking(move || {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(1))
+            .redirects(0)
+            .build();
+        match agent
+            .post(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+        {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (
+                502,
+                format!("node {} at {http} did not answer: {e}\n", id.0),
+            ),
+        }
+    })
+    .await;
+    match forwarded {
+        Ok((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            body,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "forwarding failed\n").into_response(),
+    }
 }

@@ -21,7 +21,7 @@ use ringcast_proto::{LocalEvent, MemberStatus, NodeId, Role};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::admin::check_admin;
+use super::admin::{check_admin, forward};
 use super::metrics::role_name;
 use super::overview::{ClusterEntry, Overview};
 use crate::host::shared::{Shared, Snapshot};
@@ -308,36 +308,7 @@ async fn leave_node(
     if NodeId(id) == shared.node {
         return leave_now(&shared).await;
     }
-    let snap = shared.snapshot();
-    let Some(http) = snap
-        .map
-        .as_ref()
-        .and_then(|m| m.member(NodeId(id)))
-        .map(|m| m.addrs.http)
-    else {
-        return (StatusCode::NOT_FOUND, "no such node in the cluster map\n").into_response();
-    };
-    let url = format!("http://{http}/v1/leave");
-    let forwarded = tokio::task::spawn_blocking(move || {
-        match agent()
-            .post(&url)
-            .set("Authorization", &format!("Bearer {token}"))
-            .call()
-        {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-            Err(e) => (502, format!("node {id} at {http} did not answer: {e}\n")),
-        }
-    })
-    .await;
-    match forwarded {
-        Ok((code, body)) => (
-            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
-            body,
-        )
-            .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "forwarding failed\n").into_response(),
-    }
+    forward(&shared, NodeId(id), token, "/v1/leave").await
 }
 
 /// The query of `GET /v1/events`.

@@ -17,15 +17,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path as AxPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ringcast_proto::{Capacity, LocalEvent};
+use ringcast_proto::{Capacity, LocalEvent, NodeId};
 use serde::Serialize;
 
-use super::admin::check_admin;
+use super::admin::{check_admin, forward};
 use crate::host::shared::Shared;
 
 /// The drain routes.
@@ -33,6 +33,8 @@ pub fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/drain", get(state).post(drain))
         .route("/v1/undrain", post(undrain))
+        .route("/v1/nodes/{id}/drain", post(drain_node))
+        .route("/v1/nodes/{id}/undrain", post(undrain_node))
         .with_state(shared)
 }
 
@@ -129,5 +131,40 @@ async fn set(shared: &Shared, headers: &HeaderMap, draining: bool) -> Response {
     {
         return (StatusCode::GONE, "the node has already stopped\n").into_response();
     }
-    (StatusCode::ACCEPTED, Json(drain_state(shared))).into_response()
+    let said = if draining {
+        "draining\n"
+    } else {
+        "serving again\n"
+    };
+    (StatusCode::ACCEPTED, said).into_response()
+}
+
+/// `POST /v1/nodes/{id}/drain` and `/undrain`: the dashboard's actions,
+/// asked of any node and passed on to node `id`.
+async fn drain_node(
+    State(shared): State<Arc<Shared>>,
+    AxPath(id): AxPath<u32>,
+    headers: HeaderMap,
+) -> Response {
+    on_node(&shared, id, &headers, true).await
+}
+
+async fn undrain_node(
+    State(shared): State<Arc<Shared>>,
+    AxPath(id): AxPath<u32>,
+    headers: HeaderMap,
+) -> Response {
+    on_node(&shared, id, &headers, false).await
+}
+
+async fn on_node(shared: &Shared, id: u32, headers: &HeaderMap, draining: bool) -> Response {
+    let token = match check_admin(shared, headers) {
+        Ok(t) => t,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if NodeId(id) == shared.node {
+        return set(shared, headers, draining).await;
+    }
+    let path = if draining { "/v1/drain" } else { "/v1/undrain" };
+    forward(shared, NodeId(id), token, path).await
 }

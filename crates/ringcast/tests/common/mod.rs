@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod notify;
+pub mod package;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
