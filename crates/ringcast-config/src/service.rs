@@ -392,18 +392,23 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-fn fetch_once(agent: &ureq::Agent, url: &str, node: NodeId) -> Result<NodeSettings, SourceError> {
-    let response = match agent.get(url).call() {
-        Ok(response) => response,
+/// `GET url`: the response, or the service's error status with its message.
+fn get_from(agent: &ureq::Agent, url: &str) -> Result<ureq::Response, SourceError> {
+    match agent.get(url).call() {
+        Ok(response) => Ok(response),
         Err(ureq::Error::Status(status, response)) => {
             let body = read_limited(response.into_reader(), ERROR_BODY_LIMIT).unwrap_or_default();
-            return Err(SourceError::Status {
+            Err(SourceError::Status {
                 status,
                 message: error_message(&body),
-            });
+            })
         }
-        Err(ureq::Error::Transport(err)) => return Err(SourceError::Transport(Box::new(err))),
-    };
+        Err(ureq::Error::Transport(err)) => Err(SourceError::Transport(Box::new(err))),
+    }
+}
+
+fn fetch_once(agent: &ureq::Agent, url: &str, node: NodeId) -> Result<NodeSettings, SourceError> {
+    let response = get_from(agent, url)?;
     if response.status() != 200 {
         return Err(SourceError::Status {
             status: response.status(),
@@ -423,17 +428,7 @@ pub fn served_version(url: &str) -> Result<u32, SourceError> {
         config_version: u32,
     }
     let url = format!("{}/v1/cluster-file/version", url.trim_end_matches('/'));
-    let response = match agent().get(&url).call() {
-        Ok(response) => response,
-        Err(ureq::Error::Status(status, response)) => {
-            let body = read_limited(response.into_reader(), ERROR_BODY_LIMIT).unwrap_or_default();
-            return Err(SourceError::Status {
-                status,
-                message: error_message(&body),
-            });
-        }
-        Err(ureq::Error::Transport(err)) => return Err(SourceError::Transport(Box::new(err))),
-    };
+    let response = get_from(&agent(), &url)?;
     let body = read_limited(response.into_reader(), ERROR_BODY_LIMIT)?;
     let v: Version = serde_json::from_slice(&body).map_err(SourceError::Invalid)?;
     Ok(v.config_version)

@@ -190,6 +190,16 @@ impl Target {
     fn bases(&self) -> Result<Vec<String>> {
         status_cmd::targets(self.config.as_deref(), self.url.as_deref())
     }
+
+    /// Node `node` and the admin token that may act on it.
+    fn admin(&self, node: u32, token_file: Option<&PathBuf>) -> Result<drain_cmd::Target> {
+        drain_cmd::target(
+            node,
+            self.config.as_deref(),
+            self.url.as_deref(),
+            token_file,
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -487,27 +497,14 @@ fn run(cli: Cli) -> Result<()> {
             token_file,
             wait_seconds,
         } => {
-            let t = drain_cmd::target(
-                node,
-                target.config.as_deref(),
-                target.url.as_deref(),
-                token_file.as_ref(),
-            )?;
+            let t = target.admin(node, token_file.as_ref())?;
             drain_cmd::drain(node, &t, std::time::Duration::from_secs(wait_seconds))
         }
         Command::Undrain {
             node,
             target,
             token_file,
-        } => {
-            let t = drain_cmd::target(
-                node,
-                target.config.as_deref(),
-                target.url.as_deref(),
-                token_file.as_ref(),
-            )?;
-            drain_cmd::undrain(node, &t)
-        }
+        } => drain_cmd::undrain(node, &target.admin(node, token_file.as_ref())?),
         Command::Completions { shell } => {
             manual_cmd::completions(shell, &mut std::io::stdout().lock())
         }

@@ -12,106 +12,28 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::lan::Lan;
 use common::notify::Manager;
 use common::package::{install, run, unit_command, Scratch};
 use common::{is_root, LIMIT};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 /// The LAN: 10.253.0.0/24; hosts at .1 to .3, the player at .9.
 const LAN: &str = "10.253.0";
 
-fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args));
-}
-
-/// The hosts' namespaces and the bridge's, removed when dropped.
-struct Net {
-    prefix: String,
-    made: Vec<String>,
-}
-
-impl Net {
-    fn new() -> Net {
-        let prefix = format!(
-            "rcdp{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut net = Net {
-            prefix,
-            made: Vec::new(),
-        };
-        let br = net.ns("br");
-        net.add(&br);
-        ip(&[
-            "-n",
-            &br,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        ip(&["-n", &br, "link", "set", "br0", "up"]);
-        for (host, octet) in [("h1", 1), ("h2", 2), ("h3", 3), ("cl", 9)] {
-            let ns = net.ns(host);
-            net.add(&ns);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            let port = format!("p{host}");
-            ip(&[
-                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
-                &br,
-            ]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{LAN}.{octet}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &br, "link", "set", &port, "master", "br0"]);
-            ip(&["-n", &br, "link", "set", &port, "up"]);
-        }
-        net
-    }
-
-    fn ns(&self, host: &str) -> String {
-        format!("{}{host}", self.prefix)
-    }
-
-    fn add(&mut self, ns: &str) {
-        ip(&["netns", "add", ns]);
-        self.made.push(ns.to_string());
-    }
-
-    /// `program` run in `host`'s namespace.
-    fn exec(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(host)]).arg(program);
-        for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
-            c.env_remove(proxy);
-        }
-        c
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.made.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+fn lan() -> Lan {
+    let hosts: Vec<(String, String)> = [("h1", 1), ("h2", 2), ("h3", 3), ("cl", 9)]
+        .iter()
+        .map(|(h, o)| (h.to_string(), format!("{LAN}.{o}/24")))
+        .collect();
+    let refs: Vec<(&str, &str)> = hosts
+        .iter()
+        .map(|(h, a)| (h.as_str(), a.as_str()))
+        .collect();
+    Lan::new("dp", &refs)
 }
 
 /// The guide's cluster file, on this LAN: node `h` on host `h`, the movie's
@@ -157,7 +79,7 @@ impl Host {
 
     /// Starts the node as systemd would (the unit's command line, its
     /// defaults file) and waits for READY.
-    fn start(&mut self, net: &Net) {
+    fn start(&mut self, net: &Lan) {
         let words = unit_command(&self.root);
         let log = std::fs::File::options()
             .create(true)
@@ -211,7 +133,7 @@ impl Host {
     }
 
     /// `ringcast ARGS --config <this host's cluster file>` in this host's namespace.
-    fn ringcast(&self, net: &Net, args: &[&str]) -> String {
+    fn ringcast(&self, net: &Lan, args: &[&str]) -> String {
         let out = net
             .exec(&self.name, self.bin())
             .args(args)
@@ -244,7 +166,7 @@ impl Drop for Host {
 }
 
 /// The cluster as host `h`'s node sees it: supervisor and the ids up.
-fn seen(net: &Net, host: &Host, h: u32) -> Option<(u64, Vec<u64>)> {
+fn seen(net: &Lan, host: &Host, h: u32) -> Option<(u64, Vec<u64>)> {
     let out = net
         .exec(&host.name, host.bin())
         .args([
@@ -266,7 +188,7 @@ fn seen(net: &Net, host: &Host, h: u32) -> Option<(u64, Vec<u64>)> {
     Some((v["supervisor"].as_u64()?, up))
 }
 
-fn wait_cluster(net: &Net, hosts: &[Host], sup: u64, what: &str) {
+fn wait_cluster(net: &Lan, hosts: &[Host], sup: u64, what: &str) {
     let start = Instant::now();
     while !(1..=3).all(|h| seen(net, &hosts[h as usize - 1], h) == Some((sup, vec![1, 2, 3]))) {
         assert!(
@@ -283,7 +205,7 @@ fn wait_cluster(net: &Net, hosts: &[Host], sup: u64, what: &str) {
 
 /// The player on its own host downloads the movie through the cluster
 /// address; it must be the movie, byte for byte.
-fn download(net: &Net, dir: &Path, movie: &[u8], step: &str) {
+fn download(net: &Lan, dir: &Path, movie: &[u8], step: &str) {
     let out = dir.join("download.mp4");
     let _ = std::fs::remove_file(&out);
     let got = net
@@ -315,7 +237,7 @@ fn the_deployment_guide_runs_three_hosts_through_a_rolling_upgrade() {
         );
         return;
     }
-    let net = Net::new();
+    let net = lan();
     let shared = common::package::scratch("deploy");
     // One replica of the movie per host, same bytes and time (the guide's
     // "replicas kept in step").

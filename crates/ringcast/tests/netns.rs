@@ -15,107 +15,34 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::lan::Lan;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-struct Net {
-    prefix: String,
-    hosts: u32,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// Hosts h1..hN at 10.254.0.1..N on one bridge.
+struct Net(Lan);
 
 impl Net {
     fn new(hosts: u32) -> Net {
-        let prefix = format!(
-            "rc{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let net = Net { prefix, hosts };
-        let br = net.bridge_ns();
-        ip(&["netns", "add", &br]);
-        ip(&[
-            "-n",
-            &br,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        ip(&["-n", &br, "link", "set", "br0", "up"]);
-        for h in 1..=hosts {
-            let ns = net.host(h);
-            ip(&["netns", "add", &ns]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            let (inner, outer) = (format!("h{h}eth"), format!("h{h}br"));
-            ip(&[
-                "-n", &ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer, "netns",
-                &br,
-            ]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.254.0.{h}/24"),
-                "dev",
-                &inner,
-            ]);
-            ip(&["-n", &ns, "link", "set", &inner, "up"]);
-            ip(&["-n", &br, "link", "set", &outer, "master", "br0"]);
-            ip(&["-n", &br, "link", "set", &outer, "up"]);
-        }
-        net
+        let named: Vec<(String, String)> = (1..=hosts)
+            .map(|h| (format!("h{h}"), format!("10.254.0.{h}/24")))
+            .collect();
+        let refs: Vec<(&str, &str)> = named
+            .iter()
+            .map(|(h, a)| (h.as_str(), a.as_str()))
+            .collect();
+        Net(Lan::new("", &refs))
     }
 
     fn host(&self, h: u32) -> String {
-        format!("{}h{h}", self.prefix)
-    }
-
-    fn bridge_ns(&self) -> String {
-        format!("{}br", self.prefix)
+        self.0.ns(&format!("h{h}"))
     }
 
     /// Cuts (or restores) host `h`'s link to the bridge.
     fn link(&self, h: u32, up: bool) {
-        ip(&[
-            "-n",
-            &self.bridge_ns(),
-            "link",
-            "set",
-            &format!("h{h}br"),
-            if up { "up" } else { "down" },
-        ]);
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for h in 1..=self.hosts {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.host(h)])
-                .status();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.bridge_ns()])
-            .status();
+        self.0.link(&format!("h{h}"), up);
     }
 }
 
@@ -176,7 +103,7 @@ impl Hosts {
     /// across the bridge.
     fn start(interval_ms: u64) -> Hosts {
         let net = Net::new(3);
-        let dir = std::env::temp_dir().join(format!("ringcast-{}", net.prefix));
+        let dir = std::env::temp_dir().join(format!("ringcast-{}", net.0.prefix));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cluster.key"), common::key_hex(0x33)).unwrap();
