@@ -92,6 +92,12 @@ pub struct Ring {
     unlisted: BTreeMap<NodeId, StatusEntry>,
     /// Entries merged because the map now lists them, for the supervisor to read.
     relisted: Vec<NodeId>,
+    /// The map last followed: its supervisor, epoch, version and the
+    /// supervisor's life. A supervisor bumps the version with every change,
+    /// so the same key is the same map, and following it again would find
+    /// nothing to do (it did, on every notification: a fifth of a large
+    /// simulation's time).
+    followed: Option<(NodeId, crate::ids::Epoch, u64, Incarnation)>,
 }
 
 /// What a status is, to the ring state of its receiver.
@@ -129,6 +135,16 @@ impl Ring {
     /// Takes the ring order from a newly adopted map. Returns whether the
     /// upstream neighbour changed, so its silence deadline restarts.
     pub fn follow(&mut self, map: &ClusterMap, me: NodeId) -> bool {
+        let key = (
+            map.supervisor,
+            map.epoch,
+            map.version,
+            map.supervisor_incarnation(),
+        );
+        if self.followed == Some(key) {
+            return false;
+        }
+        self.followed = Some(key);
         let (up, down) = match map.neighbours(me) {
             Some((u, d)) => {
                 let inc = map.member(u).map(|m| m.incarnation).unwrap_or_default();
