@@ -47,7 +47,8 @@ use crate::buckets::retry_after_secs;
 use crate::guard::{Guard, Refused};
 use crate::limits::HttpLimits;
 use crate::stream::{
-    self, Outcome, RequestHead, Resolve, StreamConfig, StreamContext, StreamCounters, MAX_HEADERS,
+    self, Closing, Outcome, RequestHead, Resolve, StreamConfig, StreamContext, StreamCounters,
+    MAX_HEADERS,
 };
 
 pub use crate::limits::MAX_CONNECTIONS;
@@ -160,7 +161,28 @@ impl Server {
     /// Serves `listener` until the task is dropped; an accept error is
     /// logged and retried after a short pause.
     pub async fn serve(self, listener: TcpListener) {
+        let closing = self.ctx.config.closing.clone();
+        self.serve_closing(listener, closing).await
+    }
+
+    /// [`Server::serve`] where the connections accepted on `listener`
+    /// close after each response once `closing` is set (a service address
+    /// handed on: claim 13), whatever the other listeners do.
+    pub async fn serve_closing(self, listener: TcpListener, closing: Arc<Closing>) {
         let Server { api, ctx } = self;
+        let ctx = if Arc::ptr_eq(&ctx.config.closing, &closing) {
+            ctx
+        } else {
+            Arc::new(StreamContext {
+                resolver: ctx.resolver.clone(),
+                counters: ctx.counters.clone(),
+                config: StreamConfig {
+                    closing,
+                    ..ctx.config.clone()
+                },
+                guard: ctx.guard.clone(),
+            })
+        };
         let guard = ctx.guard.clone();
         loop {
             let (sock, peer) = match listener.accept().await {

@@ -356,9 +356,11 @@ pub async fn start_with_seats(
     }
     let serve: Serve = {
         let server = server.clone();
-        Arc::new(move |listener| tokio::spawn(server.clone().serve(listener)))
+        Arc::new(move |listener, closing| {
+            tokio::spawn(server.clone().serve_closing(listener, closing))
+        })
     };
-    let mut tasks = vec![serve(listener)];
+    let mut tasks = vec![serve(listener, shared.draining.clone())];
     if let Some(plane) = plane {
         let holder = Holder::new(
             me,

@@ -76,6 +76,24 @@ pub(crate) const STREAM_RATE: u64 = 1 << 20;
 pub(crate) struct Stream {
     pub(crate) child: Child,
     pub(crate) out: PathBuf,
+    /// The player's own messages (its resumes and why), kept beside the
+    /// output so a stream that ends wrong can say why.
+    pub(crate) log: PathBuf,
+}
+
+impl Stream {
+    /// Why the stream ended wrong, in the player's own last lines.
+    pub(crate) fn why(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(6)..].join("\n  ")
+    }
+
+    /// Removes the output and the log once the stream is counted.
+    pub(crate) fn remove(&self) {
+        let _ = std::fs::remove_file(&self.out);
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 /// The hog's threads and the streams playing; dropping it (at the end, or
@@ -148,6 +166,9 @@ fn hog(threads: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()
 }
 
 pub(crate) fn start_stream(url: &str, out: &Path) -> Result<Stream> {
+    let log = out.with_extension("log");
+    let stderr =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let child = Command::new(std::env::current_exe().context("cannot find this program")?)
         .args([
             "play",
@@ -159,12 +180,13 @@ pub(crate) fn start_stream(url: &str, out: &Path) -> Result<Stream> {
         ])
         .arg(out)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .context("cannot start ringcast play")?;
     Ok(Stream {
         child,
         out: out.to_path_buf(),
+        log,
     })
 }
 
@@ -314,9 +336,13 @@ pub fn soak(opts: &SoakOptions) -> Result<SoakReport> {
                             completed += 1;
                         } else {
                             lost += 1;
-                            eprintln!("soak: stream {} ended wrong ({status})", s.out.display());
+                            eprintln!(
+                                "soak: stream {} ended wrong ({status}):\n  {}",
+                                s.out.display(),
+                                s.why()
+                            );
                         }
-                        let _ = std::fs::remove_file(&s.out);
+                        s.remove();
                         *slot = None;
                     }
                     Ok(None) => {}

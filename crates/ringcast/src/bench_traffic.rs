@@ -152,9 +152,13 @@ impl Players {
                             self.completed += 1;
                         } else {
                             self.lost += 1;
-                            eprintln!("traffic: stream {} ended wrong ({status})", s.out.display());
+                            eprintln!(
+                                "traffic: stream {} ended wrong ({status}):\n  {}",
+                                s.out.display(),
+                                s.why()
+                            );
                         }
-                        let _ = std::fs::remove_file(&s.out);
+                        s.remove();
                         *slot = None;
                     }
                     Ok(None) => {}

@@ -151,7 +151,14 @@ pub fn run(opts: &PlayOptions) -> Result<(PathBuf, Vec<Part>)> {
                     .stream_position()
                     .context("cannot tell the output's length")?;
                 failures += 1;
-                bar.println(format!("interrupted at byte {have}: {e:#}; resuming"));
+                let message = format!("interrupted at byte {have}: {e:#}; resuming");
+                if opts.plain {
+                    // A hidden bar prints nothing: plain output still says
+                    // why the download resumed.
+                    eprintln!("{message}");
+                } else {
+                    bar.println(message);
+                }
                 if failures > MAX_RESUMES {
                     bail!("gave up after {MAX_RESUMES} resumes: {e:#}");
                 }
@@ -202,7 +209,14 @@ fn fetch_part(
             req = req.set("If-Range", tag);
         }
     }
-    let resp = req.call().with_context(|| format!("cannot read {url}"))?;
+    let resp = match req.call() {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(code, r)) => {
+            let body = r.into_string().unwrap_or_default();
+            bail!("{url} answered {code}: {}", body.trim())
+        }
+        Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot read {url}"))),
+    };
     let status = resp.status();
     let this_etag = resp.header("etag").map(String::from);
     if have > 0 && status != 206 {

@@ -49,19 +49,35 @@ pub struct StreamConfig {
     pub closing: Arc<Closing>,
 }
 
-/// Whether responses close their connections (a draining node).
+/// Whether responses close their connections: a draining node, or a
+/// listener on an address this node has handed on (claim 13), whose
+/// players must reconnect to reach the address's new holder.
 #[derive(Debug, Default)]
-pub struct Closing(std::sync::atomic::AtomicBool);
+pub struct Closing {
+    flag: std::sync::atomic::AtomicBool,
+    /// Set for a wider scope (the whole node) that this one is part of.
+    within: Option<Arc<Closing>>,
+}
 
 impl Closing {
+    /// A flag of its own that is also set whenever `within` is.
+    pub fn within(within: Arc<Closing>) -> Closing {
+        Closing {
+            flag: Default::default(),
+            within: Some(within),
+        }
+    }
+
     /// From now on responses close their connections, or no longer do.
     pub fn set(&self, closing: bool) {
-        self.0.store(closing, std::sync::atomic::Ordering::Relaxed);
+        self.flag
+            .store(closing, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether responses close their connections.
     pub fn is_set(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.flag.load(std::sync::atomic::Ordering::Relaxed)
+            || self.within.as_ref().is_some_and(|w| w.is_set())
     }
 }
 

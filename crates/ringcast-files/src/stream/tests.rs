@@ -852,6 +852,35 @@ fn keep_alive_serves_two_requests_on_one_connection() {
 }
 
 #[test]
+fn a_handed_on_address_closes_its_connections_after_the_response_in_hand() {
+    // Claim 13: a keep-alive connection accepted on an address this node
+    // has handed on must end, so the player reconnects to the new holder.
+    let node = Arc::new(super::Closing::default());
+    for set_node in [false, true] {
+        let listener = Arc::new(super::Closing::within(node.clone()));
+        let s = TestServer::start(StreamConfig {
+            closing: listener.clone(),
+            ..StreamConfig::default()
+        });
+        let data = s.file("a.mp4", 5000, 6);
+        let mut c = s.client();
+        let r1 = c.get("/v1/streams/a.mp4", &[]);
+        assert_eq!(r1.body, data);
+        assert!(r1.header("connection").is_none(), "kept alive at first");
+        if set_node {
+            node.set(true);
+        } else {
+            listener.set(true);
+        }
+        let r2 = c.get("/v1/streams/a.mp4", &[]);
+        assert_eq!(r2.body, data, "the request in hand is answered whole");
+        assert_eq!(r2.header("connection"), Some("close"));
+        assert!(c.closed());
+        node.set(false);
+    }
+}
+
+#[test]
 fn http_1_0_closes_unless_keep_alive_is_asked() {
     let s = TestServer::start(StreamConfig::default());
     let data = s.file("a.mp4", 3000, 5);

@@ -136,7 +136,14 @@ impl Streaming {
             return Err(deny(403, "the stream token is for another title"));
         }
         if !self.serves_for(token.node) {
-            return Err(deny(403, "the stream token is for another node"));
+            // A good token that reached the wrong node: a connection kept
+            // alive across a move of its address, or a map that moved on
+            // since placement. Placement knows where the stream is now.
+            return Err(self.replace(
+                title.as_str(),
+                token.stream,
+                "the stream token is for a node whose address is not held here",
+            ));
         }
         self.note_stream(token.stream);
         let Some((disk, mount)) = self.pick_disk(&token, &title) else {

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ringcast_config::addresses::ServiceAddresses;
+use ringcast_files::stream::Closing;
 use ringcast_proto::service::{self, Address};
 use ringcast_proto::NodeId;
 use tokio::task::JoinHandle;
@@ -33,8 +34,9 @@ const QUIET: Duration = Duration::from_secs(5);
 /// connection is refused in between.
 pub const RELEASE_GRACE: Duration = Duration::from_millis(250);
 
-/// Starts serving a bound listener; the task ends when aborted.
-pub type Serve = Arc<dyn Fn(tokio::net::TcpListener) -> JoinHandle<()> + Send + Sync>;
+/// Starts serving a bound listener; the task ends when aborted. Its
+/// connections close after each response once the flag is set.
+pub type Serve = Arc<dyn Fn(tokio::net::TcpListener, Arc<Closing>) -> JoinHandle<()> + Send + Sync>;
 
 /// The addresses this node holds right now, for the API and placement.
 #[derive(Debug, Default)]
@@ -62,11 +64,25 @@ pub struct Holder {
     shared: Arc<Shared>,
     serve: Serve,
     holdings: Arc<Holdings>,
-    bound: BTreeMap<Address, (SocketAddr, JoinHandle<()>)>,
+    bound: BTreeMap<Address, Bound>,
     complained: BTreeMap<Address, Instant>,
     /// Addresses handed on, released at the instant given ([`RELEASE_GRACE`]).
     releasing: BTreeMap<Address, Instant>,
     takeover: Option<Arc<Takeover>>,
+}
+
+/// An address held here: its socket, the task accepting on it, and the
+/// flag that closes its connections after each response once it is
+/// handed on.
+///
+/// Claim 13: a player's keep-alive connection stays with the process that
+/// accepted it. Once the address belongs to another node, that connection
+/// must end after its current response, or the player keeps asking a node
+/// that no longer serves its streams.
+struct Bound {
+    socket: SocketAddr,
+    task: JoinHandle<()>,
+    handed_on: Arc<Closing>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -152,8 +168,20 @@ impl Holder {
             .filter(|a| !wanted.contains_key(a))
             .copied()
             .collect();
+        for address in self.releasing.keys() {
+            if let Some(b) = self
+                .bound
+                .get(address)
+                .filter(|_| wanted.contains_key(address))
+            {
+                b.handed_on.set(false);
+            }
+        }
         self.releasing.retain(|a, _| !wanted.contains_key(a));
         for address in gone {
+            if let Some(b) = self.bound.get(&address) {
+                b.handed_on.set(true);
+            }
             // Handed on by a map this node still follows, where the next
             // holder can listen beside it: a grace first. Without a map (cut
             // off from its cluster), at once.
@@ -172,7 +200,7 @@ impl Holder {
             }
         }
         self.holdings
-            .set(self.bound.iter().map(|(a, (s, _))| (*a, *s)).collect());
+            .set(self.bound.iter().map(|(a, b)| (*a, b.socket)).collect());
     }
 
     fn take(&mut self, address: Address, socket: SocketAddr) {
@@ -187,11 +215,19 @@ impl Holder {
             .and_then(|()| bind(socket, transparent, overlap));
         match result {
             Ok(listener) => {
-                let task = (self.serve)(listener);
+                let handed_on = Arc::new(Closing::within(self.shared.draining.clone()));
+                let task = (self.serve)(listener, handed_on.clone());
                 if let (Some(t), Some(p)) = (&self.takeover, pending) {
                     tokio::spawn(t.clone().finish(p));
                 }
-                self.bound.insert(address, (socket, task));
+                self.bound.insert(
+                    address,
+                    Bound {
+                        socket,
+                        task,
+                        handed_on,
+                    },
+                );
                 self.complained.remove(&address);
                 self.shared.metrics.count_address_move("taken");
                 self.shared.publish_local(
@@ -215,11 +251,17 @@ impl Holder {
     }
 
     fn release(&mut self, address: Address) {
-        let Some((socket, task)) = self.bound.remove(&address) else {
+        let Some(Bound {
+            socket,
+            task,
+            handed_on,
+        }) = self.bound.remove(&address)
+        else {
             return;
         };
+        handed_on.set(true);
         task.abort();
-        let still_used = self.bound.values().any(|(s, _)| s.ip() == socket.ip());
+        let still_used = self.bound.values().any(|b| b.socket.ip() == socket.ip());
         if !still_used {
             if let Err(e) = self.plane.release(socket.ip()) {
                 tracing::warn!("cannot release {}: {e}", socket.ip());
