@@ -14,13 +14,22 @@
 //!   settings over HTTP, and the node's client, which keeps the last good
 //!   answer on disk.
 //!
+//! - [`admin`]: the admin token's digest, which is all a node holds of it.
+//! - [`tls`]: the configuration service's TLS listener, which tells the
+//!   handlers which node's certificate each request came with.
+//! - [`credentials`]: the cluster's CA, the service's certificate and
+//!   signing key, and each node's client certificate.
+//!
 //! Only this crate parses TOML; the protocol core receives typed values.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod addresses;
+pub mod admin;
 pub mod clusterfile;
+pub mod credentials;
 pub mod live;
 pub mod service;
 pub mod settings;
+pub mod tls;

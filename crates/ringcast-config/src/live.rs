@@ -43,7 +43,7 @@ impl RunningConfig {
             cluster_name: settings.cluster_name.clone(),
             limits: settings.limits.clone(),
             service: settings.service.clone(),
-            admin_token: settings.admin_token.is_some(),
+            admin_token: settings.admin_token_sha256.is_some(),
             seats: settings.seats.len(),
         }
     }

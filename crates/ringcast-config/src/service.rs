@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Extension, Path as UrlPath, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,7 +38,9 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::clusterfile::{self, write_private_bytes, ClusterFile, ConfigFileError};
+use crate::credentials::{NodeCredentials, ServiceCredentials, SIGNATURE_HEADER};
 use crate::settings::NodeSettings;
+use crate::tls::Peer;
 
 /// The largest answer (and cached copy) [`fetch`] reads, in bytes.
 pub const MAX_BODY: u64 = 1 << 20;
@@ -68,21 +70,44 @@ pub enum ServeError {
 
 /// Claims 1-3: serves the cluster file at `path` on `listener` until an I/O
 /// error stops it. The file must load at start; later changes are picked up
-/// as the module doc describes.
+/// as the module doc describes. Plain HTTP: any client that reaches it
+/// gets every node's keys, so only on loopback (`ringcast up`).
 pub async fn serve(path: PathBuf, listener: TcpListener) -> Result<(), ServeError> {
-    let service = Service::start(path).await?;
-    let app = Router::new()
+    let service = Service::start(path, None).await?;
+    axum::serve(listener, router(service))
+        .await
+        .map_err(ServeError::Io)
+}
+
+/// [`serve`] over TLS with the service's `credentials` (`SECURITY.md`): a
+/// client must present a node certificate of the cluster's CA and gets
+/// that node's configuration only, signed with the service's key.
+pub async fn serve_tls(
+    path: PathBuf,
+    listener: TcpListener,
+    credentials: ServiceCredentials,
+) -> Result<(), ServeError> {
+    let tls = credentials.tls.clone();
+    let service = Service::start(path, Some(credentials)).await?;
+    crate::tls::serve(listener, router(service), tls)
+        .await
+        .map_err(ServeError::Io)
+}
+
+fn router(service: Service) -> Router {
+    Router::new()
         .route("/v1/nodes/{id}/config", get(node_config))
         .route("/v1/cluster-file/version", get(version))
         .fallback(not_found)
-        .with_state(Arc::new(service));
-    axum::serve(listener, app).await.map_err(ServeError::Io)
+        .with_state(Arc::new(service))
 }
 
 /// The cluster file being served and how to tell it changed.
 struct Service {
     path: PathBuf,
     current: Mutex<Current>,
+    /// Over TLS: who may fetch what, and the key that signs it.
+    credentials: Option<ServiceCredentials>,
 }
 
 struct Current {
@@ -100,7 +125,10 @@ struct Stamp {
 }
 
 impl Service {
-    async fn start(path: PathBuf) -> Result<Self, ServeError> {
+    async fn start(
+        path: PathBuf,
+        credentials: Option<ServiceCredentials>,
+    ) -> Result<Self, ServeError> {
         let stamp = stamp_of(&path).await.ok();
         let file = load_off_thread(path.clone()).await?;
         info!(
@@ -116,6 +144,7 @@ impl Service {
         Ok(Service {
             path,
             current: Mutex::new(current),
+            credentials,
         })
     }
 
@@ -187,6 +216,7 @@ async fn load_off_thread(path: PathBuf) -> Result<ClusterFile, ServeError> {
 async fn node_config(
     State(service): State<Arc<Service>>,
     UrlPath(id): UrlPath<String>,
+    peer: Option<Extension<Peer>>,
 ) -> Response {
     let Ok(id) = id.parse::<u32>() else {
         let shown: String = id.chars().take(64).collect();
@@ -195,14 +225,48 @@ async fn node_config(
             format!("node id {shown:?} is not a number"),
         );
     };
+    if service.credentials.is_some() {
+        // The TLS handshake proved the certificate is the cluster's; it
+        // must also be this node's.
+        match peer.and_then(|Extension(p)| p.0) {
+            Some(n) if n.0 == id => {}
+            Some(n) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the certificate presented is node {}'s; it may fetch only node {}'s configuration",
+                        n.0, n.0
+                    ),
+                )
+            }
+            None => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "the certificate presented names no ringcast node".to_string(),
+                )
+            }
+        }
+    }
     let file = service.file().await;
     match file.node_settings(NodeId(id)) {
         Ok(settings) => {
-            let mut response = Json(settings).into_response();
+            let body = match serde_json::to_vec(&settings) {
+                Ok(body) => body,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+            let mut response = Response::new(axum::body::Body::from(body.clone()));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             // The answer holds the cluster key: no cache may keep it.
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Some(credentials) = &service.credentials {
+                if let Ok(v) = HeaderValue::from_str(&credentials.sign(&body)) {
+                    headers.insert(SIGNATURE_HEADER, v);
+                }
+            }
             response
         }
         Err(ConfigFileError::UnknownNode { .. }) => error(
@@ -260,6 +324,30 @@ pub enum SourceError {
         /// The node the settings are for.
         got: NodeId,
     },
+    /// The node has credentials, so its configuration must be signed, and
+    /// this one carries no signature.
+    #[error("it is not signed, and this node accepts only configurations signed by its service ({})", trusted.display())]
+    Unsigned {
+        /// The public key file the node trusts.
+        trusted: PathBuf,
+    },
+    /// The signature does not verify: the bytes were altered, or signed by
+    /// another key.
+    #[error("its signature does not verify with {}: it was altered, or signed by another service", trusted.display())]
+    BadSignature {
+        /// The public key file the node trusts.
+        trusted: PathBuf,
+    },
+}
+
+impl SourceError {
+    /// Whether the source is untrusted rather than unreachable: not retried.
+    fn is_untrusted(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Unsigned { .. } | SourceError::BadSignature { .. }
+        )
+    }
 }
 
 /// Why [`fetch`] has no settings for the node; every variant names the URL or file.
@@ -299,6 +387,36 @@ pub enum FetchError {
         /// Why the cached copy cannot be used.
         cache_problem: Box<SourceError>,
     },
+    /// The service's answer is not signed by the key the node trusts. Not
+    /// retried, and the cached copy is not used.
+    #[error("{url} gave node {}'s configuration, but {why}", node.0)]
+    Untrusted {
+        /// The URL asked.
+        url: String,
+        /// The node asked for.
+        node: NodeId,
+        /// What is wrong with it.
+        why: Box<SourceError>,
+    },
+    /// A signed configuration older than the one this node already ran: a
+    /// replay, or a cluster file whose `config_version` went down.
+    #[error(
+        "{url} gave node {}'s configuration version {got}, older than version {have} that this node already ran ({}); a replayed configuration is refused (a changed cluster file must raise config_version)",
+        node.0,
+        cache.display()
+    )]
+    Older {
+        /// The URL asked.
+        url: String,
+        /// The node asked for.
+        node: NodeId,
+        /// The version served.
+        got: u32,
+        /// The version of the signed cached copy.
+        have: u32,
+        /// The cached copy.
+        cache: PathBuf,
+    },
     /// The settings arrived but could not be cached.
     #[error("cannot write the cached copy {}: {source}", path.display())]
     CacheWrite {
@@ -324,16 +442,56 @@ pub fn fetch(
     cache_dir: &Path,
     attempts: u32,
 ) -> Result<NodeSettings, FetchError> {
+    fetch_with(url, node, cache_dir, attempts, None)
+}
+
+/// [`fetch`] from a service over TLS with the node's `credentials`
+/// (`SECURITY.md`): the node presents its certificate, accepts only the
+/// cluster CA's service, and only configurations signed by the service's
+/// key and no older than the signed copy it cached (no replay). The cached
+/// copy is kept with its signature and checked again when it is used.
+pub fn fetch_with(
+    url: &str,
+    node: NodeId,
+    cache_dir: &Path,
+    attempts: u32,
+    credentials: Option<&NodeCredentials>,
+) -> Result<NodeSettings, FetchError> {
     let url = format!("{}/v1/nodes/{}/config", url.trim_end_matches('/'), node.0);
     let attempts = attempts.max(1);
-    let agent = agent();
+    let agent = agent(credentials);
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match fetch_once(&agent, &url, node) {
-            Ok(settings) => {
-                write_cache(cache_dir, &settings)?;
-                return Ok(settings);
+        match fetch_once(&agent, &url, node, credentials) {
+            Ok(fetched) => {
+                if credentials.is_some() {
+                    let cache = cache_path(cache_dir, node);
+                    if let Ok(have) = read_cache(&cache, node, credentials) {
+                        let (got, have) = (
+                            fetched.settings.proto.config_version,
+                            have.proto.config_version,
+                        );
+                        if got < have {
+                            return Err(FetchError::Older {
+                                url,
+                                node,
+                                got,
+                                have,
+                                cache,
+                            });
+                        }
+                    }
+                }
+                write_cache(cache_dir, &fetched)?;
+                return Ok(fetched.settings);
+            }
+            Err(why) if why.is_untrusted() => {
+                return Err(FetchError::Untrusted {
+                    url,
+                    node,
+                    why: Box::new(why),
+                });
             }
             Err(SourceError::Status { status, message }) if (400..500).contains(&status) => {
                 return Err(FetchError::Refused {
@@ -344,7 +502,7 @@ pub fn fetch(
                 });
             }
             Err(last) if attempt >= attempts => {
-                return fall_back_to_cache(url, node, cache_dir, attempts, last);
+                return fall_back_to_cache(url, node, cache_dir, attempts, last, credentials);
             }
             Err(err) => {
                 warn!(%url, attempt, attempts, "fetching the configuration failed: {err}");
@@ -362,9 +520,10 @@ fn fall_back_to_cache(
     cache_dir: &Path,
     attempts: u32,
     last: SourceError,
+    credentials: Option<&NodeCredentials>,
 ) -> Result<NodeSettings, FetchError> {
     let cache = cache_path(cache_dir, node);
-    match read_cache(&cache, node) {
+    match read_cache(&cache, node, credentials) {
         Ok(settings) => {
             warn!(
                 %url,
@@ -385,11 +544,15 @@ fn fall_back_to_cache(
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+fn agent(credentials: Option<&NodeCredentials>) -> ureq::Agent {
+    let builder = ureq::AgentBuilder::new()
         .timeout(REQUEST_TIMEOUT)
-        .redirects(0)
-        .build()
+        .redirects(0);
+    match credentials {
+        Some(c) => builder.tls_config(c.tls.clone()),
+        None => builder,
+    }
+    .build()
 }
 
 /// `GET url`: the response, or the service's error status with its message.
@@ -407,7 +570,19 @@ fn get_from(agent: &ureq::Agent, url: &str) -> Result<ureq::Response, SourceErro
     }
 }
 
-fn fetch_once(agent: &ureq::Agent, url: &str, node: NodeId) -> Result<NodeSettings, SourceError> {
+/// Settings as fetched: decoded, with the bytes and signature they came in.
+struct Fetched {
+    settings: NodeSettings,
+    body: Vec<u8>,
+    signature: Option<String>,
+}
+
+fn fetch_once(
+    agent: &ureq::Agent,
+    url: &str,
+    node: NodeId,
+    credentials: Option<&NodeCredentials>,
+) -> Result<Fetched, SourceError> {
     let response = get_from(agent, url)?;
     if response.status() != 200 {
         return Err(SourceError::Status {
@@ -415,20 +590,51 @@ fn fetch_once(agent: &ureq::Agent, url: &str, node: NodeId) -> Result<NodeSettin
             message: response.status_text().chars().take(200).collect(),
         });
     }
+    let signature = response.header(SIGNATURE_HEADER).map(str::to_string);
     let body = read_limited(response.into_reader(), MAX_BODY)?;
-    decode(&body, node)
+    if let Some(c) = credentials {
+        check_signature(c, &body, signature.as_deref())?;
+    }
+    Ok(Fetched {
+        settings: decode(&body, node)?,
+        body,
+        signature,
+    })
+}
+
+/// Whether `body` carries the service's signature (checked before the
+/// bytes are decoded).
+fn check_signature(
+    credentials: &NodeCredentials,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), SourceError> {
+    let trusted = credentials.dir.join(crate::credentials::SIGNING_PUB);
+    match signature {
+        None => Err(SourceError::Unsigned { trusted }),
+        Some(sig) if credentials.verify(body, sig) => Ok(()),
+        Some(_) => Err(SourceError::BadSignature { trusted }),
+    }
 }
 
 /// The configuration version the service at `url` serves now (`GET
 /// /v1/cluster-file/version`, one attempt, blocking): how a running node
 /// notices a changed cluster file without fetching its settings.
 pub fn served_version(url: &str) -> Result<u32, SourceError> {
+    served_version_with(url, None)
+}
+
+/// [`served_version`] from a service over TLS with the node's `credentials`.
+pub fn served_version_with(
+    url: &str,
+    credentials: Option<&NodeCredentials>,
+) -> Result<u32, SourceError> {
     #[derive(serde::Deserialize)]
     struct Version {
         config_version: u32,
     }
     let url = format!("{}/v1/cluster-file/version", url.trim_end_matches('/'));
-    let response = get_from(&agent(), &url)?;
+    let response = get_from(&agent(credentials), &url)?;
     let body = read_limited(response.into_reader(), ERROR_BODY_LIMIT)?;
     let v: Version = serde_json::from_slice(&body).map_err(SourceError::Invalid)?;
     Ok(v.config_version)
@@ -477,14 +683,33 @@ pub fn cache_path(cache_dir: &Path, node: NodeId) -> PathBuf {
     cache_dir.join(format!("node-{}.json", node.0))
 }
 
-fn read_cache(path: &Path, node: NodeId) -> Result<NodeSettings, SourceError> {
+/// Where the signature of the cached copy at `cache` is kept.
+fn signature_path(cache: &Path) -> PathBuf {
+    let mut name = cache.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+/// The cached copy at `path`; with `credentials`, only if its signature
+/// (kept beside it) verifies: a copy altered on disk is refused.
+fn read_cache(
+    path: &Path,
+    node: NodeId,
+    credentials: Option<&NodeCredentials>,
+) -> Result<NodeSettings, SourceError> {
     let file = std::fs::File::open(path).map_err(SourceError::Io)?;
-    decode(&read_limited(file, MAX_BODY)?, node)
+    let body = read_limited(file, MAX_BODY)?;
+    if let Some(c) = credentials {
+        let signature = std::fs::read_to_string(signature_path(path)).ok();
+        check_signature(c, &body, signature.as_deref())?;
+    }
+    decode(&body, node)
 }
 
 /// Writes the settings to a temporary file and renames it over the cached
 /// copy, so a crash leaves either the old copy or the new one.
-fn write_cache(cache_dir: &Path, settings: &NodeSettings) -> Result<(), FetchError> {
+fn write_cache(cache_dir: &Path, fetched: &Fetched) -> Result<(), FetchError> {
+    let settings = &fetched.settings;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let fail = |path: &Path| {
         let path = path.to_path_buf();
@@ -498,10 +723,29 @@ fn write_cache(cache_dir: &Path, settings: &NodeSettings) -> Result<(), FetchErr
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    let json = serde_json::to_vec_pretty(settings).map_err(|err| FetchError::CacheWrite {
-        path: path.clone(),
-        source: io::Error::other(err),
-    })?;
+    // A signed copy keeps the bytes signed; an unsigned one is written
+    // readable.
+    let json = match &fetched.signature {
+        Some(_) => fetched.body.clone(),
+        None => serde_json::to_vec_pretty(settings).map_err(|err| FetchError::CacheWrite {
+            path: path.clone(),
+            source: io::Error::other(err),
+        })?,
+    };
+    let sig_path = signature_path(&path);
+    let sig_written = match &fetched.signature {
+        Some(sig) => write_private_bytes(&sig_path, sig.as_bytes()),
+        None => match std::fs::remove_file(&sig_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(source) = sig_written {
+        return Err(FetchError::CacheWrite {
+            path: sig_path,
+            source,
+        });
+    }
     let written = write_private_bytes(&temp, &json).and_then(|()| std::fs::rename(&temp, &path));
     if let Err(source) = written {
         let _ = std::fs::remove_file(&temp);
@@ -515,310 +759,4 @@ fn write_cache(cache_dir: &Path, settings: &NodeSettings) -> Result<(), FetchErr
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::SocketAddr;
-    use std::time::Instant;
-
-    use super::*;
-    use crate::clusterfile::local_cluster;
-
-    /// A local three-node cluster file and a cache directory, removed on drop.
-    struct Fixture {
-        dir: tempfile::TempDir,
-        path: PathBuf,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let path = local_cluster(&dir.path().join("cluster"), 3, None).unwrap();
-            Fixture { dir, path }
-        }
-
-        fn cache(&self) -> PathBuf {
-            self.dir.path().join("cache")
-        }
-
-        fn expected(&self, node: u32) -> NodeSettings {
-            clusterfile::load(&self.path)
-                .unwrap()
-                .node_settings(NodeId(node))
-                .unwrap()
-        }
-
-        fn set_config_version(&self, version: u32) {
-            let text = std::fs::read_to_string(&self.path).unwrap();
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("config_version"))
-                .unwrap();
-            let text = text.replace(line, &format!("config_version = {version}"));
-            std::fs::write(&self.path, text).unwrap();
-        }
-    }
-
-    /// Starts the service on 127.0.0.1 and returns its base URL once it answers.
-    async fn start(path: PathBuf) -> (String, tokio::task::JoinHandle<Result<(), ServeError>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(path, listener));
-        let url = format!("http://{addr}");
-        // The listener is bound, so this request waits in its backlog until
-        // the service has loaded the file and accepts.
-        config_version(&url).await;
-        (url, task)
-    }
-
-    /// Serves `body` with `status` for every request, as a hostile service might.
-    async fn start_fake(status: StatusCode, body: Vec<u8>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new().fallback(move || {
-            let body = body.clone();
-            async move { (status, body) }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-
-    async fn fetch_off_thread(
-        url: &str,
-        node: u32,
-        cache: &Path,
-        attempts: u32,
-    ) -> Result<NodeSettings, FetchError> {
-        let (url, cache) = (url.to_string(), cache.to_path_buf());
-        tokio::task::spawn_blocking(move || fetch(&url, NodeId(node), &cache, attempts))
-            .await
-            .unwrap()
-    }
-
-    /// GET `url`, returning the status and the body.
-    async fn get_raw(url: String) -> (u16, String) {
-        tokio::task::spawn_blocking(move || {
-            let response = match agent().get(&url).call() {
-                Ok(response) => response,
-                Err(ureq::Error::Status(_, response)) => response,
-                Err(err) => panic!("GET {url}: {err}"),
-            };
-            (response.status(), response.into_string().unwrap())
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn config_version(url: &str) -> u64 {
-        let (status, body) = get_raw(format!("{url}/v1/cluster-file/version")).await;
-        assert_eq!(status, 200, "{body}");
-        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-        value["config_version"].as_u64().unwrap()
-    }
-
-    /// Polls the version endpoint until it reports `version`, for at most ten seconds.
-    async fn wait_for_version(url: &str, version: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen = config_version(url).await;
-            if seen == version {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the service still reports config_version {seen}, not {version}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// A TCP address on 127.0.0.1 where nothing listens.
-    fn closed_port() -> SocketAddr {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_node_fetches_the_settings_the_file_gives_it_and_caches_them() {
-        let fx = Fixture::new();
-        let (url, _server) = start(fx.path.clone()).await;
-        for node in 1..=3 {
-            let settings = fetch_off_thread(&url, node, &fx.cache(), 3).await.unwrap();
-            assert_eq!(settings, fx.expected(node));
-        }
-        let cached = std::fs::read(cache_path(&fx.cache(), NodeId(2))).unwrap();
-        assert_eq!(decode(&cached, NodeId(2)).unwrap(), fx.expected(2));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(cache_path(&fx.cache(), NodeId(2))).unwrap();
-            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        }
-        let leftovers = std::fs::read_dir(fx.cache()).unwrap().count();
-        assert_eq!(leftovers, 3, "temporary files were left behind");
-    }
-
-    #[tokio::test]
-    async fn fetch_falls_back_to_the_cached_copy_when_the_service_is_gone() {
-        let fx = Fixture::new();
-        let (url, server) = start(fx.path.clone()).await;
-        let fetched = fetch_off_thread(&url, 2, &fx.cache(), 1).await.unwrap();
-        server.abort();
-        assert!(server.await.unwrap_err().is_cancelled());
-        let fallback = fetch_off_thread(&url, 2, &fx.cache(), 2).await.unwrap();
-        assert_eq!(fallback, fetched);
-    }
-
-    #[tokio::test]
-    async fn fetch_without_a_service_or_a_cached_copy_names_the_url_and_the_cache() {
-        let fx = Fixture::new();
-        let url = format!("http://{}", closed_port());
-        let err = fetch_off_thread(&url, 2, &fx.cache(), 2).await.unwrap_err();
-        assert!(
-            matches!(err, FetchError::Unavailable { attempts: 2, .. }),
-            "{err:?}"
-        );
-        let text = err.to_string();
-        assert!(text.contains(&format!("{url}/v1/nodes/2/config")), "{text}");
-        assert!(text.contains("node-2.json"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn fetching_an_unknown_node_is_refused_without_the_cache() {
-        let fx = Fixture::new();
-        let (url, _server) = start(fx.path.clone()).await;
-        // A cached copy for node 9 must not hide the service's answer.
-        let mut stale = fx.expected(1);
-        stale.proto.node = NodeId(9);
-        std::fs::create_dir_all(fx.cache()).unwrap();
-        let json = serde_json::to_vec(&stale).unwrap();
-        std::fs::write(cache_path(&fx.cache(), NodeId(9)), json).unwrap();
-
-        let err = fetch_off_thread(&url, 9, &fx.cache(), 5).await.unwrap_err();
-        let FetchError::Refused {
-            status, message, ..
-        } = &err
-        else {
-            panic!("expected a refusal, got {err:?}");
-        };
-        assert_eq!(*status, 404);
-        assert_eq!(message, "node 9 is not in the cluster file");
-        assert!(err.to_string().contains("/v1/nodes/9/config"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_node_id_that_is_not_a_number_gets_400_with_a_json_error() {
-        let fx = Fixture::new();
-        let (url, _server) = start(fx.path.clone()).await;
-        let (status, body) = get_raw(format!("{url}/v1/nodes/two/config")).await;
-        assert_eq!(status, 400);
-        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(
-            value["error"].as_str().unwrap().contains("not a number"),
-            "{body}"
-        );
-        assert!(!body.trim().contains('\n'), "{body}");
-    }
-
-    #[tokio::test]
-    async fn a_changed_cluster_file_is_served_after_a_reload() {
-        let fx = Fixture::new();
-        let (url, _server) = start(fx.path.clone()).await;
-        assert_eq!(config_version(&url).await, 1);
-        fx.set_config_version(2);
-        wait_for_version(&url, 2).await;
-        let settings = fetch_off_thread(&url, 1, &fx.cache(), 1).await.unwrap();
-        assert_eq!(settings.proto.config_version, 2);
-    }
-
-    #[tokio::test]
-    async fn an_invalid_cluster_file_leaves_the_last_good_one_served() {
-        let fx = Fixture::new();
-        let (url, _server) = start(fx.path.clone()).await;
-        let expected = fx.expected(3);
-        let good = std::fs::read_to_string(&fx.path).unwrap();
-        std::fs::write(&fx.path, format!("{good}\n[surprise]\n")).unwrap();
-        assert_eq!(config_version(&url).await, 1);
-        let settings = fetch_off_thread(&url, 3, &fx.cache(), 1).await.unwrap();
-        assert_eq!(settings, expected);
-        std::fs::write(&fx.path, good).unwrap();
-        fx.set_config_version(3);
-        wait_for_version(&url, 3).await;
-    }
-
-    #[tokio::test]
-    async fn the_service_does_not_start_on_an_invalid_file() {
-        let fx = Fixture::new();
-        std::fs::write(&fx.path, "[cluster]\nid = 1\n").unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let err = serve(fx.path.clone(), listener).await.unwrap_err();
-        assert!(
-            matches!(err, ServeError::Load(ConfigFileError::Invalid { .. })),
-            "{err}"
-        );
-        assert!(
-            err.to_string()
-                .contains("cluster.toml:1: cluster.name: missing field"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_answer_larger_than_the_limit_is_refused() {
-        let fx = Fixture::new();
-        let url = start_fake(StatusCode::OK, vec![b' '; MAX_BODY as usize + 1]).await;
-        let err = fetch_off_thread(&url, 1, &fx.cache(), 1).await.unwrap_err();
-        let FetchError::Unavailable { last, .. } = &err else {
-            panic!("expected no settings, got {err:?}");
-        };
-        assert!(matches!(**last, SourceError::TooLarge), "{err}");
-    }
-
-    #[tokio::test]
-    async fn settings_for_another_node_are_refused() {
-        let fx = Fixture::new();
-        let body = serde_json::to_vec(&fx.expected(1)).unwrap();
-        let url = start_fake(StatusCode::OK, body).await;
-        let err = fetch_off_thread(&url, 2, &fx.cache(), 1).await.unwrap_err();
-        let FetchError::Unavailable { last, .. } = &err else {
-            panic!("expected no settings, got {err:?}");
-        };
-        assert!(
-            matches!(
-                **last,
-                SourceError::WrongNode {
-                    asked: NodeId(2),
-                    got: NodeId(1)
-                }
-            ),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn settings_that_do_not_validate_are_refused_and_the_cache_is_used() {
-        let fx = Fixture::new();
-        let (url, server) = start(fx.path.clone()).await;
-        let good = fetch_off_thread(&url, 1, &fx.cache(), 1).await.unwrap();
-        server.abort();
-        let mut value = serde_json::to_value(&good).unwrap();
-        value["priority"] = serde_json::json!([]);
-        let url = start_fake(StatusCode::OK, serde_json::to_vec(&value).unwrap()).await;
-        let fallback = fetch_off_thread(&url, 1, &fx.cache(), 1).await.unwrap();
-        assert_eq!(fallback, good);
-    }
-
-    #[tokio::test]
-    async fn a_server_error_is_retried_then_reported_with_its_message() {
-        let fx = Fixture::new();
-        let body = br#"{"error":"disk on fire\u0007"}"#.to_vec();
-        let url = start_fake(StatusCode::INTERNAL_SERVER_ERROR, body).await;
-        let err = fetch_off_thread(&url, 1, &fx.cache(), 2).await.unwrap_err();
-        let FetchError::Unavailable { last, attempts, .. } = &err else {
-            panic!("expected no settings, got {err:?}");
-        };
-        assert_eq!(*attempts, 2);
-        let SourceError::Status { status, message } = &**last else {
-            panic!("expected a status, got {last:?}");
-        };
-        assert_eq!((*status, message.as_str()), (500, "disk on fire"));
-    }
-}
+mod tests;

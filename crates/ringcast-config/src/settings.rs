@@ -1,6 +1,6 @@
 //! What one node runs with (claims 1-3): the protocol configuration the
 //! configuration service hands it, how its bus is carried, the cluster keys
-//! and the admin token.
+//! and the admin token's digest.
 //!
 //! [`NodeSettings`] is built from the cluster file (`clusterfile`) or
 //! fetched from the configuration service (`service`), which sends it as
@@ -25,7 +25,7 @@
 //!               "join_retry_ms": 20, "leave_retry_ms": 20,
 //!               "disk_check_interval_ms": 1000, "disk_quorum": 2 },
 //!   "keys": [ { "id": 1, "key": "<64 hex characters>" } ],
-//!   "admin_token": null,
+//!   "admin_token_sha256": "<64 hex characters, absent without an admin token>",
 //!   "limits": { "http_client_requests_per_s": 20 }
 //! }
 //! ```
@@ -51,6 +51,7 @@ use thiserror::Error;
 use ringcast_files::buckets::Rate;
 
 use crate::addresses::ServiceAddresses;
+use crate::admin::AdminDigest;
 pub use ringcast_files::limits::HttpLimits;
 
 /// Length of a cluster key in bytes.
@@ -112,8 +113,10 @@ pub struct NodeSettings {
     /// The cluster keys, one or two (during a rotation); the first seals frames.
     #[serde(with = "keys_json")]
     pub keys: Vec<(KeyId, [u8; KEY_LEN])>,
-    /// Token that guards the node's admin endpoints (such as `POST /v1/leave`).
-    pub admin_token: Option<String>,
+    /// The digest of the token that guards the node's admin endpoints
+    /// (such as `POST /v1/leave`): a node never holds the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_sha256: Option<AdminDigest>,
     /// Human-readable name of the cluster, for logs and status output.
     pub cluster_name: String,
     /// Limits against hostile HTTP clients and bus senders. Only those that
@@ -143,8 +146,25 @@ impl Serialize for NodeSettings {
 impl<'de> Deserialize<'de> for NodeSettings {
     /// The derived form, then what it leaves to check: the bus address
     /// follows from the transport, and the settings must be valid.
+    ///
+    /// An earlier service sent the admin token itself (`admin_token`): it
+    /// is read as its digest, so nodes can be upgraded before the service.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut settings = NodeSettings::deserialize(deserializer)?;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        if let Some(fields) = value.as_object_mut() {
+            if let Some(token) = fields.remove("admin_token") {
+                match token {
+                    serde_json::Value::Null => {}
+                    serde_json::Value::String(t) if !fields.contains_key("admin_token_sha256") => {
+                        let digest =
+                            serde_json::to_value(AdminDigest::of(&t)).map_err(D::Error::custom)?;
+                        fields.insert("admin_token_sha256".into(), digest);
+                    }
+                    _ => return Err(D::Error::custom("admin_token is not a string")),
+                }
+            }
+        }
+        let mut settings = NodeSettings::deserialize(value).map_err(D::Error::custom)?;
         settings.proto.bus = match &settings.bus {
             BusMode::Multicast { group, .. } => SocketAddr::V4(*group),
             BusMode::Unicast { .. } => settings.proto.addrs.ring,
@@ -378,10 +398,7 @@ impl fmt::Debug for NodeSettings {
             .field("proto", &self.proto)
             .field("bus", &self.bus)
             .field("keys", &key_ids)
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("admin_token_sha256", &self.admin_token_sha256)
             .field("cluster_name", &self.cluster_name)
             .field("limits", &self.limits)
             .field("seats", &self.seats)
@@ -623,7 +640,7 @@ mod tests {
                 loopback: true,
             },
             keys: vec![(KeyId(1), [0xAB; 32]), (KeyId(2), [0x01; 32])],
-            admin_token: Some(SECRET_TOKEN.into()),
+            admin_token_sha256: Some(AdminDigest::of(SECRET_TOKEN)),
             cluster_name: "test".into(),
             limits: Limits::default(),
             seats: Vec::new(),
@@ -657,7 +674,10 @@ mod tests {
         assert_eq!(value["timing"]["notification_time_ms"], 60);
         assert_eq!(value["keys"][0]["key"], "ab".repeat(32));
         assert_eq!(value["bus"]["transport"], "multicast");
-        assert_eq!(value["admin_token"], SECRET_TOKEN);
+        assert!(!value.to_string().contains(SECRET_TOKEN));
+        assert!(value["admin_token_sha256"]
+            .as_str()
+            .is_some_and(|d| d.len() == 64));
     }
 
     #[test]
@@ -666,7 +686,7 @@ mod tests {
         assert!(!text.contains(SECRET_TOKEN), "{text}");
         assert!(!text.contains("171"), "key byte 0xAB printed: {text}");
         assert!(!text.to_lowercase().contains("abab"), "{text}");
-        assert!(text.contains("redacted"));
+        assert!(text.contains("AdminDigest(..)"), "{text}");
     }
 
     #[test]
@@ -820,8 +840,15 @@ mod tests {
         let written = serde_json::to_value(&read).unwrap();
         // Every limit is written; the others match field for field.
         assert_eq!(written["limits"]["http_client_requests_per_s"], 7);
+        // The admin token is written as its digest (an earlier node refuses
+        // it: the service is upgraded after the nodes, docs/deploy.md).
+        assert!(written.get("admin_token").is_none());
+        assert_eq!(
+            read.admin_token_sha256,
+            Some(AdminDigest::of("s3cret-admin-token"))
+        );
         for (name, value) in earlier.as_object().unwrap() {
-            if name != "limits" {
+            if name != "limits" && name != "admin_token" {
                 assert_eq!(&written[name], value, "{name}");
             }
         }
@@ -830,6 +857,7 @@ mod tests {
             .unwrap()
             .keys()
             .filter(|k| !earlier.as_object().unwrap().contains_key(*k))
+            .filter(|k| *k != "admin_token_sha256")
             .collect();
         assert!(
             extra.is_empty(),

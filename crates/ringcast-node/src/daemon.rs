@@ -191,7 +191,7 @@ impl Daemon {
             });
         }
         let mut needs_restart = RunningConfig::of(&running).needs_restart(&RunningConfig::of(new));
-        if new.admin_token != running.admin_token {
+        if new.admin_token_sha256 != running.admin_token_sha256 {
             needs_restart.push("admin_token");
         }
         let keys_changed = new.keys != running.keys;

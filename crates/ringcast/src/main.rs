@@ -7,6 +7,7 @@ mod bench_soak;
 mod bench_stream;
 mod bench_traffic;
 mod check_cmd;
+mod credentials_cmd;
 mod drain_cmd;
 mod http;
 mod manual_cmd;
@@ -74,6 +75,11 @@ enum Command {
         /// Where the configuration fetched from the service is cached.
         #[arg(long, default_value = ".ringcast")]
         cache_dir: PathBuf,
+        /// This node's credentials for an https configuration service: a
+        /// folder with ca.crt, config-signing.pub, node-N.crt and node-N.key
+        /// (`ringcast credentials init` makes them).
+        #[arg(long, requires = "config_url")]
+        credentials: Option<PathBuf>,
         /// This node's id in the cluster file.
         #[arg(long, allow_negative_numbers = true)]
         node: i64,
@@ -151,6 +157,12 @@ enum Command {
         /// $RINGCAST_ADMIN_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
+    },
+    /// Makes the cluster's credentials: a CA, the configuration service's
+    /// certificate and signing key, and a certificate for each node.
+    Credentials {
+        #[command(subcommand)]
+        command: CredentialsCommand,
     },
     /// Prints a shell's completion script: `ringcast completions bash >
     /// /etc/bash_completion.d/ringcast`.
@@ -312,13 +324,43 @@ enum ConfigCommand {
         #[arg(long)]
         against_running: bool,
     },
-    /// Serves each node its configuration over HTTP.
+    /// Serves each node its configuration: over TLS, to the holder of
+    /// that node's certificate only, signed (--tls-dir); or over plain HTTP
+    /// on loopback.
     Serve {
         /// The cluster file.
         file: PathBuf,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7300")]
         listen: SocketAddr,
+        /// The service's credentials: a folder with ca.crt, service.crt,
+        /// service.key and config-signing.key.
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Serve plain HTTP on an address other hosts reach: anyone there
+        /// then gets every node's keys. For a trusted network only.
+        #[arg(long, conflicts_with = "tls_dir")]
+        insecure_plain_http: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialsCommand {
+    /// Writes the credentials of every node of a cluster file into a folder.
+    Init {
+        /// The cluster file whose nodes get certificates.
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder to write (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A host name or IP address nodes reach the configuration service
+        /// at; repeat for several.
+        #[arg(long = "service-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        service_names: Vec<String>,
+        /// Replace the credentials the folder holds.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -446,6 +488,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             config_url,
             cache_dir,
+            credentials,
             node,
             state_dir,
         } => {
@@ -453,7 +496,7 @@ fn run(cli: Cli) -> Result<()> {
             let id = node_cmd::check_id(node)?;
             let source = match (config, config_url) {
                 (Some(f), None) => node_cmd::Source::File(f),
-                (None, Some(url)) => node_cmd::Source::Url { url, cache_dir },
+                (None, Some(url)) => node_cmd::Source::url(url, cache_dir, credentials, id)?,
                 _ => bail!("give --config FILE or --config-url URL"),
             };
             let state = state_dir.unwrap_or_else(|| node_cmd::state_dir(&source));
@@ -505,6 +548,15 @@ fn run(cli: Cli) -> Result<()> {
             target,
             token_file,
         } => drain_cmd::undrain(node, &target.admin(node, token_file.as_ref())?),
+        Command::Credentials {
+            command:
+                CredentialsCommand::Init {
+                    config,
+                    dir,
+                    service_names,
+                    force,
+                },
+        } => credentials_cmd::init(&config, &dir, &service_names, force),
         Command::Completions { shell } => {
             manual_cmd::completions(shell, &mut std::io::stdout().lock())
         }
@@ -533,9 +585,23 @@ fn run(cli: Cli) -> Result<()> {
                 file,
                 against_running,
             } => check_cmd::run(&file, against_running),
-            ConfigCommand::Serve { file, listen } => {
+            ConfigCommand::Serve {
+                file,
+                listen,
+                tls_dir,
+                insecure_plain_http,
+            } => {
                 init_logs(log_format);
                 clusterfile::load(&file)?;
+                if tls_dir.is_none() && !insecure_plain_http && !listen.ip().is_loopback() {
+                    bail!(
+                        "--listen {listen} is reachable from other hosts, and plain HTTP would hand every node's keys to anyone there: give --tls-dir DIR (ringcast credentials init makes it) or --insecure-plain-http"
+                    );
+                }
+                let credentials = tls_dir
+                    .as_deref()
+                    .map(ringcast_config::credentials::ServiceCredentials::load)
+                    .transpose()?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
@@ -545,8 +611,19 @@ fn run(cli: Cli) -> Result<()> {
                     let listener = tokio::net::TcpListener::bind(listen)
                         .await
                         .with_context(|| format!("cannot listen on {listen}"))?;
-                    eprintln!("serving {} on http://{listen}", file.display());
-                    service::serve(file, listener).await?;
+                    match credentials {
+                        Some(c) => {
+                            eprintln!(
+                                "serving {} on https://{listen} to holders of a node certificate",
+                                file.display()
+                            );
+                            service::serve_tls(file, listener, c).await?;
+                        }
+                        None => {
+                            eprintln!("serving {} on http://{listen}", file.display());
+                            service::serve(file, listener).await?;
+                        }
+                    }
                     Ok(())
                 })
             }

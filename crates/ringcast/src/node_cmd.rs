@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ringcast_config::credentials::NodeCredentials;
 use ringcast_config::settings::NodeSettings;
 use ringcast_config::{clusterfile, service};
 use ringcast_node::daemon;
@@ -18,8 +19,42 @@ use tokio::sync::{broadcast, mpsc};
 pub enum Source {
     /// The cluster file, read directly.
     File(PathBuf),
-    /// The configuration service, with a local cache.
-    Url { url: String, cache_dir: PathBuf },
+    /// The configuration service, with a local cache, and over https the
+    /// node's credentials.
+    Url {
+        url: String,
+        cache_dir: PathBuf,
+        credentials: Option<Box<NodeCredentials>>,
+    },
+}
+
+impl Source {
+    /// The configuration service at `url` for node `node`: https needs
+    /// the node's `credentials` folder, and credentials need https.
+    pub fn url(
+        url: String,
+        cache_dir: PathBuf,
+        credentials: Option<PathBuf>,
+        node: u32,
+    ) -> Result<Source> {
+        let https = url.starts_with("https://");
+        let credentials = match (https, credentials) {
+            (true, Some(dir)) => Some(Box::new(NodeCredentials::load(&dir, NodeId(node))?)),
+            (true, None) => bail!(
+                "--config-url {url} is https: give --credentials DIR with this node's certificate (ringcast credentials init)"
+            ),
+            (false, Some(dir)) => bail!(
+                "--credentials {} is for an https configuration service, and --config-url {url} is not https",
+                dir.display()
+            ),
+            (false, None) => None,
+        };
+        Ok(Source::Url {
+            url,
+            cache_dir,
+            credentials,
+        })
+    }
 }
 
 /// Loads the node's settings from the file or the configuration service.
@@ -36,7 +71,17 @@ fn load(source: &Source, node: u32, attempts: u32) -> Result<NodeSettings> {
             let file = clusterfile::load(path)?;
             Ok(file.node_settings(id)?)
         }
-        Source::Url { url, cache_dir } => Ok(service::fetch(url, id, cache_dir, attempts)?),
+        Source::Url {
+            url,
+            cache_dir,
+            credentials,
+        } => Ok(service::fetch_with(
+            url,
+            id,
+            cache_dir,
+            attempts,
+            credentials.as_deref(),
+        )?),
     }
 }
 
@@ -86,7 +131,9 @@ const CONFIG_WATCH: Duration = Duration::from_secs(1);
 fn source_version(source: &Source) -> Result<u32> {
     match source {
         Source::File(path) => Ok(clusterfile::load(path)?.config_version()),
-        Source::Url { url, .. } => Ok(service::served_version(url)?),
+        Source::Url {
+            url, credentials, ..
+        } => Ok(service::served_version_with(url, credentials.as_deref())?),
     }
 }
 

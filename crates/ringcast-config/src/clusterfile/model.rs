@@ -12,6 +12,7 @@ use ringcast_proto::{
 
 use super::error::ConfigFileError;
 use crate::addresses::ServiceAddresses;
+use crate::admin::AdminDigest;
 use crate::settings::{BusMode, Limits, NodeSettings, KEY_LEN};
 
 /// A parsed and validated cluster file (claims 1-3). `Debug` never prints the
@@ -329,7 +330,7 @@ impl ClusterFile {
             },
             bus,
             keys: self.keys.clone(),
-            admin_token: self.admin_token.clone(),
+            admin_token_sha256: self.admin_token.as_deref().map(AdminDigest::of),
             cluster_name: def.name.clone(),
             limits: self.limits.clone(),
             seats: Vec::new(),

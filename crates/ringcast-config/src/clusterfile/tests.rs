@@ -197,7 +197,7 @@ fn a_valid_file_yields_the_settings_of_each_node() {
             loopback: true,
         },
         keys: vec![(KeyId(1), key_from_hex(KEY_HEX).unwrap())],
-        admin_token: Some("let-me-in".into()),
+        admin_token_sha256: Some(crate::admin::AdminDigest::of("let-me-in")),
         cluster_name: "test".into(),
         limits: Limits::default(),
         seats: Vec::new(),

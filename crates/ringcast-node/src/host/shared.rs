@@ -94,8 +94,8 @@ pub struct Shared {
     pub cluster_id: u32,
     /// This node's HTTP address, as configured.
     pub http: std::net::SocketAddr,
-    /// The admin token guarding `POST /v1/leave`, if configured.
-    pub admin_token: Option<String>,
+    /// The digest of the admin token guarding `POST /v1/leave`, if configured.
+    pub admin_token_sha256: Option<ringcast_config::admin::AdminDigest>,
     /// What the node runs with, without secrets (`GET /v1/config`), as
     /// last reloaded.
     pub running: RwLock<ringcast_config::live::RunningConfig>,
@@ -225,7 +225,7 @@ impl Shared {
             cluster_name: settings.cluster_name.clone(),
             cluster_id: settings.proto.cluster.0,
             http: settings.proto.addrs.http,
-            admin_token: settings.admin_token.clone(),
+            admin_token_sha256: settings.admin_token_sha256,
             running: RwLock::new(ringcast_config::live::RunningConfig::of(settings)),
             draining: Arc::default(),
             snapshot: RwLock::new(snapshot_of(node)),
