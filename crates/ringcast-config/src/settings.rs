@@ -230,7 +230,7 @@ const fn field(name: &'static str, min: u64, max: u64) -> LimitField {
 
 const HOUR_MS: u64 = 3_600_000;
 
-const LIMIT_FIELDS: [LimitField; 14] = [
+const LIMIT_FIELDS: [LimitField; 16] = [
     field("http_max_head_bytes", 1024, 65_536),
     field("http_head_timeout_ms", 1, HOUR_MS),
     field("http_idle_timeout_ms", 1, HOUR_MS),
@@ -240,6 +240,8 @@ const LIMIT_FIELDS: [LimitField; 14] = [
     field("http_client_requests_per_s", 0, 1_000_000),
     field("http_client_request_burst", 1, 1_000_000),
     field("http_max_clients", 1, 1_000_000),
+    field("http_client_placements_per_s", 0, 1_000_000),
+    field("http_client_placement_burst", 1, 1_000_000),
     field("bus_datagrams_per_s", 0, 10_000_000),
     field("bus_datagram_burst", 1, 10_000_000),
     field("bus_refused_per_s", 0, 10_000_000),
@@ -282,10 +284,10 @@ fn as_u32(v: u64) -> u32 {
 impl Limits {
     /// The name of every limit, in the order the docs list them. A rate of
     /// 0 (`*_per_s`) means no limit.
-    pub const FIELDS: [&'static str; 14] = {
-        let mut names = [""; 14];
+    pub const FIELDS: [&'static str; 16] = {
+        let mut names = [""; 16];
         let mut i = 0;
-        while i < 14 {
+        while i < 16 {
             names[i] = LIMIT_FIELDS[i].name;
             i += 1;
         }
@@ -305,6 +307,8 @@ impl Limits {
             "http_client_requests_per_s" => u64::from(h.client_requests.per_second),
             "http_client_request_burst" => u64::from(h.client_requests.burst),
             "http_max_clients" => h.max_clients as u64,
+            "http_client_placements_per_s" => u64::from(h.client_placements.per_second),
+            "http_client_placement_burst" => u64::from(h.client_placements.burst),
             "bus_datagrams_per_s" => u64::from(b.datagrams.per_second),
             "bus_datagram_burst" => u64::from(b.datagrams.burst),
             "bus_refused_per_s" => u64::from(b.refused.per_second),
@@ -340,6 +344,8 @@ impl Limits {
             "http_client_requests_per_s" => h.client_requests.per_second = as_u32(value),
             "http_client_request_burst" => h.client_requests.burst = as_u32(value),
             "http_max_clients" => h.max_clients = as_usize(value),
+            "http_client_placements_per_s" => h.client_placements.per_second = as_u32(value),
+            "http_client_placement_burst" => h.client_placements.burst = as_u32(value),
             "bus_datagrams_per_s" => b.datagrams.per_second = as_u32(value),
             "bus_datagram_burst" => b.datagrams.burst = as_u32(value),
             "bus_refused_per_s" => b.refused.per_second = as_u32(value),

@@ -125,6 +125,11 @@ pub async fn serve_with(
         .await
 }
 
+/// The address of the client an API request came from, set on every
+/// request the API router sees (for limits that are per client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
 /// One node's HTTP service, to run on any number of listeners (its own and
 /// the service addresses it holds) and to continue connections rebuilt
 /// here ([`Server::resume`]).
@@ -259,7 +264,8 @@ async fn after_streams(outcome: Outcome, peer: IpAddr, api: Router, ctx: Arc<Str
     // timeout then means a slow head rather than an idle connection.
     let arrived = Arc::new(AtomicBool::new(false));
     let seen = arrived.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ClientIp(peer));
         let mut api = api.clone();
         let ctx = ctx.clone();
         let seen = seen.clone();

@@ -42,6 +42,11 @@ pub struct HttpLimits {
     /// Client addresses whose request rate is tracked at once; beyond, idle
     /// ones are forgotten and new ones share one bucket.
     pub max_clients: usize,
+    /// Placements (`/v1/play`, `/v1/place`) per client address: each
+    /// reserves a stream's capacity for a few seconds, so this bounds the
+    /// capacity one address can hold without streaming (`SECURITY.md`);
+    /// beyond it `429` with `Retry-After`. Cluster members are exempt.
+    pub client_placements: Rate,
 }
 
 impl Default for HttpLimits {
@@ -58,6 +63,10 @@ impl Default for HttpLimits {
                 burst: 200,
             },
             max_clients: 4096,
+            client_placements: Rate {
+                per_second: 4,
+                burst: 32,
+            },
         }
     }
 }

@@ -277,6 +277,7 @@ pub async fn start_with_seats(
     // gets 503 with Retry-After, never a hung connection.
     http_config.stream.disk_timeout = probe.timeout.max(REQUEST_DISK_TIMEOUT);
     let guard = Arc::new(Guard::new(&settings.limits.http));
+    let http_limits = settings.limits.http.clone();
     let running = Mutex::new(settings.clone());
     let life = state_dir.map(|d| crate::host::life::LifeFile::new(d, me));
     let service = settings.service.clone();
@@ -302,6 +303,7 @@ pub async fn start_with_seats(
         service.clone(),
     );
     streaming.set_keys(all_keys.clone());
+    streaming.set_placement_limits(&http_limits);
     shared
         .levels_above
         .store(seats.len(), std::sync::atomic::Ordering::Relaxed);
@@ -493,13 +495,19 @@ async fn exempt_loop(guard: Arc<Guard>, shared: Arc<Shared>) {
     let mut ticks = tokio::time::interval(EXEMPT_REFRESH);
     loop {
         ticks.tick().await;
-        let snap = shared.snapshot();
-        let Some(map) = snap.map.as_ref() else {
+        // The members of this cluster and of every cluster above that this
+        // machine holds a seat in (claim 5: supervisors of the tree ask
+        // each other to place streams).
+        let snaps: Vec<_> = std::iter::once(shared.snapshot())
+            .chain(shared.held_seats().iter().map(|s| s.snapshot()))
+            .collect();
+        if snaps[0].map.is_none() {
             continue;
-        };
-        let members: Vec<IpAddr> = map
-            .members
+        }
+        let members: Vec<IpAddr> = snaps
             .iter()
+            .filter_map(|s| s.map.as_ref())
+            .flat_map(|m| m.members.iter())
             .flat_map(|m| [m.addrs.http.ip(), m.addrs.ring.ip()])
             .collect();
         guard.set_exempt(members);

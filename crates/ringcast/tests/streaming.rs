@@ -169,6 +169,65 @@ fn beyond_capacity_the_answer_is_503_with_retry_after() {
     assert!(sample(1, "ringcast_placements_total{outcome=\"placed\"}") >= 2.0);
 }
 
+/// `curl` from source address `from` of every URL in one process (one
+/// keep-alive connection); the HTTP status of each.
+fn statuses_from(from: &str, urls: &[String]) -> Vec<u16> {
+    let out = Command::new("curl")
+        .args(["-s", "--interface", from, "--max-time", "20"])
+        .args(
+            urls.iter()
+                .flat_map(|u| ["-o", "/dev/null", "-w", "%{http_code}\n", u.as_str()]),
+        )
+        .output()
+        .expect("curl is installed by scripts/install-test-deps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn one_address_cannot_reserve_the_capacity_of_everyone_else() {
+    isolate_network();
+    // Disk 1 on n2 and n3, 30 streams each: 60 in all. Without a limit,
+    // 100 placements that never stream would reserve all of it.
+    let c = cluster(30);
+    c.put_title(1, "a.mp4", &random_bytes(1000, 3));
+    wait_placeable(&c, "a.mp4");
+    let urls: Vec<String> = (0..100)
+        .map(|i| format!("{}/v1/play/a.mp4?stream={}", c.url(3), 1000 + i))
+        .collect();
+    let started = Instant::now();
+    let codes = statuses_from("127.0.0.9", &urls);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(codes.len(), 100, "{codes:?}");
+    let placed = codes.iter().filter(|c| **c == 307).count();
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!(placed + limited, 100, "only redirects and 429: {codes:?}");
+    // The default: a burst of 32, then 4 a second.
+    let most = 32.0 + 4.0 * elapsed + 1.0;
+    assert!(
+        placed >= 32 && placed as f64 <= most,
+        "{placed} placed in {elapsed:.1} s: {codes:?}"
+    );
+    // Another address still gets a stream: the capacity was not taken.
+    let codes = statuses_from("127.0.0.10", &[urls[0].replace("stream=1000", "stream=7")]);
+    assert_eq!(codes, [307], "another address is placed");
+    let limited_count = c
+        .metrics(3)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ringcast_placements_total{outcome=\"client_limit\"} ")?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    assert_eq!(
+        limited_count as usize, limited,
+        "counted where it was refused"
+    );
+}
+
 #[test]
 fn forged_expired_and_traversing_requests_are_refused() {
     isolate_network();

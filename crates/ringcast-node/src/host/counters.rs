@@ -10,13 +10,14 @@ use std::time::Duration;
 use ringcast_proto::stats::Histogram;
 
 /// Outcomes of a placement decision, the label of `ringcast_placements_total`.
-pub const PLACEMENT_OUTCOMES: [&str; 6] = [
+pub const PLACEMENT_OUTCOMES: [&str; 7] = [
     "placed",
     "sent_back",
     "unknown_title",
     "no_capacity",
     "no_healthy_replica",
     "not_ready",
+    "client_limit",
 ];
 
 /// Routes that may answer 503, the label of `ringcast_unavailable_responses_total`.

@@ -10,11 +10,14 @@
 //!   addresses and who holds each.
 //! - `tree`: claim 5, placement down a tree of clusters, one machine per
 //!   level.
+//! - `admission`: placements per client address, which each reserve
+//!   capacity (`SECURITY.md`).
 //! - `tokens`: the stream tokens at the serving node (signing keys, a key
 //!   rotation) and the resolver the file server asks for each stream
 //!   request.
 
 mod addresses;
+mod admission;
 mod service;
 mod tokens;
 mod tree;

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path as AxPath, Query, State};
+use axum::extract::{Extension, Path as AxPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ringcast_files::httpd::ClientIp;
+use ringcast_files::limits::HttpLimits;
 use ringcast_files::stream::StreamCounters;
 use ringcast_proto::placement::{PlaceError, StreamBook};
 use ringcast_proto::token::StreamToken;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use ringcast_config::addresses::ServiceAddresses;
 
+use super::admission::Admission;
 use crate::host::addresses::holder::Holdings;
 use crate::host::shared::{Shared, Snapshot};
 use crate::library::catalog::{self, Catalog, Title};
@@ -70,6 +73,8 @@ pub struct Streaming {
     /// Streams that asked this node for something lately, by id: an HLS
     /// player is between segments most of the time, and still a stream.
     pub(super) recent: Mutex<HashMap<u64, Instant>>,
+    /// New placements per client address (`admission.rs`).
+    pub(super) admission: RwLock<Admission>,
 }
 
 /// How long a stream counts as served here after its last request: a few
@@ -181,6 +186,7 @@ impl Streaming {
                 .map(|d| (*d, AtomicBool::new(false)))
                 .collect(),
             recent: Mutex::new(HashMap::new()),
+            admission: RwLock::new(Admission::new(&HttpLimits::default())),
             holdings: Arc::new(Holdings::default()),
             service,
             priority,
@@ -199,6 +205,27 @@ impl Streaming {
             counters,
             tree_book: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Placements per client address from now on follow `limits`.
+    pub fn set_placement_limits(&self, limits: &HttpLimits) {
+        *self.admission.write().unwrap_or_else(|e| e.into_inner()) = Admission::new(limits);
+    }
+
+    /// Whether `client` may have one more placement (`admission.rs`).
+    fn admit(&self, client: Option<Extension<ClientIp>>) -> Result<(), Box<Response>> {
+        let admitted = self
+            .admission
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(
+                self.shared.http_guard.get().map(|g| g.as_ref()),
+                client.map(|Extension(ClientIp(ip))| ip),
+            );
+        if admitted.is_err() {
+            self.shared.metrics.count_placement("client_limit");
+        }
+        admitted
     }
 
     /// The routes of placement: play, place and catalogs.
@@ -560,11 +587,16 @@ async fn play(
     State(s): State<Arc<Streaming>>,
     AxPath(title): AxPath<String>,
     Query(q): Query<StreamQuery>,
+    client: Option<Extension<ClientIp>>,
 ) -> Response {
     let title = match catalog::parse_title(&title) {
         Ok(t) => t,
         Err(e) => return refusal(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    if let Err(r) = s.admit(client) {
+        count_answer(&s.shared, "play", &r);
+        return *r;
+    }
     let stream = q.stream.unwrap_or_else(random_stream);
     let snap = s.shared.snapshot();
     let answer = if snap.role == Role::Supervisor {
@@ -655,7 +687,12 @@ async fn place(
     State(s): State<Arc<Streaming>>,
     AxPath(title): AxPath<String>,
     Query(q): Query<StreamQuery>,
+    client: Option<Extension<ClientIp>>,
 ) -> Response {
+    if let Err(r) = s.admit(client) {
+        count_answer(&s.shared, "place", &r);
+        return *r;
+    }
     if q.within.is_none() && s.shared.role() != Role::Supervisor {
         return refusal(
             StatusCode::MISDIRECTED_REQUEST,
