@@ -216,3 +216,114 @@ fn plain_http_is_refused_where_other_hosts_reach_it_and_https_needs_credentials(
     assert!(err.contains("not https"), "{err}");
     let _ = std::fs::remove_dir_all(&c.dir);
 }
+
+/// A packet capture of loopback port `port` while `during` runs: every
+/// byte that crossed it (`tcpdump -w`, started before and stopped after;
+/// `--immediate-mode`, or packets still in the kernel's capture buffer when
+/// it stops are lost).
+fn captured(dir: &Path, port: u16, during: impl FnOnce()) -> Vec<u8> {
+    use std::io::{BufRead, BufReader};
+    let pcap = dir.join(format!("capture-{port}.pcap"));
+    let mut dump = Command::new("tcpdump")
+        .args(["--immediate-mode", "-i", "lo", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .args(["tcp", "port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump is installed by scripts/install-test-deps");
+    // tcpdump says when it listens; nothing before that is captured.
+    let mut line = String::new();
+    BufReader::new(dump.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    during();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dump.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(dump.wait().unwrap().success());
+    std::fs::read(&pcap).unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_captured_fetch_over_tls_holds_no_key_and_no_admin_token() {
+    isolate_network();
+    if !common::is_root() {
+        return; // capturing needs root; CI runs the suite as root
+    }
+    let c = Cluster::write(&Spec::new(2));
+    let creds = c.dir.join("credentials");
+    init_credentials(&c.file, &creds);
+    let key_hex = key_hex(0x11);
+    let secrets: [&[u8]; 3] = [key_hex.as_bytes(), &[0x11; 32], b"test-admin-token"];
+    let fetch = |url: &str, credentials: Option<&Path>, cache: PathBuf| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--config-url", url, "--node", "1", "--cache-dir"])
+            .arg(&cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(dir) = credentials {
+            cmd.arg("--credentials").arg(dir);
+        }
+        let node = Reap(vec![cmd.spawn().unwrap()]);
+        c.wait("node 1 fetched its configuration", |_| {
+            cache.join("node-1.json").exists()
+        });
+        drop(node);
+    };
+
+    // Over TLS: nothing secret crosses the wire.
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let svc = serve(&c.file, &listen, &creds);
+    let bytes = captured(&c.dir, port, || {
+        fetch(&format!("https://{listen}"), Some(&creds), c.dir.join("c1"));
+    });
+    drop(svc);
+    assert!(
+        bytes.len() > 2000,
+        "the capture holds the fetch: {} bytes",
+        bytes.len()
+    );
+    for secret in secrets {
+        assert!(
+            !contains(&bytes, secret),
+            "{:?} was captured",
+            String::from_utf8_lossy(secret)
+        );
+    }
+
+    // The same fetch over plain HTTP (loopback only): the capture sees the
+    // key, so the capture above would have seen it too.
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let plain = Command::new(BIN)
+        .args(["config", "serve"])
+        .arg(&c.file)
+        .args(["--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let plain = Reap(vec![plain]);
+    let bytes = captured(&c.dir, port, || {
+        fetch(&format!("http://{listen}"), None, c.dir.join("c2"));
+    });
+    drop(plain);
+    assert!(
+        contains(&bytes, key_hex.as_bytes()),
+        "plain HTTP shows the key"
+    );
+    assert!(
+        !contains(&bytes, b"test-admin-token"),
+        "never the admin token"
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
