@@ -191,6 +191,52 @@ fn leave_over_http_needs_the_admin_token() {
     assert_eq!(c.status_of(1, 3).as_deref(), Some("left"));
 }
 
+/// `curl` of `url` from source address `from` with `token`: the status and
+/// the Retry-After header, if any.
+fn admin_get(from: &str, url: &str, token: &str) -> (u16, Option<String>) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--interface", from, "-o", "/dev/null", "-D", "-"])
+        .args(["-H", &format!("Authorization: Bearer {token}"), url])
+        .output()
+        .expect("curl is installed by scripts/install-test-deps");
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let retry = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("retry-after:")
+            .map(|v| v.trim().to_string())
+    });
+    (status, retry)
+}
+
+#[test]
+fn guessing_the_admin_token_is_bounded_per_address() {
+    isolate_network();
+    let c = Cluster::start(&Spec::new(2));
+    c.wait_agree(1, &[1, 2]);
+    let url = format!("{}/v1/config", c.url(1));
+    for guess in 0..10 {
+        assert_eq!(
+            admin_get("127.0.0.9", &url, &format!("guess-{guess}")).0,
+            401
+        );
+    }
+    // The budget is spent: even the right token is not looked at.
+    let (status, retry) = admin_get("127.0.0.9", &url, "test-admin-token");
+    assert_eq!(status, 429);
+    assert!(retry.is_some(), "Retry-After is given");
+    // Another address is not held back by the first one's guesses.
+    assert_eq!(admin_get("127.0.0.10", &url, "test-admin-token").0, 200);
+    // The budget refills (one attempt a second): the right token works again.
+    c.wait("the guesser's budget refills", |_| {
+        admin_get("127.0.0.9", &url, "test-admin-token").0 == 200
+    });
+}
+
 #[test]
 fn a_restarted_node_starts_above_its_last_life_even_if_the_clock_went_back() {
     // Replay windows refuse lower lives: a node restarted below its last

@@ -17,6 +17,14 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::events::{event, ClusterEvent};
 
+/// Failed admin attempts a client address may make at once (10), and how
+/// many it gets back a second (1): guessing the admin token is bounded
+/// however fast a client asks (`SECURITY.md`).
+pub const ADMIN_FAILURES: ringcast_files::buckets::Rate = ringcast_files::buckets::Rate {
+    per_second: 1,
+    burst: 10,
+};
+
 /// Events kept for a subscriber that connects late.
 const RECENT_EVENTS: usize = 200;
 
@@ -96,6 +104,8 @@ pub struct Shared {
     pub http: std::net::SocketAddr,
     /// The digest of the admin token guarding `POST /v1/leave`, if configured.
     pub admin_token_sha256: Option<ringcast_config::admin::AdminDigest>,
+    /// Failed admin attempts per client address ([`ADMIN_FAILURES`]).
+    pub admin_failures: Mutex<ringcast_files::buckets::Buckets<std::net::IpAddr>>,
     /// What the node runs with, without secrets (`GET /v1/config`), as
     /// last reloaded.
     pub running: RwLock<ringcast_config::live::RunningConfig>,
@@ -226,6 +236,11 @@ impl Shared {
             cluster_id: settings.proto.cluster.0,
             http: settings.proto.addrs.http,
             admin_token_sha256: settings.admin_token_sha256,
+            admin_failures: Mutex::new(ringcast_files::buckets::Buckets::new(
+                ADMIN_FAILURES,
+                4096,
+                std::time::Instant::now(),
+            )),
             running: RwLock::new(ringcast_config::live::RunningConfig::of(settings)),
             draining: Arc::default(),
             snapshot: RwLock::new(snapshot_of(node)),

@@ -3,10 +3,13 @@
 //! node holds only its digest and compares digests in constant time
 //! (`SECURITY.md`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::extract::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ringcast_files::buckets::{client_key, retry_after_secs};
+use ringcast_files::httpd::ClientIp;
 use ringcast_proto::NodeId;
 
 use crate::host::shared::Shared;
@@ -20,6 +23,13 @@ pub enum AdminRefusal {
     /// The request carries no token, or another one.
     #[error("a valid admin token is required (Authorization: Bearer ...)")]
     InvalidToken,
+    /// This client address failed too often lately: no token is checked
+    /// for it until its budget refills.
+    #[error("too many failed admin attempts from this address; retry in {retry_after_s} s")]
+    TooManyFailures {
+        /// Seconds until one more attempt is allowed.
+        retry_after_s: u64,
+    },
 }
 
 impl IntoResponse for AdminRefusal {
@@ -27,23 +37,57 @@ impl IntoResponse for AdminRefusal {
         let status = match self {
             AdminRefusal::NotConfigured => StatusCode::FORBIDDEN,
             AdminRefusal::InvalidToken => StatusCode::UNAUTHORIZED,
+            AdminRefusal::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
-        (status, format!("{self}\n")).into_response()
+        let mut response = (status, format!("{self}\n")).into_response();
+        if let AdminRefusal::TooManyFailures { retry_after_s } = self {
+            if let Ok(v) = retry_after_s.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }
 
-/// The admin token of the request, if it is the configured one.
-pub fn check_admin(shared: &Shared, headers: &HeaderMap) -> Result<String, AdminRefusal> {
+/// The admin token of the request, if it is the configured one. A client
+/// address (`client`, from the listener) whose failures spent
+/// [`ADMIN_FAILURES`] is refused before any token is looked at; each
+/// failure spends one.
+///
+/// [`ADMIN_FAILURES`]: crate::host::shared::ADMIN_FAILURES
+pub fn check_admin(
+    shared: &Shared,
+    headers: &HeaderMap,
+    client: Option<Extension<ClientIp>>,
+) -> Result<String, AdminRefusal> {
     let expected = shared
         .admin_token_sha256
         .ok_or(AdminRefusal::NotConfigured)?;
+    let client = client.map(|Extension(ClientIp(ip))| client_key(ip));
+    let mut failures = shared
+        .admin_failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    if let Some(ip) = client {
+        if !failures.has_token(now, &ip) {
+            return Err(AdminRefusal::TooManyFailures {
+                retry_after_s: retry_after_secs(Duration::from_secs(1)),
+            });
+        }
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if expected.matches(g) => Ok(g.to_string()),
-        _ => Err(AdminRefusal::InvalidToken),
+        _ => {
+            if let Some(ip) = client {
+                let _ = failures.take(now, &ip);
+            }
+            Err(AdminRefusal::InvalidToken)
+        }
     }
 }
 

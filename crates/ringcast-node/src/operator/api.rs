@@ -10,13 +10,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path as AxPath, Query, State};
+use axum::extract::{Extension, Path as AxPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
+use ringcast_files::httpd::ClientIp;
 use ringcast_proto::{LocalEvent, MemberStatus, NodeId, Role};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
@@ -263,8 +264,12 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
 
 /// `GET /v1/config`: what the node runs with, without its keys and admin
 /// token (`ringcast config check --against-running`); needs the admin token.
-async fn running_config(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(refusal) = check_admin(&shared, &headers) {
+async fn running_config(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
+) -> Response {
+    if let Err(refusal) = check_admin(&shared, &headers, client) {
         return refusal.into_response();
     }
     let running = shared
@@ -279,8 +284,12 @@ async fn running_config(State(shared): State<Arc<Shared>>, headers: HeaderMap) -
     response
 }
 
-async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(refusal) = check_admin(&shared, &headers) {
+async fn leave(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
+) -> Response {
+    if let Err(refusal) = check_admin(&shared, &headers, client) {
         return refusal.into_response();
     }
     leave_now(&shared).await
@@ -300,8 +309,9 @@ async fn leave_node(
     State(shared): State<Arc<Shared>>,
     AxPath(id): AxPath<u32>,
     headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
 ) -> Response {
-    let token = match check_admin(&shared, &headers) {
+    let token = match check_admin(&shared, &headers, client) {
         Ok(t) => t,
         Err(refusal) => return refusal.into_response(),
     };

@@ -17,11 +17,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path as AxPath, State};
+use axum::extract::{Extension, Path as AxPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ringcast_files::httpd::ClientIp;
 use ringcast_proto::{Capacity, LocalEvent, NodeId};
 use serde::Serialize;
 
@@ -98,18 +99,30 @@ async fn state(State(shared): State<Arc<Shared>>) -> Json<DrainState> {
     Json(drain_state(&shared))
 }
 
-async fn drain(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    set(&shared, &headers, true).await
-}
-
-async fn undrain(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    set(&shared, &headers, false).await
-}
-
-async fn set(shared: &Shared, headers: &HeaderMap, draining: bool) -> Response {
-    if let Err(refusal) = check_admin(shared, headers) {
+async fn drain(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
+) -> Response {
+    if let Err(refusal) = check_admin(&shared, &headers, client) {
         return refusal.into_response();
     }
+    set(&shared, true).await
+}
+
+async fn undrain(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
+) -> Response {
+    if let Err(refusal) = check_admin(&shared, &headers, client) {
+        return refusal.into_response();
+    }
+    set(&shared, false).await
+}
+
+/// Drains or undrains this node; the admin token was checked.
+async fn set(shared: &Shared, draining: bool) -> Response {
     if shared.draining.is_set() != draining {
         shared.draining.set(draining);
         shared.publish_local(
@@ -145,25 +158,33 @@ async fn drain_node(
     State(shared): State<Arc<Shared>>,
     AxPath(id): AxPath<u32>,
     headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
 ) -> Response {
-    on_node(&shared, id, &headers, true).await
+    on_node(&shared, id, &headers, client, true).await
 }
 
 async fn undrain_node(
     State(shared): State<Arc<Shared>>,
     AxPath(id): AxPath<u32>,
     headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
 ) -> Response {
-    on_node(&shared, id, &headers, false).await
+    on_node(&shared, id, &headers, client, false).await
 }
 
-async fn on_node(shared: &Shared, id: u32, headers: &HeaderMap, draining: bool) -> Response {
-    let token = match check_admin(shared, headers) {
+async fn on_node(
+    shared: &Shared,
+    id: u32,
+    headers: &HeaderMap,
+    client: Option<Extension<ClientIp>>,
+    draining: bool,
+) -> Response {
+    let token = match check_admin(shared, headers, client) {
         Ok(t) => t,
         Err(refusal) => return refusal.into_response(),
     };
     if NodeId(id) == shared.node {
-        return set(shared, headers, draining).await;
+        return set(shared, draining).await;
     }
     let path = if draining { "/v1/drain" } else { "/v1/undrain" };
     forward(shared, NodeId(id), token, path).await
