@@ -68,6 +68,11 @@ pub struct HttpdConfig {
     /// timeouts are `stream`'s, which [`HttpdConfig::with_limits`] copies
     /// from here).
     pub limits: HttpLimits,
+    /// With TLS settings, every connection is TLS (rustls in this process):
+    /// requests are then served by the API server, file bodies copied
+    /// through it ([`stream::respond_via_hyper`]) rather than by
+    /// `sendfile`, and connections are not handed over to another host.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl HttpdConfig {
@@ -88,6 +93,7 @@ impl HttpdConfig {
                 ..StreamConfig::default()
             },
             limits: limits.clone(),
+            tls: None,
         }
     }
 }
@@ -137,6 +143,7 @@ pub struct ClientIp(pub IpAddr);
 pub struct Server {
     api: Router,
     ctx: Arc<StreamContext>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Server {
@@ -160,7 +167,8 @@ impl Server {
             config: config.stream,
             guard,
         });
-        Server { api, ctx }
+        let tls = config.tls.map(tokio_rustls::TlsAcceptor::from);
+        Server { api, ctx, tls }
     }
 
     /// Serves `listener` until the task is dropped; an accept error is
@@ -174,7 +182,7 @@ impl Server {
     /// close after each response once `closing` is set (a service address
     /// handed on: claim 13), whatever the other listeners do.
     pub async fn serve_closing(self, listener: TcpListener, closing: Arc<Closing>) {
-        let Server { api, ctx } = self;
+        let Server { api, ctx, tls } = self;
         let ctx = if Arc::ptr_eq(&ctx.config.closing, &closing) {
             ctx
         } else {
@@ -208,10 +216,13 @@ impl Server {
                 }
             };
             let _ = sock.set_nodelay(true);
-            let (api, ctx) = (api.clone(), ctx.clone());
+            let (api, ctx, tls) = (api.clone(), ctx.clone(), tls.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                connection(sock, peer.ip(), api, ctx).await;
+                match tls {
+                    Some(acceptor) => tls_connection(sock, peer.ip(), acceptor, api, ctx).await,
+                    None => connection(sock, peer.ip(), api, ctx).await,
+                }
             });
         }
     }
@@ -250,6 +261,29 @@ async fn connection(sock: TcpStream, peer: IpAddr, api: Router, ctx: Arc<StreamC
     after_streams(outcome, peer, api, ctx).await;
 }
 
+/// A TLS connection: the handshake within the head timeout (a client that
+/// stalls it is dropped and counted as a slow head), then every request
+/// through the API server.
+async fn tls_connection(
+    sock: TcpStream,
+    peer: IpAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    api: Router,
+    ctx: Arc<StreamContext>,
+) {
+    let handshake = tokio::time::timeout(ctx.config.head_timeout, acceptor.accept(sock)).await;
+    match handshake {
+        Ok(Ok(stream)) => serve_api(stream, peer, api, ctx).await,
+        Ok(Err(e)) => {
+            ctx.guard.refuse(Refused::Malformed);
+            tracing::debug!("TLS handshake with {peer} failed: {e}");
+        }
+        Err(_) => {
+            ctx.guard.refuse(Refused::HeadTimeout);
+        }
+    }
+}
+
 /// Hands a connection whose stream requests ended to the API server, when
 /// it carries another request.
 async fn after_streams(outcome: Outcome, peer: IpAddr, api: Router, ctx: Arc<StreamContext>) {
@@ -257,6 +291,15 @@ async fn after_streams(outcome: Outcome, peer: IpAddr, api: Router, ctx: Arc<Str
         Outcome::Closed => return,
         Outcome::Handoff { stream, buffered } => (stream, buffered),
     };
+    serve_api(Rewind::new(buffered, sock), peer, api, ctx).await
+}
+
+/// Serves every request of `io` with the API server, stream requests
+/// through the copy path.
+async fn serve_api<T>(io: T, peer: IpAddr, api: Router, ctx: Arc<StreamContext>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let prefix = ctx.config.prefix.clone().unwrap_or_default();
     let (max_head, head_timeout) = (ctx.config.max_head, ctx.config.head_timeout);
     let guard = ctx.guard.clone();
@@ -294,7 +337,7 @@ async fn after_streams(outcome: Outcome, peer: IpAddr, api: Router, ctx: Arc<Str
         }
     });
     let io = TokioIo::new(Watched {
-        inner: Rewind::new(buffered, sock),
+        inner: io,
         arrived: arrived.clone(),
     });
     let served = hyper::server::conn::http1::Builder::new()

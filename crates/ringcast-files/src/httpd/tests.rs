@@ -296,3 +296,80 @@ fn rewind_replays_its_prefix_first() {
         assert_eq!((inner, &left[..]), (&b" world"[..], &b"abc"[..]));
     });
 }
+
+/// A TLS server's settings for a fresh self-signed certificate of
+/// 127.0.0.1, and a client that trusts it alone.
+fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+#[test]
+fn over_tls_the_api_and_whole_and_partial_files_are_served_byte_exact() {
+    let (server_tls, client_tls) = tls_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let data = pseudo_random(3 << 20, 11);
+    std::fs::write(dir.path().join("a.mp4"), &data).unwrap();
+    let resolver = Arc::new(TestResolver {
+        root: dir.path().to_path_buf(),
+    });
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let mut config = HttpdConfig::new("/v1/streams/");
+    config.tls = Some(server_tls);
+    let guard = Arc::new(Guard::new(&config.limits));
+    let counters = Arc::new(StreamCounters::new());
+    runtime().spawn(async move {
+        let listener = TcpListener::from_std(std_listener).unwrap();
+        serve_with(listener, test_api(), resolver, counters, config, guard).await
+    });
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .tls_config(client_tls)
+        .build();
+    let base = format!("https://{addr}");
+    let cluster: serde_json::Value = agent
+        .get(&format!("{base}/v1/cluster"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(cluster["nodes"], 3);
+    // The same connection (kept alive) serves the file, then a range of it.
+    let whole = read_all(
+        agent
+            .get(&format!("{base}/v1/streams/a.mp4"))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(whole, data, "the whole file over TLS");
+    let part = agent
+        .get(&format!("{base}/v1/streams/a.mp4"))
+        .set("Range", "bytes=1000000-1000999")
+        .call()
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(read_all(part), &data[1_000_000..1_001_000]);
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(ureq_agent()
+        .get(&format!("http://{addr}/v1/cluster"))
+        .call()
+        .is_err());
+}
