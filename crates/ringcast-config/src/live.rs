@@ -32,6 +32,9 @@ pub struct RunningConfig {
     pub admin_token: bool,
     /// Claim 5: how many ancestor clusters the machine holds seats in.
     pub seats: usize,
+    /// The node's HTTPS files, when it serves HTTPS (paths, not contents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::settings::HttpTls>,
 }
 
 impl RunningConfig {
@@ -45,6 +48,7 @@ impl RunningConfig {
             service: settings.service.clone(),
             admin_token: settings.admin_token_sha256.is_some(),
             seats: settings.seats.len(),
+            tls: settings.tls.clone(),
         }
     }
 
@@ -62,6 +66,7 @@ impl RunningConfig {
             ("limits", new.limits != self.limits),
             ("service addresses", new.service != self.service),
             ("seats", new.seats != self.seats),
+            ("tls", new.tls != self.tls),
         ]
         .into_iter()
         .filter_map(|(what, changed)| changed.then_some(what))

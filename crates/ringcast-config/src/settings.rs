@@ -134,6 +134,10 @@ pub struct NodeSettings {
     /// the cluster has none (players then use the nodes' own listeners).
     #[serde(default, skip_serializing_if = "ServiceAddresses::is_empty")]
     pub service: ServiceAddresses,
+    /// HTTPS on the node's port (`SECURITY.md`): the files the node reads
+    /// on its host. Absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<HttpTls>,
 }
 
 impl Serialize for NodeSettings {
@@ -172,6 +176,20 @@ impl<'de> Deserialize<'de> for NodeSettings {
         settings.validate().map_err(D::Error::custom)?;
         Ok(settings)
     }
+}
+
+/// Where a node finds its HTTPS credentials: the cluster's CA (which the
+/// other nodes' certificates are checked against), its certificate chain
+/// and its key, all PEM files on the node's host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    /// The CA certificate.
+    pub ca: std::path::PathBuf,
+    /// The node's certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The node's key.
+    pub key: std::path::PathBuf,
 }
 
 /// Limits on the datagrams the bus and ring sockets take from one
@@ -651,6 +669,7 @@ mod tests {
             limits: Limits::default(),
             seats: Vec::new(),
             service: Default::default(),
+            tls: None,
         }
     }
 

@@ -167,7 +167,9 @@ impl<'a> Checker<'a> {
             admin_token: admin_token?,
             limits,
             address: cluster.address.as_ref().map(|a| *a.get_ref()),
+            tls_ca: cluster.tls_ca.as_ref().map(|p| self.sibling(p.get_ref())),
         };
+        self.check_tls_everywhere(&file, cluster.tls_ca.as_ref(), &raw.nodes);
         if self.problems.is_empty() {
             self.check_each_node_config(&file, &cluster.priority);
         }
@@ -309,6 +311,7 @@ impl<'a> Checker<'a> {
                 seats: node.seats.iter().map(|s| *s.get_ref()).collect(),
                 cluster: 0,
                 line,
+                tls: self.check_node_tls(id, node),
             });
         }
         nodes
@@ -667,6 +670,65 @@ impl<'a> Checker<'a> {
     }
 
     /// A file named in the cluster file, relative to the cluster file's directory.
+    /// A node's `tls_cert` and `tls_key`: both or neither, resolved beside
+    /// the file. The files are read by the node on its own host.
+    fn check_node_tls(&mut self, id: u32, node: &RawNode) -> Option<(PathBuf, PathBuf)> {
+        match (&node.tls_cert, &node.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some((self.sibling(cert.get_ref()), self.sibling(key.get_ref())))
+            }
+            (Some(given), None) | (None, Some(given)) => {
+                let (field, missing) = if node.tls_cert.is_some() {
+                    ("node.tls_cert", "tls_key")
+                } else {
+                    ("node.tls_key", "tls_cert")
+                };
+                self.report(
+                    given.span(),
+                    field,
+                    format!("node {id} names one of tls_cert and tls_key; give its {missing} too"),
+                );
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// HTTPS is the cluster's, not a node's: with `cluster.tls_ca` every
+    /// node serves it (players and nodes reach any of them), and a node's
+    /// certificate without the CA would be checked against nothing.
+    fn check_tls_everywhere(
+        &mut self,
+        file: &ClusterFile,
+        tls_ca: Option<&Spanned<String>>,
+        raw: &[RawNode],
+    ) {
+        for node in raw {
+            let Some(entry) = file.nodes.iter().find(|n| n.id.0 == *node.id.get_ref()) else {
+                continue;
+            };
+            match (tls_ca, &entry.tls, &node.tls_cert) {
+                (Some(_), None, None) => self.report(
+                    node.id.span(),
+                    "node.tls_cert",
+                    format!(
+                        "cluster.tls_ca makes every node serve HTTPS; give node {} a tls_cert and tls_key",
+                        entry.id.0
+                    ),
+                ),
+                (None, Some(_), Some(cert)) => self.report(
+                    cert.span(),
+                    "node.tls_cert",
+                    format!(
+                        "node {} has a certificate but the cluster has no tls_ca to check the nodes' certificates against",
+                        entry.id.0
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+
     fn sibling(&self, name: &str) -> PathBuf {
         match self.path.parent() {
             Some(dir) => dir.join(name),

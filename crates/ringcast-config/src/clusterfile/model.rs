@@ -13,7 +13,7 @@ use ringcast_proto::{
 use super::error::ConfigFileError;
 use crate::addresses::ServiceAddresses;
 use crate::admin::AdminDigest;
-use crate::settings::{BusMode, Limits, NodeSettings, KEY_LEN};
+use crate::settings::{BusMode, HttpTls, Limits, NodeSettings, KEY_LEN};
 
 /// A parsed and validated cluster file (claims 1-3). `Debug` never prints the
 /// keys or the admin token.
@@ -30,6 +30,8 @@ pub struct ClusterFile {
     pub(super) limits: Limits,
     /// Claim 13: the cluster address (flat clusters only).
     pub(super) address: Option<SocketAddr>,
+    /// The CA every node's HTTPS certificate is checked against.
+    pub(super) tls_ca: Option<PathBuf>,
 }
 
 /// One cluster of the file: the root or a sub-cluster.
@@ -92,6 +94,8 @@ pub(super) struct NodeEntry {
     pub(super) cluster: usize,
     /// Where the node's `id` is, for problems found after parsing.
     pub(super) line: usize,
+    /// Its HTTPS certificate chain and key, resolved.
+    pub(super) tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl fmt::Debug for ClusterFile {
@@ -335,6 +339,14 @@ impl ClusterFile {
             limits: self.limits.clone(),
             seats: Vec::new(),
             service: self.service_addresses(cluster),
+            tls: match (&self.tls_ca, &node.tls) {
+                (Some(ca), Some((cert, key))) => Some(HttpTls {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -65,6 +65,8 @@ pub(super) struct RawCluster {
     /// Claim 13: the cluster address, the entry point players are given;
     /// held by the supervisor.
     pub(super) address: Option<Spanned<SocketAddr>>,
+    /// With it, every node serves HTTPS and trusts this CA for the others.
+    pub(super) tls_ca: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +125,9 @@ pub(super) struct RawNode {
     pub(super) seats: Vec<Spanned<SocketAddr>>,
     #[serde(default)]
     pub(super) disk: Vec<RawDisk>,
+    /// The node's HTTPS certificate chain and key (with `cluster.tls_ca`).
+    pub(super) tls_cert: Option<Spanned<String>>,
+    pub(super) tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

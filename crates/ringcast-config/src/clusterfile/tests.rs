@@ -202,6 +202,7 @@ fn a_valid_file_yields_the_settings_of_each_node() {
         limits: Limits::default(),
         seats: Vec::new(),
         service: Default::default(),
+        tls: None,
     };
     assert_eq!(file.node_settings(NodeId(2)).unwrap(), expected);
     for id in file.node_ids() {
@@ -954,4 +955,54 @@ fn a_cluster_whose_state_the_protocol_cannot_carry_is_refused_with_the_figures()
     ] {
         assert!(p.message.contains(says), "{says}: {}", p.message);
     }
+}
+
+#[test]
+fn https_names_the_ca_and_every_nodes_certificate_and_key() {
+    let with_ca = VALID.replace(
+        "servers = [\"127.0.0.1:7000\"]",
+        "servers = [\"127.0.0.1:7000\"]\ntls_ca = \"tls/ca.crt\"",
+    );
+    let node = |n: u32| format!("id = {n}\nring = \"127.0.0.1:750{n}\"");
+    let with_certs = |text: &str, nodes: &[u32]| {
+        let mut text = text.to_string();
+        for n in nodes {
+            text = text.replace(
+                &node(*n),
+                &format!("{}\ntls_cert = \"tls/node-{n}.crt\"\ntls_key = \"tls/node-{n}.key\"", node(*n)),
+            );
+        }
+        text
+    };
+    // Every node with its files: the settings carry the resolved paths.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_cluster(dir.path(), &with_certs(&with_ca, &[1, 2, 3]));
+    let settings = load(&path).unwrap().node_settings(NodeId(2)).unwrap();
+    let tls = settings.tls.expect("node 2 serves HTTPS");
+    assert_eq!(tls.ca, dir.path().join("tls/ca.crt"));
+    assert_eq!(tls.cert, dir.path().join("tls/node-2.crt"));
+    // The CA without node 3's files.
+    let text = with_certs(&with_ca, &[1, 2]);
+    assert_one_problem(
+        &problems_of(&text),
+        "node.tls_cert",
+        line_of(&text, "127.0.0.1:7503") - 1,
+        "give node 3 a tls_cert and tls_key",
+    );
+    // A node's files without the CA.
+    let text = with_certs(VALID, &[1]);
+    assert_one_problem(
+        &problems_of(&text),
+        "node.tls_cert",
+        line_of(&text, "tls_cert"),
+        "no tls_ca",
+    );
+    // A certificate without its key.
+    let text = with_certs(&with_ca, &[1, 2, 3]).replace("tls_key = \"tls/node-3.key\"\n", "");
+    assert_problem(
+        &problems_of(&text),
+        "node.tls_cert",
+        line_of(&text, "tls/node-3.crt"),
+        "give its tls_key too",
+    );
 }
