@@ -7,9 +7,12 @@
 //!   the others and should then be kept offline.
 //! - `service.crt`, `service.key`: the configuration service's TLS
 //!   certificate, for the names and addresses it is reached at.
-//! - `node-N.crt`, `node-N.key`: node N's client certificate (common name
-//!   `ringcast-node-N`). The service hands node N's configuration only to a
-//!   client that presents it.
+//! - `node-N.crt`, `node-N.key`: node N's certificate (common name
+//!   `ringcast-node-N`): a client certificate, which the service hands node
+//!   N's configuration to and to no one else, and the node's HTTPS server
+//!   certificate (`tls_cert`, `tls_key` in the cluster file), valid for the
+//!   names given for it (its own HTTP address, and every service address
+//!   and the cluster address, which any node may come to hold).
 //! - `config-signing.key`, `config-signing.pub`: the Ed25519 key the service
 //!   signs every configuration with, and the public half nodes check it by.
 //!
@@ -28,6 +31,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
 use crate::clusterfile::write_private_bytes;
+use crate::settings::HttpTls;
 
 /// The certificate authority's certificate.
 pub const CA_CERT: &str = "ca.crt";
@@ -106,13 +110,13 @@ fn invalid(path: &Path, why: impl Into<String>) -> CredentialError {
     }
 }
 
-/// Makes a cluster's credentials in `dir` for `nodes`, with a service
-/// certificate valid for `service_names` (host names or IP addresses).
-/// Refuses to replace existing credentials unless `force`. Returns the
-/// files written.
+/// Makes a cluster's credentials in `dir` for `nodes`, each with the
+/// names (host names or IP addresses) its HTTPS certificate is valid for,
+/// and a service certificate valid for `service_names`. Refuses to replace
+/// existing credentials unless `force`. Returns the files written.
 pub fn init(
     dir: &Path,
-    nodes: &[NodeId],
+    nodes: &[(NodeId, Vec<String>)],
     service_names: &[String],
     force: bool,
 ) -> Result<Vec<PathBuf>, CredentialError> {
@@ -168,13 +172,16 @@ pub fn init(
     write(SERVICE_CERT, service_cert.pem().as_bytes(), false)?;
     write(SERVICE_KEY, service_key.serialize_pem().as_bytes(), true)?;
 
-    for node in nodes {
+    for (node, names) in nodes {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut params = CertificateParams::new(names.clone())?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name(*node));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
         let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
         write(&node_cert(*node), cert.pem().as_bytes(), false)?;
         write(&node_key(*node), key.serialize_pem().as_bytes(), true)?;
@@ -345,6 +352,29 @@ impl NodeCredentials {
     }
 }
 
+/// A node's HTTPS server settings from its `tls` files (`HttpTls`): its
+/// certificate chain and key, no client certificate asked.
+pub fn https_server(tls: &HttpTls) -> Result<Arc<rustls::ServerConfig>, CredentialError> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CredentialError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs(&tls.cert)?, private_key(&tls.key)?)
+        .map_err(|e| invalid(&tls.key, e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// A node's HTTPS client settings for the other nodes: the cluster's CA as
+/// the only root.
+pub fn https_client(tls: &HttpTls) -> Result<Arc<rustls::ClientConfig>, CredentialError> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CredentialError::Tls(e.to_string()))?
+        .with_root_certificates(roots(&tls.ca)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The node a (verified) client certificate names: its common name
 /// `ringcast-node-N`.
 pub fn node_of_certificate(cert: &CertificateDer<'_>) -> Option<NodeId> {
@@ -361,7 +391,7 @@ mod tests {
     #[test]
     fn made_credentials_load_and_name_their_node() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = [NodeId(1), NodeId(7)];
+        let nodes = [(NodeId(1), vec![]), (NodeId(7), vec!["127.0.0.7".into()])];
         init(dir.path(), &nodes, &["127.0.0.1".into()], false).unwrap();
         let service = ServiceCredentials::load(dir.path()).unwrap();
         let node = NodeCredentials::load(dir.path(), NodeId(7)).unwrap();

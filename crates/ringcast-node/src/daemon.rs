@@ -58,6 +58,9 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The node's HTTPS files cannot be used.
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(#[from] ringcast_config::credentials::CredentialError),
     /// The HTTP port could not be opened.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Listen {
@@ -278,6 +281,15 @@ pub async fn start_with_seats(
     http_config.stream.disk_timeout = probe.timeout.max(REQUEST_DISK_TIMEOUT);
     let guard = Arc::new(Guard::new(&settings.limits.http));
     let http_limits = settings.limits.http.clone();
+    // HTTPS (SECURITY.md): read before anything starts, so a bad file is
+    // one clear error and not a node that half runs.
+    let https = match &settings.tls {
+        Some(tls) => Some((
+            ringcast_config::credentials::https_server(tls)?,
+            ringcast_config::credentials::https_client(tls)?,
+        )),
+        None => None,
+    };
     let running = Mutex::new(settings.clone());
     let life = state_dir.map(|d| crate::host::life::LifeFile::new(d, me));
     let service = settings.service.clone();
@@ -285,6 +297,10 @@ pub async fn start_with_seats(
     let priority = proto.priority.clone();
     let (shared, node, stop) = start_protocol(settings, seats.clone(), life).await?;
     http_config.stream.closing = shared.draining.clone();
+    if let Some((server, client)) = https {
+        http_config.tls = Some(server);
+        let _ = shared.web_setting.set(crate::host::web::Web::https(client));
+    }
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .map_err(|source| DaemonError::Listen { addr: http, source })?;

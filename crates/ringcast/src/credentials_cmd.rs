@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use ringcast_config::clusterfile;
 use ringcast_config::credentials;
+use ringcast_proto::NodeId;
 
 /// Makes the credentials of every node of the cluster file `config` in
 /// `dir`, the service's certificate valid for `service_names`.
@@ -21,7 +22,30 @@ pub fn init(config: &Path, dir: &Path, service_names: &[String], force: bool) ->
             bail!("--service-name must not be empty");
         }
     }
-    let written = credentials::init(dir, &nodes, service_names, force)?;
+    // Any node may come to hold any service address and the cluster
+    // address (claim 13): each node's certificate is valid for all of
+    // them, and for its own HTTP address.
+    let shared: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| file.service_addr(*n))
+        .chain(file.cluster_address())
+        .map(|a| a.ip().to_string())
+        .collect();
+    let named: Vec<(NodeId, Vec<String>)> = nodes
+        .iter()
+        .map(|n| {
+            let mut names: Vec<String> = file
+                .http_addr(*n)
+                .map(|a| a.ip().to_string())
+                .into_iter()
+                .chain(shared.iter().cloned())
+                .collect();
+            names.sort();
+            names.dedup();
+            (*n, names)
+        })
+        .collect();
+    let written = credentials::init(dir, &named, service_names, force)?;
     println!(
         "{} files written to {}: a CA, the service's certificate for {}, a signing key, and certificates for node(s) {}",
         written.len(),

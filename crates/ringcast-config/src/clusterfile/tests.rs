@@ -969,7 +969,10 @@ fn https_names_the_ca_and_every_nodes_certificate_and_key() {
         for n in nodes {
             text = text.replace(
                 &node(*n),
-                &format!("{}\ntls_cert = \"tls/node-{n}.crt\"\ntls_key = \"tls/node-{n}.key\"", node(*n)),
+                &format!(
+                    "{}\ntls_cert = \"tls/node-{n}.crt\"\ntls_key = \"tls/node-{n}.key\"",
+                    node(*n)
+                ),
             );
         }
         text

@@ -13,6 +13,8 @@
 //! - [`counters`]: the node's own counters outside the protocol core.
 //! - [`systemd`]: readiness, reloads, stopping and the watchdog, told to
 //!   the service manager.
+//! - [`web`]: plain HTTP or HTTPS, for every URL of a node the node writes
+//!   and every request it makes to another.
 
 pub mod addresses;
 pub mod counters;
@@ -24,3 +26,4 @@ pub mod runtime;
 pub mod shared;
 pub mod systemd;
 pub mod transport;
+pub mod web;

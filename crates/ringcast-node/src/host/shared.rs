@@ -134,6 +134,8 @@ pub struct Shared {
     pub metrics: super::counters::NodeMetrics,
     /// The HTTP listener's guard (its refusal counters), once it runs.
     pub http_guard: std::sync::OnceLock<Arc<ringcast_files::guard::Guard>>,
+    /// HTTPS or not, set before the HTTP side starts ([`Shared::web`]).
+    pub web_setting: std::sync::OnceLock<super::web::Web>,
     /// New keys for the protocol loop to apply.
     pub rekey: watch::Sender<Option<Rekey>>,
     /// Configuration reloads.
@@ -149,6 +151,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// How this node writes node URLs and reaches other nodes: plain
+    /// HTTP until HTTPS is set.
+    pub fn web(&self) -> super::web::Web {
+        self.web_setting.get().cloned().unwrap_or_default()
+    }
+
     /// A copy of the latest snapshot.
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot
@@ -253,6 +261,7 @@ impl Shared {
             streams: std::sync::OnceLock::new(),
             metrics: super::counters::NodeMetrics::default(),
             http_guard: std::sync::OnceLock::new(),
+            web_setting: std::sync::OnceLock::new(),
             rekey: rekey_tx,
             reloads: ReloadCounters::default(),
             seats: RwLock::new(Vec::new()),

@@ -104,12 +104,10 @@ pub async fn forward(shared: &Shared, id: NodeId, token: String, path: &'static 
     else {
         return (StatusCode::NOT_FOUND, "no such node in the cluster map\n").into_response();
     };
-    let url = format!("http://{http}{path}");
+    let web = shared.web();
+    let url = web.url(http, path);
     let forwarded = tokio::task::spawn_blocking(move || {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(1))
-            .redirects(0)
-            .build();
+        let agent = web.agent(Duration::from_secs(1));
         match agent
             .post(&url)
             .set("Authorization", &format!("Bearer {token}"))

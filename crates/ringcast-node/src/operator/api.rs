@@ -220,19 +220,13 @@ fn supervisor_http(shared: &Shared, snap: &Snapshot) -> Option<String> {
         .map(|m| m.addrs.http.to_string())
 }
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(1))
-        .redirects(0)
-        .build()
-}
-
 async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
     let snap = shared.snapshot();
     let mut answer = own_overview(&shared, &snap);
     if shared.in_tree() {
         let own = serde_json::to_value(cluster_view(&shared, &snap)).unwrap_or_default();
-        let walked = tokio::task::spawn_blocking(move || super::overview::walk(&agent(), own))
+        let web = shared.web();
+        let walked = tokio::task::spawn_blocking(move || super::overview::walk(&web, own))
             .await
             .unwrap_or_default();
         if !walked.is_empty() {
@@ -241,9 +235,10 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
         return Json(answer);
     }
     if let Some(http) = supervisor_http(&shared, &snap) {
-        let url = format!("http://{http}/v1/cluster");
+        let web = shared.web();
+        let url = web.url(&http, "/v1/cluster");
         let fetched = tokio::task::spawn_blocking(move || {
-            agent()
+            web.agent(Duration::from_secs(1))
                 .get(&url)
                 .call()
                 .ok()

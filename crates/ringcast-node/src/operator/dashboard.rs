@@ -51,14 +51,15 @@ pub fn routes(shared: Arc<Shared>) -> Router {
 /// the service addresses and cluster address the player is redirected to.
 pub fn cluster_origins(shared: &Shared) -> Vec<String> {
     let snap = shared.snapshot();
-    let mut origins = vec![format!("http://{}", shared.http)];
+    let web = shared.web();
+    let mut origins = vec![web.url(shared.http, "")];
     let listeners = snap
         .map
         .iter()
         .flat_map(|map| map.members.iter().map(|m| m.addrs.http));
     let service = shared.service.all().map(|(_, addr)| addr);
     for addr in listeners.chain(service) {
-        let o = format!("http://{addr}");
+        let o = web.url(addr, "");
         if !origins.contains(&o) {
             origins.push(o);
         }

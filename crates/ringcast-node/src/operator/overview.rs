@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use ringcast_proto::NodeId;
+
+use crate::host::web::Web;
 use serde::Serialize;
 
 /// The most levels climbed or descended; deeper trees are cut here.
@@ -23,6 +25,8 @@ const MAX_LEVELS: usize = ringcast_config::clusterfile::MAX_LEVELS;
 
 /// How long one walk may spend asking other machines.
 pub const WALK_LIMIT: Duration = Duration::from_secs(3);
+/// How long one machine of the walk may take to answer.
+const WALK_REQUEST: Duration = Duration::from_secs(1);
 
 /// One cluster of `GET /v1/overview`: a parent's entry comes first and its
 /// sub-clusters name it in `parent` (claim 5).
@@ -58,6 +62,9 @@ pub struct Overview {
 struct Asked {
     views: BTreeMap<String, Vec<Value>>,
     until: Instant,
+    /// How machines are asked.
+    web: Web,
+    agent: ureq::Agent,
 }
 
 /// Claim 5: the views one machine's `GET /v1/cluster` holds: its own
@@ -68,15 +75,16 @@ pub fn views_of(view: &Value) -> impl Iterator<Item = &Value> {
 
 /// `GET /v1/cluster` of the machine at `http`, split into its views; once
 /// for each machine, and nothing after the walk's time is up.
-fn fetch(agent: &ureq::Agent, http: &str, cache: &mut Asked) -> Vec<Value> {
+fn fetch(http: &str, cache: &mut Asked) -> Vec<Value> {
     if let Some(views) = cache.views.get(http) {
         return views.clone();
     }
     if Instant::now() >= cache.until {
         return Vec::new();
     }
-    let views: Vec<Value> = agent
-        .get(&format!("http://{http}/v1/cluster"))
+    let views: Vec<Value> = cache
+        .agent
+        .get(&cache.web.url(http, "/v1/cluster"))
         .call()
         .ok()
         .and_then(|r| r.into_json::<Value>().ok())
@@ -106,14 +114,14 @@ fn http_of(view: &Value, id: &Value) -> Option<String> {
 /// The supervisor's view of the cluster `view` belongs to, as the machine
 /// that supervises it answers; `view` itself if it is the supervisor's or
 /// the supervisor does not answer.
-fn supervisor_view(agent: &ureq::Agent, view: &Value, cache: &mut Asked) -> (Value, Vec<Value>) {
+fn supervisor_view(view: &Value, cache: &mut Asked) -> (Value, Vec<Value>) {
     if supervises(view) {
         return (view.clone(), Vec::new());
     }
     let Some(http) = http_of(view, &view["supervisor"]) else {
         return (view.clone(), Vec::new());
     };
-    let views = fetch(agent, &http, cache);
+    let views = fetch(&http, cache);
     match views
         .iter()
         .find(|v| cluster_id(v) == cluster_id(view) && supervises(v))
@@ -137,14 +145,16 @@ fn entry(view: Value, parent: Option<u64>, name_of: impl Fn(&Value) -> String) -
 /// Claim 5: every cluster of the tree `own` (this machine's `/v1/cluster`
 /// view) belongs to, each as its supervisor sees it, parents before their
 /// sub-clusters. Blocking: it asks other machines over HTTP.
-pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
+pub fn walk(web: &Web, own: Value) -> Vec<ClusterEntry> {
     let mut cache = Asked {
         views: BTreeMap::new(),
         until: Instant::now() + WALK_LIMIT,
+        web: web.clone(),
+        agent: web.agent(WALK_REQUEST),
     };
     // Climb: the highest cluster the machine in hand knows, until its
     // supervisor's machine holds no seat above it.
-    let (mut top, mut views) = supervisor_view(agent, &own, &mut cache);
+    let (mut top, mut views) = supervisor_view(&own, &mut cache);
     if views.is_empty() {
         views = views_of(&own).cloned().collect();
     }
@@ -155,7 +165,7 @@ pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
         if cluster_id(&last) == cluster_id(&top) {
             break;
         }
-        let (up, up_views) = supervisor_view(agent, &last, &mut cache);
+        let (up, up_views) = supervisor_view(&last, &mut cache);
         top = up;
         if up_views.is_empty() {
             // The parent's supervisor did not answer: show what is known.
@@ -181,7 +191,7 @@ pub fn walk(agent: &ureq::Agent, own: Value) -> Vec<ClusterEntry> {
                     if !shown.insert(sub) {
                         continue;
                     }
-                    if let Some(v) = fetch(agent, &http, &mut cache)
+                    if let Some(v) = fetch(&http, &mut cache)
                         .into_iter()
                         .find(|v| cluster_id(v) == sub && supervises(v))
                     {

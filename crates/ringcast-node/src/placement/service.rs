@@ -27,6 +27,7 @@ use ringcast_config::addresses::ServiceAddresses;
 use super::admission::Admission;
 use crate::host::addresses::holder::Holdings;
 use crate::host::shared::{Shared, Snapshot};
+use crate::host::web::Web;
 use crate::library::catalog::{self, Catalog, Title};
 use crate::library::gate::DiskGate;
 
@@ -197,10 +198,7 @@ impl Streaming {
             known: Mutex::new(BTreeMap::new()),
             book: Mutex::new(StreamBook::new(proto.timing.clone())),
             disk_bytes: Mutex::new(BTreeMap::new()),
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(2))
-                .redirects(0)
-                .build(),
+            agent: shared.web().agent(Duration::from_secs(2)),
             shared,
             counters,
             tree_book: Mutex::new(BTreeMap::new()),
@@ -445,7 +443,10 @@ impl Streaming {
             let Some(http) = map.member(*node).map(|m| m.addrs.http) else {
                 continue;
             };
-            let url = format!("http://{http}/v1/disks/{}/catalog", disk.0);
+            let url = self
+                .shared
+                .web()
+                .url(http, &format!("/v1/disks/{}/catalog", disk.0));
             let answer = agent
                 .get(&url)
                 .call()
@@ -512,7 +513,10 @@ impl Streaming {
         // Claim 13: the serving node's service address, which outlives it.
         let at = self.service.of_node(p.node, http);
         Ok(PlaceAnswer {
-            location: format!("http://{at}{STREAM_PREFIX}{token}/{}", title.as_str()),
+            location: self
+                .shared
+                .web()
+                .url(at, &format!("{STREAM_PREFIX}{token}/{}", title.as_str())),
             node: p.node,
         })
     }
@@ -609,7 +613,7 @@ async fn play(
             ))),
         }
     } else {
-        ask_supervisor(s.agent.clone(), &snap, &title, stream).await
+        ask_supervisor(s.agent.clone(), s.shared.web(), &snap, &title, stream).await
     };
     let response = match answer {
         Ok(a) => (
@@ -646,6 +650,7 @@ fn random_stream() -> u64 {
 /// A member forwards the decision to the supervisor, so the client sees one redirect.
 async fn ask_supervisor(
     agent: ureq::Agent,
+    snap_web: Web,
     snap: &Snapshot,
     title: &Title,
     stream: u64,
@@ -656,7 +661,10 @@ async fn ask_supervisor(
     let Some(http) = map.member(map.supervisor).map(|m| m.addrs.http) else {
         return Err(refused(unavailable("no supervisor is known", 1)));
     };
-    let url = format!("http://{http}/v1/place/{}?stream={stream}", title.as_str());
+    let url = snap_web.url(
+        http,
+        &format!("/v1/place/{}?stream={stream}", title.as_str()),
+    );
     tokio::task::spawn_blocking(move || ask_place(&agent, &url))
         .await
         .unwrap_or_else(|_| Err(refused(unavailable("placement failed", 1))))

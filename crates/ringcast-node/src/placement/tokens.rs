@@ -113,7 +113,9 @@ impl Streaming {
         Refusal::new(307, why)
             .with_header(
                 "Location",
-                format!("http://{entry}/v1/play/{title}?stream={stream}"),
+                self.shared
+                    .web()
+                    .url(entry, &format!("/v1/play/{title}?stream={stream}")),
             )
             .with_header("Access-Control-Allow-Origin", "*")
     }
@@ -208,13 +210,16 @@ impl Streaming {
         .sign(&self.signing_key());
         let at = self.service.of_node(token.node, self.http_of(token.node));
         let folder = title.folder().map(|f| format!("{f}/")).unwrap_or_default();
+        let scheme = self.shared.web().scheme();
         let mut out = String::with_capacity(text.len() * 2);
         for line in text.lines() {
             let l = line.trim();
             if l.is_empty() || l.starts_with('#') || l.contains("://") || l.starts_with('/') {
                 out.push_str(line);
             } else {
-                out.push_str(&format!("http://{at}{STREAM_PREFIX}{segments}/{folder}{l}"));
+                out.push_str(&format!(
+                    "{scheme}://{at}{STREAM_PREFIX}{segments}/{folder}{l}"
+                ));
             }
             out.push('\n');
         }

@@ -146,9 +146,12 @@ impl Streaming {
         hops: u32,
     ) -> Result<PlaceAnswer, Refused> {
         let within = within.map(|c| format!("&within={c}")).unwrap_or_default();
-        let url = format!(
-            "http://{http}/v1/place/{}?stream={stream}&hops={hops}{within}",
-            title.as_str()
+        let url = self.shared.web().url(
+            http,
+            &format!(
+                "/v1/place/{}?stream={stream}&hops={hops}{within}",
+                title.as_str()
+            ),
         );
         ask_place(&self.agent, &url)
     }

@@ -1,0 +1,174 @@
+//! HTTPS on every node (SECURITY.md): the cluster file names the CA and
+//! each node's certificate, which `ringcast credentials init` makes valid
+//! for every service address. An unmodified `curl --cacert` plays a title
+//! over HTTPS through a SIGKILL of the serving node, byte-exact.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{isolate_network, random_bytes, replace_file, Cluster, Reap, Spec, BIN, LIMIT};
+use sha2::{Digest, Sha256};
+
+/// `curl --cacert ca` of `url` with `args`.
+fn curl(ca: &Path, url: &str, args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl is installed by scripts/install-test-deps")
+}
+
+/// The cluster of `spec` with HTTPS on every node: credentials made for
+/// its file, the file then naming them.
+fn https_cluster(spec: &Spec) -> Cluster {
+    let mut c = Cluster::write(spec);
+    let out = Command::new(BIN)
+        .args(["credentials", "init", "--config"])
+        .arg(&c.file)
+        .arg("--dir")
+        .arg(c.dir.join("credentials"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut text = std::fs::read_to_string(&c.file).unwrap().replace(
+        "config_version = 1\n",
+        "config_version = 1\ntls_ca = \"credentials/ca.crt\"\n",
+    );
+    for id in &spec.nodes {
+        text = text.replace(
+            &format!("[[node]]\nid = {id}\n"),
+            &format!(
+                "[[node]]\nid = {id}\ntls_cert = \"credentials/node-{id}.crt\"\ntls_key = \"credentials/node-{id}.key\"\n"
+            ),
+        );
+    }
+    replace_file(&c.file, &text);
+    for id in spec.nodes.clone() {
+        c.spawn(id);
+    }
+    c
+}
+
+#[test]
+fn curl_plays_over_https_byte_exact_through_a_sigkill_of_the_serving_node() {
+    isolate_network();
+    let mut spec = Spec::new(3);
+    spec.disks = vec![(1, vec![2, 3])];
+    let mut c = https_cluster(&spec);
+    let ca = c.dir.join("credentials/ca.crt");
+    // Large enough that the socket's buffers cannot hold the rest when the
+    // serving node dies: the player must resume elsewhere.
+    let movie = random_bytes(24 << 20, 21);
+    c.put_title(1, "movie.mp4", &movie);
+    let play = format!("https://{}/v1/play/movie.mp4", c.http[&1]);
+
+    // Placement answers over HTTPS with an HTTPS redirect to a service
+    // address, under the node certificate's name for it.
+    let start = Instant::now();
+    let location = loop {
+        let out = curl(
+            &ca,
+            &play,
+            &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
+        );
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(url) = said.strip_prefix("307 ") {
+            break url.to_string();
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "never placed over HTTPS: {said} {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(location.starts_with("https://"), "{location}");
+    assert!(
+        c.service
+            .values()
+            .any(|s| location.contains(&s.to_string())),
+        "the redirect names a service address: {location}"
+    );
+    // Nothing is served in clear on a node's port.
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{}/v1/cluster", c.http[&1]))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+
+    let out = c.dir.join("curl.mp4");
+    let player = Command::new("curl")
+        .args(["-sS", "-L", "--cacert"])
+        .arg(&ca)
+        .args(["--retry", "10", "--retry-all-errors", "--retry-delay", "1"])
+        .args(["-C", "-", "--limit-rate", "4M", "-o"])
+        .arg(&out)
+        .arg(&play)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Reap(vec![player]);
+    let start = Instant::now();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1 << 20 {
+        if start.elapsed() > LIMIT {
+            let mut player = guard.0.remove(0);
+            let _ = player.kill();
+            let said = player.wait_with_output().unwrap();
+            panic!(
+                "curl does not progress over HTTPS: {}",
+                String::from_utf8_lossy(&said.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The serving node is the one that served bytes (the probe above read
+    // none): TLS copies through the socket's buffers, so the response may
+    // no longer be active while the player is still behind.
+    let serving = [2, 3].into_iter().find(|n| {
+        let metrics = curl(&ca, &format!("https://{}/metrics", c.http[n]), &[]);
+        String::from_utf8_lossy(&metrics.stdout).lines().any(|l| {
+            l.strip_prefix("ringcast_served_bytes_total ")
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        })
+    });
+    let victim = serving.expect("n2 or n3 serves the stream");
+    c.kill(victim);
+    let survivor = if victim == 2 { 3 } else { 2 };
+    let status = guard.0[0].wait().unwrap();
+    assert!(status.success(), "curl failed");
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), movie.len());
+    assert_eq!(
+        Sha256::digest(&got),
+        Sha256::digest(&movie),
+        "SHA-256 of curl's download over HTTPS"
+    );
+    // The rest came from the other node that reaches the disk.
+    let metrics = curl(&ca, &format!("https://{}/metrics", c.http[&survivor]), &[]);
+    let served = String::from_utf8_lossy(&metrics.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ringcast_served_bytes_total ")?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    assert!(
+        served > 0.0,
+        "n{survivor} served the rest after n{victim} died"
+    );
+}
