@@ -367,10 +367,16 @@ pub fn https_server(tls: &HttpTls) -> Result<Arc<rustls::ServerConfig>, Credenti
 /// A node's HTTPS client settings for the other nodes: the cluster's CA as
 /// the only root.
 pub fn https_client(tls: &HttpTls) -> Result<Arc<rustls::ClientConfig>, CredentialError> {
+    trusting(&tls.ca)
+}
+
+/// HTTPS client settings whose only root is the CA certificate at `ca`
+/// (the operator's tools and the nodes, for the cluster's nodes).
+pub fn trusting(ca: &Path) -> Result<Arc<rustls::ClientConfig>, CredentialError> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| CredentialError::Tls(e.to_string()))?
-        .with_root_certificates(roots(&tls.ca)?)
+        .with_root_certificates(roots(ca)?)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -13,6 +13,7 @@ use ringcast_config::live::RunningConfig;
 /// Checks `file`; with `against_running`, compares it with every node it lists.
 pub fn run(file: &Path, against_running: bool) -> Result<()> {
     let cf = clusterfile::load(file)?;
+    crate::http::trust_file(&cf)?;
     let clusters = cf.clusters();
     let tree = if cf.is_hierarchy() {
         let levels = clusters.iter().map(|c| c.level).max().unwrap_or(0) + 1;

@@ -52,10 +52,16 @@ pub fn target(
                 .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
                 .and_then(|n| n["http"].as_str())
                 .with_context(|| format!("{url} lists no node {id}"))?;
-            (format!("http://{http}"), None)
+            let scheme = if url.starts_with("https://") {
+                "https"
+            } else {
+                "http"
+            };
+            (format!("{scheme}://{http}"), None)
         }
         (Some(path), None) => {
             let file = clusterfile::load(path)?;
+            http::trust_file(&file)?;
             let http = file
                 .http_addr(ringcast_proto::NodeId(id))
                 .with_context(|| format!("{} defines no node {id}", path.display()))?;

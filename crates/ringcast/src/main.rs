@@ -40,6 +40,11 @@ struct Cli {
     /// Same as `--log-format json` (kept for existing scripts).
     #[arg(long, global = true, hide = true)]
     log_json: bool,
+    /// The cluster's CA certificate: reach nodes over HTTPS and trust only
+    /// it (`ringcast credentials init` writes ca.crt). Not needed with a
+    /// cluster file that names tls_ca.
+    #[arg(long, global = true, env = "RINGCAST_CACERT")]
+    cacert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -457,6 +462,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(ca) = &cli.cacert {
+        http::trust(ca)?;
+    }
     let log_format = match (cli.log_format, cli.log_json) {
         (Some(f), _) => f,
         (None, true) => LogFormat::Json,

@@ -40,7 +40,7 @@ pub struct Part {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+    crate::http::builder()
         .redirects(0)
         .timeout_connect(Duration::from_secs(2))
         .timeout_read(Duration::from_secs(3))

@@ -15,6 +15,7 @@ pub fn targets(config: Option<&Path>, url: Option<&str>) -> Result<Vec<String>> 
         (_, Some(url)) => Ok(vec![url.trim_end_matches('/').to_string()]),
         (Some(path), None) => {
             let file = clusterfile::load(path)?;
+            http::trust_file(&file)?;
             Ok(file
                 .node_ids()
                 .into_iter()
@@ -69,6 +70,7 @@ pub struct Tree {
 /// the seats it holds; `None` for a file of one cluster.
 pub fn fetch_tree(config: &Path) -> Result<Option<Tree>> {
     let file = clusterfile::load(config)?;
+    http::trust_file(&file)?;
     if !file.is_hierarchy() {
         return Ok(None);
     }
@@ -240,7 +242,7 @@ pub fn table(view: &Value) -> String {
 
 /// Follows a node's event stream, printing one line per event, until interrupted.
 pub fn follow_events(targets: &[String], json: bool) -> Result<()> {
-    let agent = ureq::AgentBuilder::new()
+    let agent = http::builder()
         .timeout_connect(std::time::Duration::from_millis(500))
         .build();
     let mut last = None;

@@ -171,4 +171,28 @@ fn curl_plays_over_https_byte_exact_through_a_sigkill_of_the_serving_node() {
         served > 0.0,
         "n{survivor} served the rest after n{victim} died"
     );
+
+    // The operator's tools speak HTTPS too: from the cluster file's tls_ca,
+    // or --cacert.
+    let status = Command::new(BIN)
+        .args(["status", "--json", "--config"])
+        .arg(&c.file)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(view["supervisor"].is_u64(), "{view}");
+    let copy = c.dir.join("play.mp4");
+    let played = Command::new(BIN)
+        .arg("--cacert")
+        .arg(&ca)
+        .args(["play", &play, "--plain", "--out"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(played.status.success(), "{played:?}");
+    assert_eq!(
+        Sha256::digest(std::fs::read(&copy).unwrap()),
+        Sha256::digest(&movie)
+    );
 }

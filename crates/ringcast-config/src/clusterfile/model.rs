@@ -229,7 +229,13 @@ impl ClusterFile {
         total
     }
 
-    /// The token guarding the nodes' admin endpoints, if the file names one.
+    /// The CA the nodes' HTTPS certificates are checked against, when the
+    /// nodes serve HTTPS.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls_ca.as_deref()
+    }
+
+    /// The admin token, if the file names one.
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
     }
