@@ -276,7 +276,7 @@
         h('td', {}, at >= 0 ? `${at + 1} of ${ring.length}` : '—'),
         h('td', {}, u ? bar(u.load.streams, u.capacity.max_streams) : '',
           u ? `${u.load.streams}/${u.capacity.max_streams}` : '—'),
-        h('td', {}, h('a', { href: `http://${n.http}/`, textContent: n.http })),
+        h('td', {}, h('a', { href: `${location.protocol}//${n.http}/`, textContent: n.http })),
         h('td', {}, drain, ' ', leave)));
     }
   }
@@ -407,7 +407,7 @@
   function followSupervisor(v) {
     const me = state.overview.answered_by;
     const http = v.supervisor !== me ? nodeHttp(v.supervisor) : null;
-    const origin = http ? `http://${http}` : null;
+    const origin = http ? `${location.protocol}//${http}` : null;
     if (origin === state.supervisorOrigin) return;
     if (state.supervisorSource) state.supervisorSource.close();
     state.supervisorSource = null;

@@ -61,10 +61,13 @@ fn browser() -> (PathBuf, PathBuf) {
     }
 }
 
-fn start_driver(driver: &Path, log: &Path) -> Driver {
+/// chromedriver, and the browser it starts, with `home` as their home
+/// folder (where Chromium finds the certificates it trusts).
+fn start_driver(driver: &Path, log: &Path, home: &Path) -> Driver {
     let port = free_port();
     let child = Command::new(driver)
         .process_group(0)
+        .env("HOME", home)
         .arg(format!("--port={port}"))
         .arg(format!("--log-path={}", log.display()))
         .stdin(Stdio::null())
@@ -216,11 +219,51 @@ fn playing_from(past: f64, not: u32) -> String {
     )
 }
 
+/// A home folder whose NSS database (`~/.pki/nssdb`, which Chromium reads)
+/// trusts the CA certificate `ca` for web sites.
+fn home_trusting(home: &Path, ca: &Path) {
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db = format!("sql:{}", db.display());
+    let run = |args: &[&str]| {
+        let out = Command::new("certutil")
+            .args(args)
+            .output()
+            .expect("certutil (libnss3-tools) is installed by scripts/install-test-deps");
+        assert!(out.status.success(), "certutil {args:?}: {out:?}");
+    };
+    run(&["-N", "-d", &db, "--empty-password"]);
+    run(&[
+        "-A",
+        "-d",
+        &db,
+        "-t",
+        "C,,",
+        "-n",
+        "ringcast test CA",
+        "-i",
+        &ca.display().to_string(),
+    ]);
+}
+
 #[test]
 fn the_dashboard_shows_a_killed_node_fail_and_its_event_and_keeps_playing_without_reloading() {
+    dashboard_through_a_failure(false);
+}
+
+/// The same over HTTPS: the page, its API calls, the other nodes' event
+/// streams and the player's segments, every origin https, trusted through
+/// the cluster's CA (SECURITY.md).
+#[test]
+fn over_https_the_dashboard_shows_a_killed_node_fail_and_keeps_playing() {
+    dashboard_through_a_failure(true);
+}
+
+fn dashboard_through_a_failure(https: bool) {
     isolate_network();
     let (chromium, chromedriver) = browser();
     let mut spec = Spec::new(4);
+    spec.https = https;
     // Slower timers than the protocol tests: a browser shares the two cores.
     spec.interval_ms = 100;
     // Disk probes with fsync can take longer than 200 ms while Chromium
@@ -242,7 +285,12 @@ fn the_dashboard_shows_a_killed_node_fail_and_its_event_and_keeps_playing_withou
 
     let profile = c.dir.join("chromium-profile");
     std::fs::create_dir_all(&profile).unwrap();
-    let driver = start_driver(&chromedriver, &c.dir.join("chromedriver.log"));
+    let home = c.dir.join("browser-home");
+    if let Some(ca) = &c.ca {
+        home_trusting(&home, ca);
+    }
+    std::fs::create_dir_all(&home).unwrap();
+    let driver = start_driver(&chromedriver, &c.dir.join("chromedriver.log"), &home);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -422,7 +470,11 @@ fn the_dashboard_shows_a_killed_node_fail_and_its_event_and_keeps_playing_withou
 
         let png = client.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-        let saved = artifacts().join("dashboard-failover.png");
+        let saved = artifacts().join(if https {
+            "dashboard-failover-https.png"
+        } else {
+            "dashboard-failover.png"
+        });
         std::fs::write(&saved, &png).unwrap();
         if let Some(copy) = std::env::var_os("RINGCAST_DASHBOARD_PNG") {
             std::fs::write(&copy, &png).unwrap();

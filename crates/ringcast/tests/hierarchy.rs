@@ -68,6 +68,7 @@ fn start_tree_with(faults: bool) -> Tree {
         agent: ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(500))
             .build(),
+        ca: None,
     };
     for id in file.node_ids() {
         if faults {

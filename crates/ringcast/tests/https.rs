@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{isolate_network, random_bytes, replace_file, Cluster, Reap, Spec, BIN, LIMIT};
+use common::{isolate_network, random_bytes, Cluster, Reap, Spec, BIN, LIMIT};
 use sha2::{Digest, Sha256};
 
 /// `curl --cacert ca` of `url` with `args`.
@@ -23,44 +23,14 @@ fn curl(ca: &Path, url: &str, args: &[&str]) -> Output {
         .expect("curl is installed by scripts/install-test-deps")
 }
 
-/// The cluster of `spec` with HTTPS on every node: credentials made for
-/// its file, the file then naming them.
-fn https_cluster(spec: &Spec) -> Cluster {
-    let mut c = Cluster::write(spec);
-    let out = Command::new(BIN)
-        .args(["credentials", "init", "--config"])
-        .arg(&c.file)
-        .arg("--dir")
-        .arg(c.dir.join("credentials"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let mut text = std::fs::read_to_string(&c.file).unwrap().replace(
-        "config_version = 1\n",
-        "config_version = 1\ntls_ca = \"credentials/ca.crt\"\n",
-    );
-    for id in &spec.nodes {
-        text = text.replace(
-            &format!("[[node]]\nid = {id}\n"),
-            &format!(
-                "[[node]]\nid = {id}\ntls_cert = \"credentials/node-{id}.crt\"\ntls_key = \"credentials/node-{id}.key\"\n"
-            ),
-        );
-    }
-    replace_file(&c.file, &text);
-    for id in spec.nodes.clone() {
-        c.spawn(id);
-    }
-    c
-}
-
 #[test]
 fn curl_plays_over_https_byte_exact_through_a_sigkill_of_the_serving_node() {
     isolate_network();
     let mut spec = Spec::new(3);
     spec.disks = vec![(1, vec![2, 3])];
-    let mut c = https_cluster(&spec);
-    let ca = c.dir.join("credentials/ca.crt");
+    spec.https = true;
+    let mut c = Cluster::start(&spec);
+    let ca = c.ca.clone().expect("an HTTPS cluster has a CA");
     // Large enough that the socket's buffers cannot hold the rest when the
     // serving node dies: the player must resume elsewhere.
     let movie = random_bytes(24 << 20, 21);

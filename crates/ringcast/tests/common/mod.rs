@@ -78,6 +78,10 @@ pub struct Spec {
     pub disk_check_interval_ms: u64,
     /// Entries of the cluster file's `[limits]` table.
     pub limits: Vec<(&'static str, u64)>,
+    /// HTTPS on every node: `ringcast credentials init` in
+    /// `<dir>/credentials`, named by the file (`tls_ca`, each node's
+    /// `tls_cert` and `tls_key`).
+    pub https: bool,
 }
 
 impl Spec {
@@ -91,6 +95,7 @@ impl Spec {
             max_streams: 100,
             disk_check_interval_ms: 100,
             limits: Vec::new(),
+            https: false,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct Cluster {
     pub address: SocketAddr,
     pub children: BTreeMap<u32, Child>,
     pub agent: ureq::Agent,
+    /// With HTTPS, the cluster's CA certificate (the agent trusts it).
+    pub ca: Option<PathBuf>,
 }
 
 /// Where test clusters keep their files and disks: a memory file system
@@ -223,7 +230,12 @@ impl Cluster {
             }
         }
         let file = dir.join("cluster.toml");
-        std::fs::write(&file, toml).unwrap();
+        std::fs::write(&file, &toml).unwrap();
+        let ca = spec.https.then(|| https(&file, &toml, &spec.nodes));
+        let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_millis(500));
+        if let Some(ca) = &ca {
+            agent = agent.tls_config(ringcast_config::credentials::trusting(ca).unwrap());
+        }
         Cluster {
             dir,
             file,
@@ -231,9 +243,8 @@ impl Cluster {
             service,
             address,
             children: BTreeMap::new(),
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_millis(500))
-                .build(),
+            ca,
+            agent: agent.build(),
         }
     }
 
@@ -346,10 +357,13 @@ impl Cluster {
 
     /// Asks node `via` where to play `title`: the redirect's Location, or the error status.
     pub fn place(&self, via: u32, title: &str) -> Result<String, u16> {
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .redirects(0)
-            .timeout(Duration::from_secs(2))
-            .build();
+            .timeout(Duration::from_secs(2));
+        if let Some(ca) = &self.ca {
+            agent = agent.tls_config(ringcast_config::credentials::trusting(ca).unwrap());
+        }
+        let agent = agent.build();
         match agent
             .get(&format!("{}/v1/play/{title}", self.url(via)))
             .call()
@@ -376,7 +390,8 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u32) -> String {
-        format!("http://{}", self.http[&id])
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http[&id])
     }
 
     /// `GET /v1/cluster` of node `id`, or `None` if it does not answer.
@@ -597,4 +612,33 @@ pub fn wait_len(path: &Path, bytes: u64) {
 
 pub fn ringcast(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run ringcast")
+}
+
+/// HTTPS for the cluster file `file` (whose text is `toml`): credentials
+/// made for it in `credentials` beside it, then named by it. Returns the
+/// CA certificate.
+fn https(file: &Path, toml: &str, nodes: &[u32]) -> PathBuf {
+    let dir = file.parent().unwrap().join("credentials");
+    let out = Command::new(BIN)
+        .args(["credentials", "init", "--config"])
+        .arg(file)
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut text = toml.replace(
+        "config_version = 1\n",
+        "config_version = 1\ntls_ca = \"credentials/ca.crt\"\n",
+    );
+    for id in nodes {
+        text = text.replace(
+            &format!("[[node]]\nid = {id}\n"),
+            &format!(
+                "[[node]]\nid = {id}\ntls_cert = \"credentials/node-{id}.crt\"\ntls_key = \"credentials/node-{id}.key\"\n"
+            ),
+        );
+    }
+    std::fs::write(file, text).unwrap();
+    dir.join("ca.crt")
 }
