@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::capture::{captured, contains};
 use common::{isolate_network, key_hex, replace_file, Cluster, Reap, Spec, BIN};
 
 /// `curl` of `path` at the service, with `args` (certificates); returns the
@@ -215,41 +216,6 @@ fn plain_http_is_refused_where_other_hosts_reach_it_and_https_needs_credentials(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not https"), "{err}");
     let _ = std::fs::remove_dir_all(&c.dir);
-}
-
-/// A packet capture of loopback port `port` while `during` runs: every
-/// byte that crossed it (`tcpdump -w`, started before and stopped after;
-/// `--immediate-mode`, or packets still in the kernel's capture buffer when
-/// it stops are lost).
-fn captured(dir: &Path, port: u16, during: impl FnOnce()) -> Vec<u8> {
-    use std::io::{BufRead, BufReader};
-    let pcap = dir.join(format!("capture-{port}.pcap"));
-    let mut dump = Command::new("tcpdump")
-        .args(["--immediate-mode", "-i", "lo", "-U", "-s", "0", "-w"])
-        .arg(&pcap)
-        .args(["tcp", "port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump is installed by scripts/install-test-deps");
-    // tcpdump says when it listens; nothing before that is captured.
-    let mut line = String::new();
-    BufReader::new(dump.stderr.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
-    during();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(dump.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    assert!(dump.wait().unwrap().success());
-    std::fs::read(&pcap).unwrap()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]

@@ -166,3 +166,75 @@ fn curl_plays_over_https_byte_exact_through_a_sigkill_of_the_serving_node() {
         Sha256::digest(&movie)
     );
 }
+
+#[test]
+fn a_capture_of_a_player_and_an_operator_over_https_holds_no_token_no_secret_and_no_video() {
+    isolate_network();
+    if !common::is_root() {
+        return; // capturing needs root; CI runs the suite as root
+    }
+    let mut spec = Spec::new(3);
+    spec.disks = vec![(1, vec![2, 3])];
+    spec.https = true;
+    let c = Cluster::start(&spec);
+    c.wait_agree(1, &[1, 2, 3]);
+    let ca = c.ca.clone().unwrap();
+    let movie = random_bytes(2 << 20, 31);
+    c.put_title(1, "movie.mp4", &movie);
+    let mut location = String::new();
+    let copy = c.dir.join("copy.mp4");
+    // Every TCP and UDP packet on loopback: the bus and ring, the
+    // placement, the stream, an admin request.
+    let bytes = common::capture::captured_filter(&c.dir, "tcp or udp", || {
+        c.wait("the title is placeable over HTTPS", |c| {
+            c.place(1, "movie.mp4").map(|l| location = l).is_ok()
+        });
+        let out = curl(
+            &ca,
+            &format!("{}/v1/play/movie.mp4", c.url(1)),
+            &["-L", "--limit-rate", "8M", "-o", copy.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let config = c
+            .agent
+            .get(&format!("{}/v1/config", c.url(2)))
+            .set("Authorization", "Bearer test-admin-token")
+            .call()
+            .unwrap();
+        assert_eq!(config.status(), 200);
+    });
+    assert_eq!(
+        Sha256::digest(std::fs::read(&copy).unwrap()),
+        Sha256::digest(&movie)
+    );
+    assert!(
+        bytes.len() > movie.len(),
+        "the capture holds the stream: {} bytes",
+        bytes.len()
+    );
+    let token = location
+        .split("/v1/streams/")
+        .nth(1)
+        .and_then(|t| t.split('/').next())
+        .expect("the placement names a stream token");
+    let contains = common::capture::contains;
+    assert!(
+        !contains(&bytes, token.as_bytes()),
+        "a stream token was captured"
+    );
+    assert!(
+        !contains(&bytes, b"test-admin-token"),
+        "the admin token was captured"
+    );
+    let key = common::key_hex(0x11);
+    assert!(
+        !contains(&bytes, key.as_bytes()) && !contains(&bytes, &[0x11; 32]),
+        "the cluster key was captured"
+    );
+    for at in (0..movie.len() - 64).step_by(movie.len() / 16) {
+        assert!(
+            !contains(&bytes, &movie[at..at + 64]),
+            "the video's bytes at {at} were captured"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod lan;
 pub mod notify;
 pub mod package;
