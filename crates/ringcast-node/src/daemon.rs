@@ -30,8 +30,9 @@ use crate::library::disks::{ProbeConfig, Prober};
 use crate::placement::{Streaming, STREAM_PREFIX};
 
 /// How often the HTTP listener's exempt addresses (the members') are
-/// refreshed from the cluster map.
-pub const EXEMPT_REFRESH: Duration = Duration::from_secs(1);
+/// compared with the cluster map: a new member is exempt within this, so
+/// that the placements it forwards are not limited as one client's.
+pub const EXEMPT_REFRESH: Duration = Duration::from_millis(100);
 
 /// How often each disk's library is rescanned for new and removed titles.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -514,18 +515,21 @@ async fn exempt_loop(guard: Arc<Guard>, shared: Arc<Shared>) {
         // The members of this cluster and of every cluster above that this
         // machine holds a seat in (claim 5: supervisors of the tree ask
         // each other to place streams).
-        let snaps: Vec<_> = std::iter::once(shared.snapshot())
-            .chain(shared.held_seats().iter().map(|s| s.snapshot()))
-            .collect();
-        if snaps[0].map.is_none() {
+        let mut members: Vec<IpAddr> = Vec::new();
+        for s in std::iter::once(shared.clone()).chain(shared.held_seats()) {
+            let snap = s.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(map) = snap.map.as_ref() {
+                members.extend(
+                    map.members
+                        .iter()
+                        .flat_map(|m| [m.addrs.http.ip(), m.addrs.ring.ip()]),
+                );
+            }
+        }
+        if members.is_empty() {
             continue;
         }
-        let members: Vec<IpAddr> = snaps
-            .iter()
-            .filter_map(|s| s.map.as_ref())
-            .flat_map(|m| m.members.iter())
-            .flat_map(|m| [m.addrs.http.ip(), m.addrs.ring.ip()])
-            .collect();
+        // The guard keeps its set when it is the same.
         guard.set_exempt(members);
     }
 }

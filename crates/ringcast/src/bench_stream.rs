@@ -7,21 +7,24 @@
 //! some node (a 307 chosen by the supervisor), then a fresh connection to the
 //! `Location` (the zero-copy data path). Each nginx download is the second
 //! step alone, so ringcast's figure includes one placement per download.
+//!
+//! With `--tls` the nodes serve HTTPS under credentials made for the run,
+//! nginx serves TLS with node 1's certificate, and the clients speak TLS
+//! (rustls) to both.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, killpg, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::unistd::{geteuid, Pid};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use ringcast_sim::campaign::percentile;
 use serde::Serialize;
 
+use crate::bench_nginx::{ensure_nginx, nginx_version, Nginx};
 use crate::up_cmd::{Layout, Library, LocalCluster};
 
 /// Options of `ringcast bench stream`.
@@ -37,6 +40,9 @@ pub struct StreamBenchOptions {
     /// Where the library, cluster and nginx files go (a temporary folder,
     /// removed afterwards, by default).
     pub dir: Option<PathBuf>,
+    /// HTTPS: the cluster's nodes and nginx serve TLS with the same kind
+    /// of certificate (the nodes' CA), and the clients speak TLS.
+    pub tls: bool,
 }
 
 /// The last line of `ringcast bench stream --json`.
@@ -62,6 +68,12 @@ pub struct StreamReport {
     pub nginx_ttfb_ms_p99: Option<f64>,
     /// Growth of the nodes' summed resident memory under load, per client.
     pub rss_kb_per_stream: f64,
+    /// Whether the streams were HTTPS.
+    pub tls: bool,
+    /// Whether the kernel encrypted the records (kernel TLS, which keeps
+    /// `sendfile`): ringcast has no kernel TLS yet, and copies through
+    /// rustls.
+    pub kernel_tls: bool,
     /// CPUs of the machine the bench ran on.
     pub cpus: usize,
     /// What was measured, in words.
@@ -73,7 +85,7 @@ const TITLE: &str = "bench.mp4";
 /// Nodes in the local cluster.
 const NODES: u32 = 3;
 /// The buffer each client reads a body into (and discards).
-const BUF: usize = 256 * 1024;
+pub(crate) const BUF: usize = 256 * 1024;
 /// A server silent for this long has failed the bench.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MIB: u64 = 1 << 20;
@@ -151,10 +163,12 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
         "ringcast: starting {NODES} node processes in {}",
         cluster_dir.display()
     );
-    let mut cluster = LocalCluster::start(
+    let mut cluster = LocalCluster::start_with(
         &Layout::Nodes(NODES),
         Some(&cluster_dir),
         &Library::Dir(lib.clone()),
+        crate::LogFormat::Text,
+        opts.tls,
     )?;
     let sup = cluster.wait_formed(Duration::from_secs(30))?;
     check_interrupted()?;
@@ -192,19 +206,37 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
         None => None,
         Some(exe) => {
             let version = nginx_version(&exe);
-            let server = Nginx::start(&exe, &root.join("nginx"), &lib, &format!("/{TITLE}"), size)?;
+            // With TLS, nginx presents node 1's certificate (valid for
+            // 127.0.0.1, made by the cluster's CA): the same kind of
+            // certificate and key as the nodes.
+            let creds = cluster_dir.join("credentials");
+            let (cert, key) = (creds.join("node-1.crt"), creds.join("node-1.key"));
+            let tls = opts.tls.then_some((cert.as_path(), key.as_path()));
+            let server = Nginx::start_tls(
+                &exe,
+                &root.join("nginx"),
+                &lib,
+                &format!("/{TITLE}"),
+                size,
+                tls,
+            )?;
             eprintln!(
                 "nginx: {version} serving {} on {}",
                 lib.display(),
                 server.addr
             );
-            let url = format!("http://{}/{TITLE}", server.addr);
+            let url = format!("{}://{}/{TITLE}", server.scheme, server.addr);
             let run = run_load("nginx", &Target::Direct(url), opts, size, &[])?;
             drop(server);
             nginx_line = format!(
                 "{version}: worker_processes auto, sendfile on, tcp_nopush on, access_log off, \
-                 root = the same library folder, each download one GET of the file \
+                 root = the same library folder, each download one GET of the file{} \
                  ({} downloads)",
+                if opts.tls {
+                    ", ssl with node 1's certificate (TLS 1.2 and 1.3, no kernel TLS)"
+                } else {
+                    ""
+                },
                 run.downloads
             );
             Some(run)
@@ -244,13 +276,19 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
          file request. ringcast: {NODES} node processes, each client one stream (one stream \
          id), each download = GET /v1/play?stream=ID (a 307 placed by the supervisor, the \
          nodes asked in turn; counted in the wall time, not in TTFB) + GET of the stream URL, \
-         served with sendfile(2) ({d} downloads, {placement}{refused}); rss_kb_per_stream = \
+         served {served} ({d} downloads, {placement}{refused}); rss_kb_per_stream = \
          growth of the nodes' summed VmRSS from before the load to mid-run, per client. \
          {nginx_line}",
         mb = opts.file_mb,
         c = opts.clients,
         s = opts.seconds,
         d = rc.downloads,
+        served = if opts.tls {
+            "over HTTPS (rustls in the node, the file copied through the TLS stream: this \
+             kernel offers no kernel TLS, so no sendfile)"
+        } else {
+            "with sendfile(2)"
+        },
     );
     Ok(StreamReport {
         clients: opts.clients,
@@ -263,6 +301,8 @@ pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
         ttfb_ms_p99: round(percentile(&mut ttfb, 99.0), 3),
         nginx_ttfb_ms_p99,
         rss_kb_per_stream: round(rss_kb_per_stream, 1),
+        tls: opts.tls,
+        kernel_tls: false,
         cpus,
         setup,
     })
@@ -355,7 +395,8 @@ pub(crate) fn write_random_file(path: &Path, size: u64) -> Result<()> {
 fn loopback(url: &str) -> Result<(SocketAddr, String)> {
     let rest = url
         .strip_prefix("http://")
-        .with_context(|| format!("{url} is not a plain http:// URL"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .with_context(|| format!("{url} is not an http:// or https:// URL"))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -363,14 +404,16 @@ fn loopback(url: &str) -> Result<(SocketAddr, String)> {
     let addr: SocketAddr = host
         .parse()
         .with_context(|| format!("{url} does not name an address and port"))?;
-    if addr.ip() != Ipv4Addr::LOCALHOST {
-        bail!("{url} is not on 127.0.0.1; the bench talks to this machine only");
+    // Loopback only (127.0.0.0/8: the nodes' listeners on 127.0.0.1, the
+    // service addresses of a local cluster elsewhere in it).
+    if !addr.ip().is_loopback() {
+        bail!("{url} is not on loopback (127.0.0.0/8); the bench talks to this machine only");
     }
     Ok((addr, path.to_string()))
 }
 
 fn play_agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+    crate::http::builder()
         .redirects(0)
         .timeout_connect(Duration::from_secs(2))
         .timeout(IO_TIMEOUT)
@@ -395,7 +438,7 @@ fn place(agent: &ureq::Agent, play: &str) -> Result<Placed> {
             let _ = r.into_string();
             if loc.starts_with('/') {
                 let (addr, _) = loopback(play)?;
-                return Ok(Placed::At(format!("http://{addr}{loc}")));
+                return Ok(Placed::At(crate::http::base(addr) + &loc));
             }
             Ok(Placed::At(loc))
         }
@@ -442,14 +485,36 @@ pub(crate) fn wait_playable(plays: &[String], limit: Duration) -> Result<()> {
 
 /// One download: a fresh connection, `GET path`, the head parsed, the body
 /// read into `buf` and discarded. Returns (time to first body byte, body bytes).
-fn fetch(url: &str, buf: &mut [u8], expect: u64) -> Result<(Duration, u64)> {
+pub(crate) fn fetch(url: &str, buf: &mut [u8], expect: u64) -> Result<(Duration, u64)> {
     let (addr, path) = loopback(url)?;
     let started = Instant::now();
-    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .with_context(|| format!("cannot connect to {addr}"))?;
     sock.set_read_timeout(Some(IO_TIMEOUT))?;
     sock.set_write_timeout(Some(IO_TIMEOUT))?;
     sock.set_nodelay(true)?;
+    if url.starts_with("https://") {
+        let tls = crate::http::tls_client()
+            .context("an https:// URL, and the bench has no CA to trust")?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let conn = rustls::ClientConnection::new(tls, name)
+            .with_context(|| format!("cannot start TLS with {addr}"))?;
+        let stream = rustls::StreamOwned::new(conn, sock);
+        return read_response(stream, url, &path, addr, started, buf, expect);
+    }
+    read_response(sock, url, &path, addr, started, buf, expect)
+}
+
+/// [`fetch`] on a connected stream, plain or TLS.
+fn read_response(
+    mut sock: impl Read + Write,
+    url: &str,
+    path: &str,
+    addr: SocketAddr,
+    started: Instant,
+    buf: &mut [u8],
+    expect: u64,
+) -> Result<(Duration, u64)> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     sock.write_all(req.as_bytes())
         .with_context(|| format!("cannot send the request to {addr}"))?;
@@ -696,210 +761,6 @@ pub(crate) fn rss_kb(pids: &[u32]) -> Result<u64> {
     Ok(sum)
 }
 
-/// The nginx executable, installed from Debian when missing and we are root.
-pub(crate) fn ensure_nginx() -> Result<PathBuf> {
-    if let Some(p) = find_nginx() {
-        return Ok(p);
-    }
-    if !geteuid().is_root() {
-        bail!(
-            "nginx is not installed; install it (Debian: `sudo apt-get install -y nginx`) \
-             and run the bench again, or leave out --vs-nginx"
-        );
-    }
-    eprintln!("nginx: not installed; installing it from Debian (apt-get install -y nginx) ...");
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "nginx"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-    };
-    let mut out = install().context("cannot run apt-get")?;
-    if !out.status.success() {
-        // Fresh machines have no package lists yet.
-        let _ = Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdin(Stdio::null())
-            .output();
-        out = install().context("cannot run apt-get")?;
-    }
-    if !out.status.success() {
-        bail!(
-            "apt-get install nginx failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    find_nginx().context("apt-get installed nginx but no nginx executable was found")
-}
-
-fn find_nginx() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from))
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
-}
-
-pub(crate) fn nginx_version(exe: &Path) -> String {
-    Command::new(exe)
-        .arg("-v")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stderr)
-                .trim()
-                .strip_prefix("nginx version: ")
-                .map(|v| v.replace('/', " "))
-        })
-        .unwrap_or_else(|| "nginx".to_string())
-}
-
-/// An nginx serving the library folder in the foreground as our child; it
-/// is stopped (and its workers with it) when dropped, also on errors.
-pub(crate) struct Nginx {
-    child: Child,
-    pub(crate) addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    /// Starts nginx serving `root` and waits until `GET ready` (a path)
-    /// answers 200 with `size` bytes.
-    pub(crate) fn start(
-        exe: &Path,
-        dir: &Path,
-        root: &Path,
-        ready: &str,
-        size: u64,
-    ) -> Result<Nginx> {
-        for sub in ["", "tmp"] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d)
-                .with_context(|| format!("cannot create {}", d.display()))?;
-        }
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .context("cannot find a free port for nginx")?
-            .port();
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let d = dir.display();
-        // As root nginx would hand requests to workers running as nobody,
-        // who may not read the bench folder; the nodes run as us, so do they.
-        let user = if geteuid().is_root() {
-            "user root;\n"
-        } else {
-            ""
-        };
-        let conf = format!(
-            "# written by ringcast bench stream\n\
-             {user}daemon off;\n\
-             master_process on;\n\
-             worker_processes auto;\n\
-             pid {d}/nginx.pid;\n\
-             error_log {d}/error.log warn;\n\
-             events {{ worker_connections 2048; }}\n\
-             http {{\n\
-             \x20   access_log off;\n\
-             \x20   sendfile on;\n\
-             \x20   tcp_nopush on;\n\
-             \x20   keepalive_requests 100000;\n\
-             \x20   types {{ video/mp4 mp4; application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}\n\
-             \x20   default_type application/octet-stream;\n\
-             \x20   client_body_temp_path {d}/tmp/body;\n\
-             \x20   proxy_temp_path {d}/tmp/proxy;\n\
-             \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
-             \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
-             \x20   scgi_temp_path {d}/tmp/scgi;\n\
-             \x20   server {{\n\
-             \x20       listen 127.0.0.1:{port};\n\
-             \x20       root {root};\n\
-             \x20   }}\n\
-             }}\n",
-            root = root.display(),
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf)
-            .with_context(|| format!("cannot write {}", conf_path.display()))?;
-        let log = dir.join("nginx.out");
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("cannot write {}", log.display()))?;
-        let err = out.try_clone().context("cannot share the log file")?;
-        let child = Command::new(exe)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            // Its own group: its workers can be found and stopped with it.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        let mut nginx = Nginx {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-        };
-        nginx.wait_ready(ready, size)?;
-        Ok(nginx)
-    }
-
-    /// Until a full download of `ready` works (which also warms it up).
-    fn wait_ready(&mut self, ready: &str, size: u64) -> Result<()> {
-        let url = format!("http://{}{ready}", self.addr);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut buf = vec![0u8; BUF];
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!("nginx exited ({status}) at startup: {}", self.logs().trim());
-            }
-            let last = match fetch(&url, &mut buf, size) {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            check_interrupted()?;
-            if Instant::now() > deadline {
-                bail!(
-                    "nginx did not serve {url} within 15 s: {last:#}; its logs: {}",
-                    self.logs().trim()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn logs(&self) -> String {
-        ["nginx.out", "error.log"]
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(self.dir.join(f)).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        // SIGQUIT would wait for downloads in flight; SIGTERM is nginx's fast shutdown.
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The master did not stop: kill it and its workers (its own group).
-        let _ = killpg(pid, Signal::SIGKILL);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -910,8 +771,13 @@ mod tests {
         assert_eq!(addr.port(), 8501);
         assert_eq!(path, "/v1/streams/t/a.mp4");
         assert!(loopback("http://10.0.0.1:80/x").is_err());
+        assert!(
+            loopback("http://127.67.144.2:80/x").is_ok(),
+            "a local service address"
+        );
         assert!(loopback("http://example.com/x").is_err());
-        assert!(loopback("https://127.0.0.1:1/x").is_err());
+        assert!(loopback("https://127.0.0.1:1/x").is_ok());
+        assert!(loopback("ftp://127.0.0.1:1/x").is_err());
     }
 
     #[test]
@@ -930,6 +796,7 @@ mod tests {
             seconds,
             file_mb,
             dir: None,
+            tls: false,
         };
         for (o, word) in [
             (opts(0, 1, 1), "--clients"),

@@ -31,6 +31,11 @@ pub fn trust_file(file: &ringcast_config::clusterfile::ClusterFile) -> Result<()
     }
 }
 
+/// The TLS settings of the CLI's HTTPS, once [`trust`] was called.
+pub fn tls_client() -> Option<Arc<rustls::ClientConfig>> {
+    TRUST.get().cloned()
+}
+
 /// An agent builder that speaks HTTPS as [`trust`] says.
 pub fn builder() -> ureq::AgentBuilder {
     let builder = ureq::AgentBuilder::new();

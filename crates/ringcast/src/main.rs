@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod bench_hls_client;
+mod bench_nginx;
 mod bench_segments;
 mod bench_soak;
 mod bench_stream;
@@ -265,6 +266,10 @@ enum BenchCommand {
         /// Also measure nginx (installed from Debian when missing) with the same load.
         #[arg(long)]
         vs_nginx: bool,
+        /// Over HTTPS: the nodes (and nginx) serve TLS with certificates of
+        /// a CA made for the run, and the clients speak TLS.
+        #[arg(long)]
+        tls: bool,
         /// Seconds per run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
@@ -686,6 +691,7 @@ fn run(cli: Cli) -> Result<()> {
             BenchCommand::Stream {
                 clients,
                 vs_nginx,
+                tls,
                 seconds,
                 file_mb,
                 dir,
@@ -697,6 +703,7 @@ fn run(cli: Cli) -> Result<()> {
                     seconds,
                     file_mb,
                     dir,
+                    tls,
                 })?;
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())

@@ -46,15 +46,18 @@ impl LocalCluster {
     /// cluster, puts the library on the disks (each title on two disks of
     /// every leaf cluster), and starts one process per node.
     pub fn start(layout: &Layout, dir: Option<&Path>, library: &Library) -> Result<LocalCluster> {
-        Self::start_with(layout, dir, library, crate::LogFormat::Text)
+        Self::start_with(layout, dir, library, crate::LogFormat::Text, false)
     }
 
-    /// [`LocalCluster::start`] with the nodes logging in `log_format`.
+    /// [`LocalCluster::start`] with the nodes logging in `log_format`, and
+    /// with `https` every node serving HTTPS under credentials made for the
+    /// run in `credentials/` (this process then trusts their CA).
     pub fn start_with(
         layout: &Layout,
         dir: Option<&Path>,
         library: &Library,
         log_format: crate::LogFormat,
+        https: bool,
     ) -> Result<LocalCluster> {
         if let Layout::Nodes(n) = layout {
             if !(1..=64).contains(n) {
@@ -75,6 +78,9 @@ impl LocalCluster {
             Layout::Shape(shape) => clusterfile::local_hierarchy(&dir, shape, None, true)?,
         };
         let titles = library.files(&dir)?;
+        if https {
+            serve_https(&file)?;
+        }
         let cf = clusterfile::load(&file)?;
         for disks in disk_groups(&cf)? {
             place_titles(&dir, &disks, &titles)?;
@@ -483,7 +489,7 @@ pub fn run(
     // Listen for Ctrl-C before anything starts, so an early one still stops
     // the nodes cleanly instead of killing `up` alone.
     let mut interrupted = rt.block_on(async { Interrupt::listen() })?;
-    let mut cluster = LocalCluster::start_with(layout, dir, library, log_format)?;
+    let mut cluster = LocalCluster::start_with(layout, dir, library, log_format, false)?;
     let file = clusterfile::load(&cluster.file).ok();
     for (id, http, _) in &cluster.nodes {
         match file.as_ref().and_then(|f| f.service_addr(NodeId(*id))) {
@@ -551,4 +557,51 @@ impl Interrupt {
             _ = self.int.recv() => {}
         }
     }
+}
+
+/// HTTPS for the local cluster file `file`: credentials for its nodes in
+/// `credentials/` beside it (as `ringcast credentials init` makes them),
+/// named by the file, and trusted by this process.
+fn serve_https(file: &Path) -> Result<()> {
+    let cf = clusterfile::load(file)?;
+    let dir = file
+        .parent()
+        .context("the cluster file has a folder")?
+        .join("credentials");
+    let nodes: Vec<_> = cf
+        .node_ids()
+        .into_iter()
+        .map(|n| {
+            let names = cf
+                .http_addr(n)
+                .into_iter()
+                .chain(cf.node_ids().into_iter().filter_map(|m| cf.service_addr(m)))
+                .chain(cf.cluster_address())
+                .map(|a| a.ip().to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            (n, names)
+        })
+        .collect();
+    ringcast_config::credentials::init(&dir, &nodes, &["127.0.0.1".to_string()], true)?;
+    let mut text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .replacen(
+            "[cluster]\n",
+            "[cluster]\ntls_ca = \"credentials/ca.crt\"\n",
+            1,
+        );
+    for n in cf.node_ids() {
+        let id = n.0;
+        text = text.replacen(
+            &format!("[[node]]\nid = {id}\n"),
+            &format!(
+                "[[node]]\nid = {id}\ntls_cert = \"credentials/node-{id}.crt\"\ntls_key = \"credentials/node-{id}.key\"\n"
+            ),
+            1,
+        );
+    }
+    std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    http::trust(&dir.join(ringcast_config::credentials::CA_CERT))
 }

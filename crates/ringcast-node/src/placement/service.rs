@@ -212,14 +212,25 @@ impl Streaming {
 
     /// Whether `client` may have one more placement (`admission.rs`).
     fn admit(&self, client: Option<Extension<ClientIp>>) -> Result<(), Box<Response>> {
+        let client = client.map(|Extension(ClientIp(ip))| ip);
+        // A member of this cluster is exempt from the moment it is in the
+        // map (the guard's list of members is refreshed only every second,
+        // and a member forwards all its players' placements).
+        let member = client.is_some_and(|ip| {
+            self.shared.snapshot().map.as_ref().is_some_and(|m| {
+                m.members
+                    .iter()
+                    .any(|n| n.addrs.http.ip() == ip || n.addrs.ring.ip() == ip)
+            })
+        });
+        if member {
+            return Ok(());
+        }
         let admitted = self
             .admission
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .admit(
-                self.shared.http_guard.get().map(|g| g.as_ref()),
-                client.map(|Extension(ClientIp(ip))| ip),
-            );
+            .admit(self.shared.http_guard.get().map(|g| g.as_ref()), client);
         if admitted.is_err() {
             self.shared.metrics.count_placement("client_limit");
         }

@@ -52,10 +52,20 @@ impl Streaming {
         Err(TokenError::BadSignature)
     }
 
-    /// Whether this node serves tokens made out to `node`: its own, and
-    /// those of a node whose service address it holds under its map.
+    /// Whether this node serves tokens made out to `node`: its own, those
+    /// of a node whose service address it holds under its map, and those of
+    /// a node whose address it still listens on while it hands it on
+    /// (claim 13: the grace in which both holders listen, so that no
+    /// request in between is turned away).
     fn serves_for(&self, node: ringcast_proto::NodeId) -> bool {
         if node == self.me {
+            return true;
+        }
+        if self
+            .holdings
+            .held()
+            .contains_key(&ringcast_proto::service::Address::Node(node))
+        {
             return true;
         }
         let snap = self
