@@ -3,6 +3,7 @@
 //! node holds only its digest and compares digests in constant time
 //! (`SECURITY.md`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Extension;
@@ -88,6 +89,24 @@ pub fn check_admin(
             }
             Err(AdminRefusal::InvalidToken)
         }
+    }
+}
+
+/// An admin request: its handler runs only once [`check_admin`] passed,
+/// and gets the token (to pass on to another node). Every admin route
+/// takes it, so none can forget the check.
+#[derive(Debug)]
+pub struct Admin(pub String);
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for Admin {
+    type Rejection = AdminRefusal;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Admin, AdminRefusal> {
+        let client = parts.extensions.get::<ClientIp>().copied().map(Extension);
+        check_admin(shared, &parts.headers, client).map(Admin)
     }
 }
 

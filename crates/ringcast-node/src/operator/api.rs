@@ -10,19 +10,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Extension, Path as AxPath, Query, State};
+use axum::extract::{Path as AxPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use ringcast_files::httpd::ClientIp;
 use ringcast_proto::{LocalEvent, MemberStatus, NodeId, Role};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::admin::{check_admin, forward};
+use super::admin::{forward, Admin};
 use super::metrics::role_name;
 use super::overview::{ClusterEntry, Overview};
 use crate::host::shared::{Shared, Snapshot};
@@ -259,14 +258,7 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Json<Overview> {
 
 /// `GET /v1/config`: what the node runs with, without its keys and admin
 /// token (`ringcast config check --against-running`); needs the admin token.
-async fn running_config(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    client: Option<Extension<ClientIp>>,
-) -> Response {
-    if let Err(refusal) = check_admin(&shared, &headers, client) {
-        return refusal.into_response();
-    }
+async fn running_config(State(shared): State<Arc<Shared>>, _: Admin) -> Response {
     let running = shared
         .running
         .read()
@@ -279,14 +271,7 @@ async fn running_config(
     response
 }
 
-async fn leave(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    client: Option<Extension<ClientIp>>,
-) -> Response {
-    if let Err(refusal) = check_admin(&shared, &headers, client) {
-        return refusal.into_response();
-    }
+async fn leave(State(shared): State<Arc<Shared>>, _: Admin) -> Response {
     leave_now(&shared).await
 }
 
@@ -303,13 +288,8 @@ async fn leave_now(shared: &Shared) -> Response {
 async fn leave_node(
     State(shared): State<Arc<Shared>>,
     AxPath(id): AxPath<u32>,
-    headers: HeaderMap,
-    client: Option<Extension<ClientIp>>,
+    Admin(token): Admin,
 ) -> Response {
-    let token = match check_admin(&shared, &headers, client) {
-        Ok(t) => t,
-        Err(refusal) => return refusal.into_response(),
-    };
     if NodeId(id) == shared.node {
         return leave_now(&shared).await;
     }

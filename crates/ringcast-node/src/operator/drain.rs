@@ -17,16 +17,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path as AxPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path as AxPath, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ringcast_files::httpd::ClientIp;
 use ringcast_proto::{Capacity, LocalEvent, NodeId};
 use serde::Serialize;
 
-use super::admin::{check_admin, forward};
+use super::admin::{forward, Admin};
 use crate::host::shared::Shared;
 
 /// The drain routes.
@@ -99,25 +98,11 @@ async fn state(State(shared): State<Arc<Shared>>) -> Json<DrainState> {
     Json(drain_state(&shared))
 }
 
-async fn drain(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    client: Option<Extension<ClientIp>>,
-) -> Response {
-    if let Err(refusal) = check_admin(&shared, &headers, client) {
-        return refusal.into_response();
-    }
+async fn drain(State(shared): State<Arc<Shared>>, _: Admin) -> Response {
     set(&shared, true).await
 }
 
-async fn undrain(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    client: Option<Extension<ClientIp>>,
-) -> Response {
-    if let Err(refusal) = check_admin(&shared, &headers, client) {
-        return refusal.into_response();
-    }
+async fn undrain(State(shared): State<Arc<Shared>>, _: Admin) -> Response {
     set(&shared, false).await
 }
 
@@ -157,32 +142,22 @@ async fn set(shared: &Shared, draining: bool) -> Response {
 async fn drain_node(
     State(shared): State<Arc<Shared>>,
     AxPath(id): AxPath<u32>,
-    headers: HeaderMap,
-    client: Option<Extension<ClientIp>>,
+    Admin(token): Admin,
 ) -> Response {
-    on_node(&shared, id, &headers, client, true).await
+    on_node(&shared, id, token, true).await
 }
 
 async fn undrain_node(
     State(shared): State<Arc<Shared>>,
     AxPath(id): AxPath<u32>,
-    headers: HeaderMap,
-    client: Option<Extension<ClientIp>>,
+    Admin(token): Admin,
 ) -> Response {
-    on_node(&shared, id, &headers, client, false).await
+    on_node(&shared, id, token, false).await
 }
 
-async fn on_node(
-    shared: &Shared,
-    id: u32,
-    headers: &HeaderMap,
-    client: Option<Extension<ClientIp>>,
-    draining: bool,
-) -> Response {
-    let token = match check_admin(shared, headers, client) {
-        Ok(t) => t,
-        Err(refusal) => return refusal.into_response(),
-    };
+/// Drains or undrains node `id`: this one, or another through its API
+/// with the operator's `token` (already checked here).
+async fn on_node(shared: &Shared, id: u32, token: String, draining: bool) -> Response {
     if NodeId(id) == shared.node {
         return set(shared, draining).await;
     }
