@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{geteuid, Pid};
 
-use crate::bench_stream::{check_interrupted, fetch, BUF};
+use crate::bench_interrupt::check_interrupted;
 
 /// The nginx executable, installed from Debian when missing and we are root.
 pub(crate) fn ensure_nginx() -> Result<PathBuf> {
@@ -197,13 +197,16 @@ impl Nginx {
     fn wait_ready(&mut self, ready: &str, size: u64) -> Result<()> {
         let url = format!("{}://{}{ready}", self.scheme, self.addr);
         let deadline = Instant::now() + Duration::from_secs(15);
-        let mut buf = vec![0u8; BUF];
+        let agent = crate::http::builder()
+            .timeout(Duration::from_secs(10))
+            .build();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 bail!("nginx exited ({status}) at startup: {}", self.logs().trim());
             }
-            let last = match fetch(&url, &mut buf, size) {
-                Ok(_) => return Ok(()),
+            let last = match full_length(&agent, &url) {
+                Ok(n) if n == size => return Ok(()),
+                Ok(n) => anyhow::anyhow!("{n} bytes, not {size}"),
                 Err(e) => e,
             };
             check_interrupted()?;
@@ -243,4 +246,14 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The body length of a whole `GET url`.
+fn full_length(agent: &ureq::Agent, url: &str) -> Result<u64> {
+    let response = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("cannot read {url}"))?;
+    std::io::copy(&mut response.into_reader(), &mut std::io::sink())
+        .with_context(|| format!("the body of {url} broke"))
 }

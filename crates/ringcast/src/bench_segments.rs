@@ -21,10 +21,9 @@ use ringcast_sim::campaign::percentile;
 use serde::Serialize;
 
 use crate::bench_hls_client::{parse_playlist, Fail, Player, Playlist, Segment, Url};
+use crate::bench_interrupt::{catch_interrupts, check_interrupted};
 use crate::bench_nginx::{ensure_nginx, nginx_version, Nginx};
-use crate::bench_stream::{
-    catch_interrupts, check_interrupted, round, rss_kb, write_random_file, Scratch,
-};
+use crate::bench_stream::{round, rss_kb, write_random_file, Scratch};
 use crate::up_cmd::{Layout, Library, LocalCluster};
 
 /// Options of `ringcast bench segments`.

@@ -18,9 +18,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::bench_stream::{
-    catch_interrupts, check_interrupted, wait_playable, write_random_file, Scratch,
-};
+use crate::bench_interrupt::{catch_interrupts, check_interrupted};
+use crate::bench_stream::{wait_playable, write_random_file, Scratch};
 use crate::http;
 use crate::up_cmd::{Layout, Library, LocalCluster};
 

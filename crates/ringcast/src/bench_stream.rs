@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use ringcast_sim::campaign::percentile;
 use serde::Serialize;
 
+use crate::bench_interrupt::{catch_interrupts, check_interrupted, interrupted};
 use crate::bench_nginx::{ensure_nginx, nginx_version, Nginx};
 use crate::up_cmd::{Layout, Library, LocalCluster};
 
@@ -89,34 +89,6 @@ pub(crate) const BUF: usize = 256 * 1024;
 /// A server silent for this long has failed the bench.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MIB: u64 = 1 << 20;
-
-/// Set by Ctrl-C or SIGTERM: the bench stops its clients, then its nodes and
-/// nginx (in their own process groups, so the signal does not reach them)
-/// are stopped by their guards and the temporary folder is removed.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-pub(crate) fn catch_interrupts() {
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(sig, &action) };
-    }
-}
-
-pub(crate) fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::Relaxed) {
-        bail!("interrupted; the nodes and nginx were stopped");
-    }
-    Ok(())
-}
 
 /// Runs the streaming benchmark.
 pub fn stream(opts: &StreamBenchOptions) -> Result<StreamReport> {
@@ -682,7 +654,7 @@ fn run_load(
         let mut next_report = start + Duration::from_secs(1);
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if interrupted() {
                 abort.store(true, Ordering::Relaxed);
             }
             let now = Instant::now();

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::bench_interrupt::{catch_interrupts, check_interrupted};
 use crate::bench_soak::{start_stream, stream_ok, Stream, TitleCluster};
-use crate::bench_stream::{catch_interrupts, check_interrupted, Scratch};
+use crate::bench_stream::Scratch;
 use crate::http;
 
 /// Options of `ringcast bench traffic`.

@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod bench_hls_client;
+mod bench_interrupt;
 mod bench_nginx;
 mod bench_segments;
 mod bench_soak;
