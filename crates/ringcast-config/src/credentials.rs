@@ -166,7 +166,7 @@ pub fn init(
     let mut service = CertificateParams::new(service_names.to_vec())?;
     service
         .distinguished_name
-        .push(DnType::CommonName, "ringcast configuration service");
+        .push(DnType::CommonName, SERVICE_NAME);
     service.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let service_cert = service.signed_by(&service_key, &ca_cert, &ca_key)?;
     write(SERVICE_CERT, service_cert.pem().as_bytes(), false)?;
@@ -323,10 +323,19 @@ impl NodeCredentials {
             }
             None => return Err(invalid(&cert_path, "is not a ringcast node certificate")),
         }
+        // The service, and no other holder of a certificate of the CA (a
+        // node's is valid for its own addresses): its common name too.
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots(&dir.join(CA_CERT))?),
+            provider(),
+        )
+        .build()
+        .map_err(|e| CredentialError::Tls(e.to_string()))?;
         let tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| CredentialError::Tls(e.to_string()))?
-            .with_root_certificates(roots(&dir.join(CA_CERT))?)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServiceOnly(webpki)))
             .with_client_auth_cert(chain, private_key(&dir.join(node_key(node)))?)
             .map_err(|e| invalid(&dir.join(node_key(node)), e.to_string()))?;
         let pub_path = dir.join(SIGNING_PUB);
@@ -381,11 +390,75 @@ pub fn trusting(ca: &Path) -> Result<Arc<rustls::ClientConfig>, CredentialError>
     Ok(Arc::new(config))
 }
 
+/// The common name of the configuration service's certificate, which a
+/// node requires of the service beside the CA's signature.
+pub const SERVICE_NAME: &str = "ringcast configuration service";
+
+/// A server verifier that accepts only the configuration service: the
+/// CA's chain for the name asked (`WebPkiServerVerifier`), and the
+/// service's common name.
+#[derive(Debug)]
+struct ServiceOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ServiceOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if common_name_of(end_entity).as_deref() == Some(SERVICE_NAME) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::General(
+                "the server's certificate is not the configuration service's".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The common name of a certificate, if it has one.
+fn common_name_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_string())
+}
+
 /// The node a (verified) client certificate names: its common name
 /// `ringcast-node-N`.
 pub fn node_of_certificate(cert: &CertificateDer<'_>) -> Option<NodeId> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = parsed.subject().iter_common_name().next()?.as_str().ok()?;
+    let cn = common_name_of(cert)?;
     let id: u32 = cn.strip_prefix("ringcast-node-")?.parse().ok()?;
     (id > 0).then_some(NodeId(id))
 }

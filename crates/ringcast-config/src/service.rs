@@ -401,7 +401,7 @@ pub enum FetchError {
     /// A signed configuration older than the one this node already ran: a
     /// replay, or a cluster file whose `config_version` went down.
     #[error(
-        "{url} gave node {}'s configuration version {got}, older than version {have} that this node already ran ({}); a replayed configuration is refused (a changed cluster file must raise config_version)",
+        "{url} gave node {}'s configuration version {got}, older than version {have} that this node already ran ({}), or of that version with other contents; a replayed configuration is refused (a changed cluster file must raise config_version)",
         node.0,
         cache.display()
     )]
@@ -416,6 +416,15 @@ pub enum FetchError {
         have: u32,
         /// The cached copy.
         cache: PathBuf,
+    },
+    /// The signed cached copy, the record of what this node ran, does not
+    /// verify: it was altered. Nothing is trusted until it is removed.
+    #[error("the cached copy {} {why}; remove it if its folder was restored from elsewhere", cache.display())]
+    CacheUntrusted {
+        /// The cached copy.
+        cache: PathBuf,
+        /// What is wrong with it.
+        why: Box<SourceError>,
     },
     /// The settings arrived but could not be cached.
     #[error("cannot write the cached copy {}: {source}", path.display())]
@@ -460,28 +469,18 @@ pub fn fetch_with(
     let url = format!("{}/v1/nodes/{}/config", url.trim_end_matches('/'), node.0);
     let attempts = attempts.max(1);
     let agent = agent(credentials);
+    // One fetch at a time in this process (a reload by signal, by a newer
+    // version seen on the bus, by the watch): the replay check and the
+    // cache it reads and writes belong together.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         match fetch_once(&agent, &url, node, credentials) {
             Ok(fetched) => {
                 if credentials.is_some() {
-                    let cache = cache_path(cache_dir, node);
-                    if let Ok(have) = read_cache(&cache, node, credentials) {
-                        let (got, have) = (
-                            fetched.settings.proto.config_version,
-                            have.proto.config_version,
-                        );
-                        if got < have {
-                            return Err(FetchError::Older {
-                                url,
-                                node,
-                                got,
-                                have,
-                                cache,
-                            });
-                        }
-                    }
+                    check_not_replayed(&url, node, cache_dir, &fetched.settings, credentials)?;
                 }
                 write_cache(cache_dir, &fetched)?;
                 return Ok(fetched.settings);
@@ -512,6 +511,43 @@ pub fn fetch_with(
             }
         }
     }
+}
+
+/// A signed configuration is no older than the signed copy this node ran,
+/// and of the same version only if it is the same: anything else is a
+/// replay (or a cluster file changed without raising its version). A
+/// cached copy whose signature fails was altered: nothing is trusted then.
+fn check_not_replayed(
+    url: &str,
+    node: NodeId,
+    cache_dir: &Path,
+    fetched: &NodeSettings,
+    credentials: Option<&NodeCredentials>,
+) -> Result<(), FetchError> {
+    let cache = cache_path(cache_dir, node);
+    let have = match read_cache(&cache, node, credentials) {
+        Ok(have) => have,
+        // Nothing signed ran here yet (no copy, or one from before the
+        // node had credentials).
+        Err(SourceError::Io(_) | SourceError::Unsigned { .. }) => return Ok(()),
+        Err(why) => {
+            return Err(FetchError::CacheUntrusted {
+                cache,
+                why: Box::new(why),
+            })
+        }
+    };
+    let (got, ran) = (fetched.proto.config_version, have.proto.config_version);
+    if got < ran || (got == ran && *fetched != have) {
+        return Err(FetchError::Older {
+            url: url.to_string(),
+            node,
+            got,
+            have: ran,
+            cache,
+        });
+    }
+    Ok(())
 }
 
 fn fall_back_to_cache(
@@ -683,13 +719,6 @@ pub fn cache_path(cache_dir: &Path, node: NodeId) -> PathBuf {
     cache_dir.join(format!("node-{}.json", node.0))
 }
 
-/// Where the signature of the cached copy at `cache` is kept.
-fn signature_path(cache: &Path) -> PathBuf {
-    let mut name = cache.as_os_str().to_owned();
-    name.push(".sig");
-    PathBuf::from(name)
-}
-
 /// The cached copy at `path`; with `credentials`, only if its signature
 /// (kept beside it) verifies: a copy altered on disk is refused.
 fn read_cache(
@@ -698,16 +727,28 @@ fn read_cache(
     credentials: Option<&NodeCredentials>,
 ) -> Result<NodeSettings, SourceError> {
     let file = std::fs::File::open(path).map_err(SourceError::Io)?;
-    let body = read_limited(file, MAX_BODY)?;
-    if let Some(c) = credentials {
-        let signature = std::fs::read_to_string(signature_path(path)).ok();
-        check_signature(c, &body, signature.as_deref())?;
-    }
-    decode(&body, node)
+    let bytes = read_limited(file, MAX_BODY + SIGNATURE_LINE as u64)?;
+    let Some(c) = credentials else {
+        return decode(&bytes, node);
+    };
+    // A signed copy is its signature's line, then the bytes signed.
+    let (signature, body) = match bytes.iter().position(|b| *b == b'\n') {
+        Some(i) if i + 1 == SIGNATURE_LINE => {
+            (std::str::from_utf8(&bytes[..i]).ok(), &bytes[i + 1..])
+        }
+        _ => (None, &bytes[..]),
+    };
+    check_signature(c, body, signature)?;
+    decode(body, node)
 }
 
+/// The first line of a signed cached copy: 128 hexadecimal characters.
+const SIGNATURE_LINE: usize = 129;
+
 /// Writes the settings to a temporary file and renames it over the cached
-/// copy, so a crash leaves either the old copy or the new one.
+/// copy, so a crash leaves either the old copy or the new one. A signed
+/// copy is one file, its signature's line then the bytes signed, so that
+/// the two never come apart.
 fn write_cache(cache_dir: &Path, fetched: &Fetched) -> Result<(), FetchError> {
     let settings = &fetched.settings;
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -726,26 +767,16 @@ fn write_cache(cache_dir: &Path, fetched: &Fetched) -> Result<(), FetchError> {
     // A signed copy keeps the bytes signed; an unsigned one is written
     // readable.
     let json = match &fetched.signature {
-        Some(_) => fetched.body.clone(),
+        Some(sig) => {
+            let mut signed = format!("{}\n", sig.trim()).into_bytes();
+            signed.extend_from_slice(&fetched.body);
+            signed
+        }
         None => serde_json::to_vec_pretty(settings).map_err(|err| FetchError::CacheWrite {
             path: path.clone(),
             source: io::Error::other(err),
         })?,
     };
-    let sig_path = signature_path(&path);
-    let sig_written = match &fetched.signature {
-        Some(sig) => write_private_bytes(&sig_path, sig.as_bytes()),
-        None => match std::fs::remove_file(&sig_path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        },
-    };
-    if let Err(source) = sig_written {
-        return Err(FetchError::CacheWrite {
-            path: sig_path,
-            source,
-        });
-    }
     let written = write_private_bytes(&temp, &json).and_then(|()| std::fs::rename(&temp, &path));
     if let Err(source) = written {
         let _ = std::fs::remove_file(&temp);

@@ -20,6 +20,9 @@ use crate::credentials::node_of_certificate;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; beyond, new ones are closed at once (a
+/// flood of handshakes cannot take every file descriptor).
+const MAX_CONNECTIONS: usize = 512;
 
 /// The node whose certificate the request's connection presented, if it
 /// names one (set on every request served by [`serve`]).
@@ -35,6 +38,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -45,8 +49,13 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!("closing the connection from {from}: {MAX_CONNECTIONS} are served already");
+            continue;
+        };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {

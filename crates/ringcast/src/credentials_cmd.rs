@@ -5,9 +5,29 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use ringcast_config::clusterfile;
+use std::collections::BTreeSet;
+
+use ringcast_config::clusterfile::{self, ClusterFile};
 use ringcast_config::credentials;
 use ringcast_proto::NodeId;
+
+/// What each node's certificate is valid for: its own HTTP address, and
+/// every service address of its own cluster and that cluster's address,
+/// which any of its members may come to hold (claim 13); never another
+/// cluster's.
+pub fn certificate_names(file: &ClusterFile) -> Result<Vec<(NodeId, Vec<String>)>> {
+    file.node_ids()
+        .into_iter()
+        .map(|n| {
+            let settings = file.node_settings(n)?;
+            let names: BTreeSet<String> = std::iter::once(settings.proto.addrs.http)
+                .chain(settings.service.all().map(|(_, a)| a))
+                .map(|a| a.ip().to_string())
+                .collect();
+            Ok((n, names.into_iter().collect()))
+        })
+        .collect()
+}
 
 /// Makes the credentials of every node of the cluster file `config` in
 /// `dir`, the service's certificate valid for `service_names`.
@@ -22,29 +42,7 @@ pub fn init(config: &Path, dir: &Path, service_names: &[String], force: bool) ->
             bail!("--service-name must not be empty");
         }
     }
-    // Any node may come to hold any service address and the cluster
-    // address (claim 13): each node's certificate is valid for all of
-    // them, and for its own HTTP address.
-    let shared: Vec<String> = nodes
-        .iter()
-        .filter_map(|n| file.service_addr(*n))
-        .chain(file.cluster_address())
-        .map(|a| a.ip().to_string())
-        .collect();
-    let named: Vec<(NodeId, Vec<String>)> = nodes
-        .iter()
-        .map(|n| {
-            let mut names: Vec<String> = file
-                .http_addr(*n)
-                .map(|a| a.ip().to_string())
-                .into_iter()
-                .chain(shared.iter().cloned())
-                .collect();
-            names.sort();
-            names.dedup();
-            (*n, names)
-        })
-        .collect();
+    let named = certificate_names(&file)?;
     let written = credentials::init(dir, &named, service_names, force)?;
     println!(
         "{} files written to {}: a CA, the service's certificate for {}, a signing key, and certificates for node(s) {}",

@@ -232,7 +232,10 @@ async fn serve(settings: NodeSettings, state_dir: PathBuf, source: Source) -> Re
     let (reloaded_tx, mut reloaded) = mpsc::channel(4);
     let (watched_tx, mut watched) = mpsc::channel(1);
     spawn_watch(source.clone(), watched_tx);
-    tracing::info!("node {id} running; HTTP on http://{http}");
+    tracing::info!(
+        "node {id} running; HTTP on {}",
+        daemon.shared.web().url(http, "")
+    );
     // READY waits for the cluster: a unit ordered after this one starts
     // with a node that serves.
     let mut ready = false;

@@ -52,7 +52,8 @@ fn follow_supervisor(agent: &ureq::Agent, view: Value) -> Value {
         .as_array()
         .and_then(|nodes| nodes.iter().find(|n| &n["id"] == sup))
         .and_then(|n| n["http"].as_str())
-        .map(|a| format!("http://{a}"));
+        .and_then(|a| a.parse().ok())
+        .map(http::base);
     match http.and_then(|base| http::cluster(agent, &base).ok()) {
         Some(v) if v["node_role"] == "supervisor" => v,
         _ => view,

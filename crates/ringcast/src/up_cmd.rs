@@ -568,22 +568,7 @@ fn serve_https(file: &Path) -> Result<()> {
         .parent()
         .context("the cluster file has a folder")?
         .join("credentials");
-    let nodes: Vec<_> = cf
-        .node_ids()
-        .into_iter()
-        .map(|n| {
-            let names = cf
-                .http_addr(n)
-                .into_iter()
-                .chain(cf.node_ids().into_iter().filter_map(|m| cf.service_addr(m)))
-                .chain(cf.cluster_address())
-                .map(|a| a.ip().to_string())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            (n, names)
-        })
-        .collect();
+    let nodes = crate::credentials_cmd::certificate_names(&cf)?;
     ringcast_config::credentials::init(&dir, &nodes, &["127.0.0.1".to_string()], true)?;
     let mut text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {}", file.display()))?

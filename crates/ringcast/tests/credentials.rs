@@ -105,12 +105,17 @@ fn only_a_nodes_own_certificate_gets_its_configuration_and_the_node_checks_what_
     assert!(!body.contains("test-admin-token"), "{body}");
     assert!(body.contains("admin_token_sha256"), "{body}");
 
-    // No client certificate: no configuration, and no key byte.
-    for args in [vec![ca.as_path()], vec![]] {
-        let (ok, _, body) = curl(&config_of_1, &args);
-        assert!(!ok, "answered without a certificate: {body}");
-        assert!(!body.contains(&key), "{body}");
-    }
+    // No client certificate: no configuration, and no key byte, whether
+    // the client checks the service (--cacert) or checks nothing (-k).
+    let (ok, _, body) = curl(&config_of_1, &[&ca]);
+    assert!(!ok, "answered without a certificate: {body}");
+    assert!(!body.contains(&key), "{body}");
+    let insecure = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "10", &config_of_1])
+        .output()
+        .unwrap();
+    assert!(!insecure.status.success(), "{insecure:?}");
+    assert!(!String::from_utf8_lossy(&insecure.stdout).contains(&key));
     // Node 2's certificate cannot fetch node 1's configuration.
     let (crt2, key2) = cert(2);
     let (_, code, body) = curl(&config_of_1, &[&ca, &crt2, &key2]);
@@ -157,7 +162,11 @@ fn only_a_nodes_own_certificate_gets_its_configuration_and_the_node_checks_what_
     c.children.clear();
     let cached = cache.join("node-1.json");
     let signed = std::fs::read(&cached).unwrap();
-    assert!(cache.join("node-1.json.sig").exists());
+    let first = signed.split(|b| *b == b'\n').next().unwrap();
+    assert!(
+        first.len() == 128 && first.iter().all(u8::is_ascii_hexdigit),
+        "a signed copy starts with its signature"
+    );
 
     // The cached copy altered on disk is refused once the service is away.
     drop(svc);
@@ -189,15 +198,32 @@ fn only_a_nodes_own_certificate_gets_its_configuration_and_the_node_checks_what_
 
 #[test]
 fn plain_http_is_refused_where_other_hosts_reach_it_and_https_needs_credentials() {
+    isolate_network();
     let c = Cluster::write(&Spec::new(2));
-    let out = Command::new(BIN)
+    // Refused at once: a service that started instead would never end, so
+    // it is waited for with a deadline.
+    let mut serve = Command::new(BIN)
         .args(["config", "serve"])
         .arg(&c.file)
-        .args(["--listen", "0.0.0.0:7399"])
-        .output()
+        .args(["--listen", &format!("0.0.0.0:{}", common::free_port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > common::LIMIT {
+            let _ = serve.kill();
+            panic!("config serve listened in plain HTTP on 0.0.0.0");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("--tls-dir"), "{err}");
     let out = Command::new(BIN)
         .args(["node", "--config-url", "https://127.0.0.1:1", "--node", "1"])
@@ -290,6 +316,35 @@ fn a_captured_fetch_over_tls_holds_no_key_and_no_admin_token() {
     assert!(
         !contains(&bytes, b"test-admin-token"),
         "never the admin token"
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[test]
+fn a_node_refuses_a_service_that_shows_another_certificate_of_the_cluster() {
+    // A compromised node holds a certificate of the cluster's CA valid for
+    // its own address; posing as the configuration service with it, it
+    // must get no node to run what it serves.
+    isolate_network();
+    let c = Cluster::write(&Spec::new(2));
+    let creds = c.dir.join("credentials");
+    init_credentials(&c.file, &creds);
+    let impostor = c.dir.join("impostor");
+    std::fs::create_dir_all(&impostor).unwrap();
+    for f in ["ca.crt", "config-signing.key"] {
+        std::fs::copy(creds.join(f), impostor.join(f)).unwrap();
+    }
+    std::fs::copy(creds.join("node-2.crt"), impostor.join("service.crt")).unwrap();
+    std::fs::copy(creds.join("node-2.key"), impostor.join("service.key")).unwrap();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let _svc = serve(&c.file, &listen, &impostor);
+    let cache = c.dir.join("cache");
+    let out = refused(1, &format!("https://{listen}"), &creds, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not the configuration service"), "{stderr}");
+    assert!(
+        !cache.join("node-1.json").exists(),
+        "nothing was taken from it"
     );
     let _ = std::fs::remove_dir_all(&c.dir);
 }

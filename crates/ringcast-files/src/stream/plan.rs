@@ -210,7 +210,11 @@ fn refused(r: Refusal) -> Plan {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let mut p = Plan::text(status, &message, status == 400);
+    // A redirect sends the player elsewhere (back to placement, claim 13):
+    // its next request belongs on a fresh connection, which reaches the
+    // address's holder now rather than this one.
+    let close = status == 400 || (300..400).contains(&status);
+    let mut p = Plan::text(status, &message, close);
     for (name, value) in r.extra_headers {
         if valid_field_name(&name) && valid_field_value(&value) {
             p.headers.push((name.into(), value));

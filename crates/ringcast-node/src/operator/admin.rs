@@ -64,7 +64,12 @@ pub fn check_admin(
     let expected = shared
         .admin_token_sha256
         .ok_or(AdminRefusal::NotConfigured)?;
-    let client = client.map(|Extension(ClientIp(ip))| client_key(ip));
+    // A request whose listener gave no address shares one budget: never
+    // unlimited.
+    let client = Some(client.map_or(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        |Extension(ClientIp(ip))| client_key(ip),
+    ));
     let mut failures = shared
         .admin_failures
         .lock()

@@ -43,9 +43,9 @@ impl Admission {
         guard: Option<&Guard>,
         client: Option<IpAddr>,
     ) -> Result<(), Box<Response>> {
-        let Some(ip) = client else {
-            return Ok(());
-        };
+        // A request whose listener gave no address shares one bucket:
+        // never unlimited.
+        let ip = client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if guard.is_some_and(|g| g.is_exempt(ip)) {
             return Ok(());
         }

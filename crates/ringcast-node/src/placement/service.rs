@@ -214,10 +214,15 @@ impl Streaming {
     fn admit(&self, client: Option<Extension<ClientIp>>) -> Result<(), Box<Response>> {
         let client = client.map(|Extension(ClientIp(ip))| ip);
         // A member of this cluster is exempt from the moment it is in the
-        // map (the guard's list of members is refreshed only every second,
-        // and a member forwards all its players' placements).
+        // map (a member forwards all its players' placements; the guard's
+        // own list of members follows the map only every EXEMPT_REFRESH).
         let member = client.is_some_and(|ip| {
-            self.shared.snapshot().map.as_ref().is_some_and(|m| {
+            let snap = self
+                .shared
+                .snapshot
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            snap.map.as_ref().is_some_and(|m| {
                 m.members
                     .iter()
                     .any(|n| n.addrs.http.ip() == ip || n.addrs.ring.ip() == ip)
