@@ -63,8 +63,7 @@ impl Streaming {
         }
         if self
             .holdings
-            .held()
-            .contains_key(&ringcast_proto::service::Address::Node(node))
+            .holds(ringcast_proto::service::Address::Node(node))
         {
             return true;
         }

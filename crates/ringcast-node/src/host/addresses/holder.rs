@@ -50,6 +50,15 @@ impl Holdings {
         self.held.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Whether `address` is held and bound here (during its hand-on grace
+    /// too), without copying the table.
+    pub fn holds(&self, address: Address) -> bool {
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&address)
+    }
+
     fn set(&self, held: BTreeMap<Address, SocketAddr>) {
         *self.held.write().unwrap_or_else(|e| e.into_inner()) = held;
     }
